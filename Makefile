@@ -1,0 +1,50 @@
+# instructify: `make train` and `make test` set up .venv on first use; nothing else is installed by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch (this pin is on PyPI; on a CUDA box the same pin brings the CUDA build).
+TORCH  ?= torch==2.13.0
+CONFIG ?= configs/quickstart.yaml
+ARGS   ?=
+MODEL  ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup train sft eval export config test lint clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"training.max_steps=50 lora.r=8\" MODEL=<folder>"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed ## Create .venv and install the project (done automatically by the other targets)
+
+train: setup ## Base eval, SFT, export, trained eval, before/after table (CONFIG, ARGS)
+	$(BIN)/python -m train train --config $(CONFIG) $(ARGS)
+
+sft: setup ## Fine-tune only: writes <output_dir>/adapter
+	$(BIN)/python -m train sft --config $(CONFIG) $(ARGS)
+
+export: setup ## Merge the adapter into <output_dir>/model
+	$(BIN)/python -m train export --config $(CONFIG) $(ARGS)
+
+eval: setup ## stop_rate of <output_dir>/model, or of MODEL=<folder>, on the held-out prompts
+	$(BIN)/python -m train eval --config $(CONFIG) $(if $(MODEL),--model $(MODEL) --name $(notdir $(MODEL))) $(ARGS)
+
+config: setup ## Print the resolved config (CONFIG, ARGS)
+	$(BIN)/python -m train config --config $(CONFIG) $(ARGS)
+
+test: setup ## Run the test suite (tiny models built offline)
+	$(BIN)/python -m pytest tests $(ARGS)
+
+lint: setup ## ruff check and format check
+	$(BIN)/ruff check train tests scripts
+	$(BIN)/ruff format --check train tests scripts
+
+clean: ## Remove runs/ and caches (keeps .venv)
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,95 @@
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from train import template
+
+CONV = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "hi there"},
+    {"role": "assistant", "content": "im doing good"},
+    {"role": "user", "content": "what did you do"},
+    {"role": "assistant", "content": "we went to the lake"},
+]
+
+
+def load(path):
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def test_adds_tokens_resizes_and_sets_eos(gemma_like):
+    model, tok = load(gemma_like)
+    old = model.get_input_embeddings().weight.detach().clone()
+    original_eos = tok.eos_token_id
+    tokens = template.add_chat_tokens(model, tok)
+    emb = model.get_input_embeddings().weight
+    assert len(tokens.new_token_ids) == 2 and tok.convert_ids_to_tokens(tokens.new_token_ids) == ["<|im_start|>", "<|im_end|>"]
+    assert emb.shape[0] % 64 == 0 and emb.shape[0] >= len(tok)
+    torch.testing.assert_close(emb[: old.shape[0]], old)  # existing rows untouched
+    for i in tokens.new_token_ids:  # new rows start at the mean of the old ones
+        torch.testing.assert_close(emb[i], old.mean(0), atol=1e-6, rtol=1e-5)
+    assert model.get_output_embeddings().weight is emb  # still tied
+    assert tok.eos_token == "<|im_end|>" and model.config.eos_token_id == tokens.im_end_id
+    assert model.generation_config.eos_token_id == [tokens.im_end_id, original_eos]
+    assert tok.pad_token_id not in model.generation_config.eos_token_id
+
+
+def test_reuses_existing_chatml_tokens(smol_like):
+    model, tok = load(smol_like)
+    rows = model.get_input_embeddings().weight.shape[0]
+    ids = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    tokens = template.add_chat_tokens(model, tok)
+    assert tokens.new_token_ids == [] and [tokens.im_start_id, tokens.im_end_id] == ids
+    assert model.get_input_embeddings().weight.shape[0] == rows  # nothing added, nothing resized
+    # SmolLM2 has no pad and eos == bos == <|endoftext|>: pad must be neither eos id
+    assert tok.pad_token_id is not None and tok.pad_token_id not in model.generation_config.eos_token_id
+    assert model.generation_config.eos_token_id[0] == tokens.im_end_id
+
+
+def test_golden_rendering(gemma_like, smol_like):
+    _, tok = load(gemma_like)
+    template.add_chat_tokens(load(gemma_like)[0], tok)
+    text = tok.apply_chat_template(CONV[:3], tokenize=False)
+    assert text == (
+        "<bos><|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi there<|im_end|>\n"
+        "<|im_start|>assistant\nim doing good<|im_end|>\n"
+    )
+    prompt = tok.apply_chat_template(CONV[:2], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n")
+    ids = tok.apply_chat_template(CONV[:2], tokenize=True, return_dict=True)["input_ids"]
+    assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id  # exactly one BOS
+    model, smol = load(smol_like)
+    template.add_chat_tokens(model, smol)
+    assert smol.apply_chat_template(CONV[1:3], tokenize=False).startswith("<|im_start|>user")  # no BOS
+
+
+def test_assistant_mask_covers_replies_and_their_terminator_only(gemma_like):
+    model, tok = load(gemma_like)
+    tokens = template.add_chat_tokens(model, tok)
+    ids, mask = template.assistant_mask(tok, CONV)
+    spans, current = [], []
+    for i, m in zip(ids, mask):
+        if m:
+            current.append(i)
+        elif current:
+            spans.append(current)
+            current = []
+    spans += [current] if current else []
+    assert [tok.decode(s).strip() for s in spans] == ["im doing good<|im_end|>", "we went to the lake<|im_end|>"]
+    assert all(s[-1] == tokens.im_end_id for s in spans)  # each span ends on the terminator...
+    assert ids.count(tokens.im_end_id) == 5 and sum(s.count(tokens.im_end_id) for s in spans) == 2  # ...others untrained
+
+
+def test_system_prompt_is_injected_only_when_missing(gemma_like):
+    model, tok = load(gemma_like)
+    template.add_chat_tokens(model, tok, system_prompt="You're helpful.")
+    text = tok.apply_chat_template(CONV[1:3], tokenize=False)
+    assert text.startswith("<bos><|im_start|>system\nYou're helpful.<|im_end|>\n<|im_start|>user")
+    assert "helpful" not in tok.apply_chat_template(CONV[:3], tokenize=False)
+
+
+def test_turn_lengths_match_the_rendered_conversation(gemma_like):
+    model, tok = load(gemma_like)
+    template.add_chat_tokens(model, tok)
+    lengths, base = template.turn_lengths(tok, [CONV, CONV[1:3]])
+    for conv, ls in zip([CONV, CONV[1:3]], lengths):
+        assert base + sum(ls) == len(tok.apply_chat_template(conv, tokenize=True, return_dict=True)["input_ids"])

