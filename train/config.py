@@ -41,6 +41,9 @@ class ModelConfig:
 class TemplateConfig:
     name: str = _f("chatml", "Chat template: chatml (the only one so far)")
     system_prompt: str | None = _f(None, "Default system message inserted when a conversation has none")
+    special_text: str = _f(
+        "reject", "Messages holding special-token text like <|im_end|>: reject the row (counted) or escape (plain text)"
+    )
 
 
 @dataclass
@@ -93,11 +96,6 @@ class EvalConfig:
 
 
 @dataclass
-class ExportConfig:
-    merge: bool = _f(True, "Merge LoRA and token rows into the base weights (a plain transformers folder)")
-
-
-@dataclass
 class Config:
     output_dir: str = _f("runs/quickstart", "Run folder: resolved config, adapter, merged model, reports")
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -106,7 +104,6 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def _is_section(tp: Any) -> bool:
@@ -177,6 +174,24 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
     return cls(**kwargs)
 
 
+# Fields whose value must be one of a few names: checked at load time so the error names the file and key.
+CHOICES = {
+    "model.dtype": ("auto", "bfloat16", "float32"),
+    "model.attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
+    "template.name": ("chatml",),
+    "template.special_text": ("reject", "escape"),
+    "training.report_to": ("none", "wandb"),
+}
+
+
+def _check_choices(cfg: Config, where: str) -> None:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{where}: `{key}` is {value!r}; expected one of {', '.join(allowed)}")
+
+
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node = raw
     *parents, leaf = dotted.split(".")
@@ -215,7 +230,9 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         if key not in valid_keys():
             raise _unknown(key, "command-line override")
         _set_dotted(raw, key, value)
-    return _build(Config, raw, "", where)
+    cfg = _build(Config, raw, "", where)
+    _check_choices(cfg, where)
+    return cfg
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -51,6 +51,11 @@ class LoadReport:
 # ---- sources ---------------------------------------------------------------------------------------------------
 
 
+# Consecutive chat messages of one sender are joined with a space, as the chitchat package itself does: with
+# newlines, replies become lists of lines and a small model learns to keep adding lines instead of stopping.
+JOIN = " "
+
+
 def _two_speaker(conv_id: str, turns: Iterable[tuple[str, str]], where: str) -> Conversation:
     """Two-person log -> messages: consecutive messages of one sender form one turn; the first sender is the user."""
     merged: list[tuple[str, list[str]]] = []
@@ -61,7 +66,7 @@ def _two_speaker(conv_id: str, turns: Iterable[tuple[str, str]], where: str) -> 
             merged.append((sender, [text]))
     first = merged[0][0] if merged else None
     messages = [
-        {"role": "user" if sender == first else "assistant", "content": "\n".join(texts)} for sender, texts in merged
+        {"role": "user" if sender == first else "assistant", "content": JOIN.join(t.strip() for t in texts)} for sender, texts in merged
     ]
     return Conversation(conv_id, messages, where)
 
@@ -137,10 +142,15 @@ def load_source(cfg: DataConfig) -> list[Conversation]:
 # ---- validation ------------------------------------------------------------------------------------------------
 
 
-def problem(messages: object) -> str | None:
-    """Why a conversation cannot be trained on, or None. Each reason is counted in the load report."""
+def problem(messages: object, special_texts: tuple[str, ...] = ()) -> str | None:
+    """Why a conversation cannot be trained on, or None. Each reason is counted in the load report.
+
+    `special_texts`: control-token strings (`<|im_end|>`...) that may not appear inside a message; empty to allow
+    them (`template.special_text: escape`, where they are tokenised as plain text).
+    """
     if not isinstance(messages, list) or not messages:
         return "messages is empty or not a list"
+    first_chars = {t[0] for t in special_texts}
     expected = "user"
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
@@ -150,12 +160,17 @@ def problem(messages: object) -> str | None:
             return f'message {i + 1} has role "{role}"; expected one of {", ".join(ROLES)}'
         if not isinstance(content, str) or not content.strip():
             return f"message {i + 1} has empty or non-string content"
+        if first_chars & set(content):  # cheap pre-check: most messages hold none of these characters
+            found = next((t for t in special_texts if t in content), None)
+            if found:
+                return (f"message {i + 1} contains special-token text {found}; "
+                        "set template.special_text: escape to train on it as plain text")
         if role == "system":
             if i != 0:
                 return f"message {i + 1}: system only allowed first"
             continue
         if role != expected:
-            return f"message {i + 1}: {role} after {'assistant' if role == 'assistant' else 'user'}; turns must alternate"
+            return f"message {i + 1} is {role} where {expected} was expected; turns alternate, starting with user"
         expected = "assistant" if role == "user" else "user"
     if not any(m["role"] == "assistant" for m in messages):
         return "no assistant turn"
@@ -163,14 +178,15 @@ def problem(messages: object) -> str | None:
 
 
 def _reason_key(reason: str) -> str:
-    # "message 3 has role "bot"; ..." -> "has role "bot"; ..." so the report counts reasons, not positions
-    return reason.split(" ", 2)[2] if reason.startswith("message ") else reason
+    # "message 3 has role "bot"; ..." -> "has role "bot"" so the report counts reasons, not positions
+    reason = reason.split(" ", 2)[2] if reason.startswith("message ") else reason
+    return reason.split(";")[0]
 
 
-def validate(convs: list[Conversation], report: LoadReport) -> list[Conversation]:
+def validate(convs: list[Conversation], report: LoadReport, special_texts: tuple[str, ...] = ()) -> list[Conversation]:
     kept = []
     for conv in convs:
-        reason = problem(conv.messages)
+        reason = problem(conv.messages, special_texts)
         if reason is None:
             kept.append(Conversation(conv.id, [{"role": m["role"], "content": m["content"]} for m in conv.messages], conv.where))
         else:
@@ -194,45 +210,43 @@ def split(convs: list[Conversation], eval_size: int, seed: int) -> tuple[list[Co
     return [c for c in convs if c.id not in held], [c for c in convs if c.id in held]
 
 
-def fit(messages: Messages, turn_lengths: list[int], max_length: int, base: int = 0) -> Messages | None:
-    """Longest prefix that fits `max_length` tokens and ends on an assistant reply (never mid-reply), or None."""
-    total, end = base, 0
-    for i, (m, n) in enumerate(zip(messages, turn_lengths)):
-        total += n
-        if total > max_length:
+def fit(roles: list[str], ends: list[int], max_length: int) -> int:
+    """How many messages to keep: the longest prefix within `max_length` tokens that ends on an assistant reply
+    (never inside one: a reply cut before its <|im_end|> teaches the model not to stop). 0 when none fits."""
+    keep = 0
+    for i, (role, end) in enumerate(zip(roles, ends)):
+        if end > max_length:
             break
-        if m["role"] == "assistant":
-            end = i + 1
-    return messages[:end] or None
+        if role == "assistant":
+            keep = i + 1
+    return keep
 
 
-def fit_all(
-    convs: list[Conversation], count: Callable[[list[Messages]], tuple[list[list[int]], int]], max_length: int,
-    report: LoadReport,
-) -> list[Conversation]:
-    lengths, base = count([c.messages for c in convs])
-    out = []
-    for conv, turn_lengths in zip(convs, lengths):
-        cut = fit(conv.messages, turn_lengths, max_length, base)
-        if cut is None:
+def fit_all(convs: list[Conversation], encoded: list, max_length: int, report: LoadReport) -> list[dict]:
+    """Rows for the trainer: messages, input_ids, assistant_masks, cut at a turn boundary to fit `max_length`."""
+    rows = []
+    for conv, enc in zip(convs, encoded):
+        keep = fit([m["role"] for m in conv.messages], enc.ends, max_length)
+        if keep == 0:
             report.too_long += 1
             continue
-        report.truncated += len(cut) < len(conv.messages)
-        out.append(Conversation(conv.id, cut, conv.where))
-    return out
+        report.truncated += keep < len(conv.messages)
+        n = enc.ends[keep - 1]
+        rows.append({"messages": conv.messages[:keep], "input_ids": enc.input_ids[:n],
+                     "assistant_masks": enc.assistant_masks[:n]})
+    return rows
 
 
-def eval_prompts(convs: list[Conversation], count: Callable, max_length: int, seed: int) -> list[dict]:
+def eval_prompts(convs: list[Conversation], encoded: list, max_length: int, seed: int) -> list[dict]:
     """One prompt per held-out conversation: the turns before an assistant reply (1, 3 or 5 prior turns, in turn),
     rendered later with the generation prompt; the gold reply is kept for teacher-forced metrics."""
-    lengths, base = count([c.messages for c in convs])
     prompts = []
-    for k, (conv, turn_lengths) in enumerate(zip(convs, lengths)):
+    for k, (conv, enc) in enumerate(zip(convs, encoded)):
         replies = [i for i, m in enumerate(conv.messages) if m["role"] == "assistant"]
         want = (1, 3, 5)[(k + seed) % 3]
         # the reply whose prompt has the wanted number of prior turns, or the nearest one available
         idx = min(replies, key=lambda i: abs(i - want))
-        if sum(turn_lengths[: idx + 1]) + base > max_length:
+        if enc.ends[idx] > max_length:
             idx = replies[0]
         prompts.append(
             {

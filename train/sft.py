@@ -24,7 +24,7 @@ class Prepared:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     tokens: template.ChatTokens
-    train: list[data.Conversation]
+    train: list[dict]  # messages, input_ids, assistant_masks: exactly what the trainer trains on
     eval_prompts: list[dict]
     report: data.LoadReport
 
@@ -35,17 +35,18 @@ def prepare(cfg: Config) -> Prepared:
     model, tokenizer = model_lib.load(cfg.model)
     tokens = template.add_chat_tokens(model, tokenizer, cfg.template.system_prompt)
     report = data.LoadReport()
-    convs = data.validate(data.load_source(cfg.data), report)
+    forbidden = template.special_texts(tokenizer) if cfg.template.special_text == "reject" else ()
+    convs = data.validate(data.load_source(cfg.data), report, forbidden)
     train_convs, held_out = data.split(convs, cfg.data.eval_size, cfg.data.seed)
-    count = lambda batch: template.turn_lengths(tokenizer, batch)  # noqa: E731
-    train_convs = data.fit_all(train_convs, count, cfg.data.max_length, report)
     if cfg.data.train_size is not None:
         train_convs = train_convs[: cfg.data.train_size]
-    report.kept = len(train_convs)
-    if not train_convs:
+    encode = lambda cs: template.encode(tokenizer, [c.messages for c in cs], tokens)  # noqa: E731
+    rows = data.fit_all(train_convs, encode(train_convs), cfg.data.max_length, report)
+    report.kept = len(rows)
+    if not rows:
         raise data.DataError(f"{cfg.data.source}: no usable training conversations\n" + "\n".join(report.lines()))
-    prompts = data.eval_prompts(held_out, count, cfg.data.max_length, cfg.data.seed)
-    return Prepared(model, tokenizer, tokens, train_convs, prompts, report)
+    prompts = data.eval_prompts(held_out, encode(held_out), cfg.data.max_length, cfg.data.seed)
+    return Prepared(model, tokenizer, tokens, rows, prompts, report)
 
 
 def sft_args(cfg: Config, on_cuda: bool) -> SFTConfig:
@@ -66,7 +67,9 @@ def sft_args(cfg: Config, on_cuda: bool) -> SFTConfig:
         report_to=[] if t.report_to == "none" else [t.report_to],
         # bf16 autocast only on CUDA; on CPU the weights are already bf16 and the adapters stay fp32.
         bf16=on_cuda and torch.cuda.is_bf16_supported(),
-        assistant_only_loss=True,  # the template's {% generation %} spans: replies and their <|im_end|>
+        # Rows come tokenised with `assistant_masks` (train/template.py: replies and their <|im_end|>); TRL turns
+        # them into labels. (`assistant_only_loss` is for rows TRL tokenises itself.)
+        assistant_only_loss=False,
         max_length=cfg.data.max_length,
         # Batches of similar length waste less compute on padding.
         train_sampling_strategy="group_by_length",
@@ -81,7 +84,7 @@ def train(cfg: Config, prepared: Prepared, callbacks: list | None = None) -> Pat
     set_seed(cfg.training.seed)
     peft_model = get_peft_model(prepared.model, model_lib.lora_config(cfg.lora, prepared.tokens.new_token_ids,
                                                                         prepared.model))
-    dataset = Dataset.from_list([{"messages": c.messages} for c in prepared.train])
+    dataset = Dataset.from_list([{k: r[k] for k in ("input_ids", "assistant_masks")} for r in prepared.train])
     trainer = SFTTrainer(
         model=peft_model,
         args=sft_args(cfg, model_lib.device().type == "cuda"),

@@ -55,6 +55,8 @@ class ChatTokens:
     pad_id: int
     eos_ids: list[int]  # generation stops on any of these; im_end first
     new_token_ids: list[int]  # rows added here: they must be trained (PEFT trainable tokens)
+    bos_id: int | None = None  # the one BOS the template starts with, None for models without (SmolLM2)
+    system_prompt: str | None = None  # injected when a conversation has no system message
 
 
 def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -105,11 +107,13 @@ def add_chat_tokens(
 
     im_start_id, im_end_id = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
     eos_ids = [im_end_id] + [e for e in dict.fromkeys(original_eos) if e != im_end_id]
+    with_bos = _adds_bos(tokenizer)
     tokenizer.eos_token = IM_END
-    tokenizer.chat_template = chatml_template(_adds_bos(tokenizer), system_prompt)
+    tokenizer.chat_template = chatml_template(with_bos, system_prompt)
     set_stop_ids(model, eos_ids, tokenizer.pad_token_id)
-    new_ids = tokenizer.convert_tokens_to_ids([t for t in missing])
-    return ChatTokens(im_start_id, im_end_id, tokenizer.pad_token_id, eos_ids, list(new_ids))
+    new_ids = tokenizer.convert_tokens_to_ids(list(missing))
+    bos_id = tokenizer.bos_token_id if with_bos else None
+    return ChatTokens(im_start_id, im_end_id, tokenizer.pad_token_id, eos_ids, list(new_ids), bos_id, system_prompt)
 
 
 def set_stop_ids(model: PreTrainedModel, eos_ids: list[int], pad_id: int) -> None:
@@ -129,19 +133,59 @@ def assistant_mask(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> 
     return list(out["input_ids"]), list(out["assistant_masks"])
 
 
-def turn_lengths(tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict]]) -> tuple[list[list[int]], int]:
-    """Tokens per message as the template renders it, and the tokens before the first message (BOS, default system).
 
-    Exact for ChatML: each message is wrapped in special tokens, which split the text before the tokenizer merges,
-    so a conversation's length is the sum of its messages' lengths. One batched call instead of one render per prefix.
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    assistant_masks: list[int]  # 1 on trained tokens: each reply and the <|im_end|> that closes it
+    ends: list[int]  # token count after each message: the turn boundaries a long conversation may be cut at
+
+
+def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    if system_prompt and (not messages or messages[0]["role"] != "system"):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict]], tokens: ChatTokens) -> list[Encoded]:
+    """Tokenise conversations exactly as the ChatML template renders them, with the loss mask set where tokens are
+    added. Message text is tokenised with `split_special_tokens`, so text like "<|im_end|>" typed inside a message
+    stays plain text and never becomes a control token (PITFALLS 15); tests and `doctor` check the ids and mask equal
+    `apply_chat_template(..., return_assistant_tokens_mask=True)` on ordinary conversations.
+
+    Our own instead of `apply_chat_template`: that renders to text and re-tokenises, which turns such text into
+    control tokens, and it renders one conversation per call; this is one batched tokenizer call.
     """
-    segments = [f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for conv in conversations for m in conv]
-    ids = tokenizer(segments, add_special_tokens=False)["input_ids"] if segments else []
-    probe = [{"role": "user", "content": "x"}]
-    probe_ids = tokenizer.apply_chat_template(probe, tokenize=True, return_dict=True)["input_ids"]
-    base = len(probe_ids) - len(tokenizer(f"{IM_START}user\nx{IM_END}\n", add_special_tokens=False)["input_ids"])
-    lengths, k = [], 0
-    for conv in conversations:
-        lengths.append([len(x) for x in ids[k : k + len(conv)]])
-        k += len(conv)
-    return lengths, base
+    full = [with_system(c, tokens.system_prompt) for c in conversations]
+    # "role\ncontent" between <|im_start|> and <|im_end|>: the same text pieces the rendered template splits into
+    pieces = [f"{m['role']}\n{m['content']}" for c in full for m in c]
+    enc = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    out, k = [], 0
+    for conv, original in zip(full, conversations):
+        ids = [] if tokens.bos_id is None else [tokens.bos_id]
+        mask = [0] * len(ids)
+        ends = []
+        for m in conv:
+            trained = m["role"] == "assistant"
+            header = len(m["role"]) + 1  # chars of "role\n": never trained
+            ids.append(tokens.im_start_id)
+            mask.append(0)
+            for tid, (start, _) in zip(enc["input_ids"][k], enc["offset_mapping"][k]):
+                ids.append(tid)
+                mask.append(int(trained and start >= header))
+            ids.append(tokens.im_end_id)  # the terminator: trained after a reply, so the model learns to stop
+            mask.append(int(trained))
+            ids += newline
+            mask += [0] * len(newline)
+            ends.append(len(ids))
+            k += 1
+        if conv is not original:
+            ends = ends[1:]  # the injected system message is not one of the caller's messages
+        out.append(Encoded(ids, mask, ends))
+    return out
+
+
+def special_texts(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
+    """Every special token's text: inside a message it would become a control token if rendered and re-tokenised."""
+    return tuple(sorted({t.content for t in tokenizer.added_tokens_decoder.values() if t.special} | {IM_START, IM_END}))

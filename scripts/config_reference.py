@@ -1,0 +1,27 @@
+"""Rewrite the config reference table in README.md from the config dataclasses: `python scripts/config_reference.py`.
+`tests/test_readme.py` fails when the README is out of date."""
+
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from train import config  # noqa: E402
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+
+
+def table() -> str:
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, help in config.describe():
+        rows.append(f"| `{key}` | `{'null' if default is None else default}` | {help} |")
+    return "\n".join(rows)
+
+
+def render(text: str) -> str:
+    return re.sub(f"{START}.*{END}", f"{START}\n{table()}\n{END}", text, flags=re.S)
+
+
+if __name__ == "__main__":
+    README.write_text(render(README.read_text()))
