@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from train import config  # noqa: E402
+from train import config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
@@ -20,7 +20,7 @@ def table() -> str:
 
 
 def render(text: str) -> str:
-    return re.sub(f"{START}.*{END}", f"{START}\n{table()}\n{END}", text, flags=re.S)
+    return re.sub(f"{START}.*{END}", f"{START}\n{table()}\n{END}", text, flags=re.DOTALL)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers, decoders
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,16 +46,24 @@ def conversations(n: int = 24) -> list[dict]:
     return rows
 
 
-def _tokenizer(special: list[str], bos: str | None, eos: str, pad: str | None, unk: str) -> PreTrainedTokenizerFast:
+def _tokenizer(
+    special: list[str], bos: str | None, eos: str, pad: str | None, unk: str
+) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token=unk))
     # Byte-level BPE: every string (newlines included) tokenises and decodes back exactly.
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=special, initial_alphabet=alphabet))
+    tok.train_from_iterator(
+        CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=special, initial_alphabet=alphabet)
+    )
     if bos:
-        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk
+    )
 
 
 def _save(model, tokenizer, path: Path) -> Path:
@@ -64,10 +78,20 @@ def gemma_like(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     tokenizer = _tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], "<bos>", "<eos>", "<pad>", "<unk>")
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=512,
-        sliding_window=64, layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=512,
+        sliding_window=64,
+        layer_types=["sliding_attention", "full_attention"],
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     return _save(Gemma3ForCausalLM(config), tokenizer, tmp_path_factory.mktemp("gemma-like"))
 
@@ -76,11 +100,20 @@ def gemma_like(tmp_path_factory) -> Path:
 def smol_like(tmp_path_factory) -> Path:
     """SmolLM2-shaped base: ChatML tokens already in the vocabulary, eos <|endoftext|>, no BOS, no pad."""
     torch.manual_seed(0)
-    tokenizer = _tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"], None, "<|endoftext|>", None, "<unk>")
+    tokenizer = _tokenizer(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"], None, "<|endoftext|>", None, "<unk>"
+    )
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=0, eos_token_id=0,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     return _save(LlamaForCausalLM(config), tokenizer, tmp_path_factory.mktemp("smol-like"))
 

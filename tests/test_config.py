@@ -32,7 +32,10 @@ def test_precedence_defaults_file_overrides(tmp_path):
 def test_unknown_key_names_the_closest(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("training:\n  max_step: 7\n")
-    with pytest.raises(config.ConfigError, match=r"c.yaml: unknown key `training.max_step`; did you mean `training.max_steps`"):
+    with pytest.raises(
+        config.ConfigError,
+        match=r"c.yaml: unknown key `training.max_step`; did you mean `training.max_steps`",
+    ):
         config.load(path)
     with pytest.raises(config.ConfigError, match="did you mean `lora.alpha`"):
         config.load(None, ["lora.alpah=4"])
@@ -41,7 +44,10 @@ def test_unknown_key_names_the_closest(tmp_path):
 def test_wrong_type_is_an_error_naming_the_key():
     with pytest.raises(config.ConfigError, match="`training.max_steps` must be int"):
         config.load(None, ["training.max_steps=many"])
-    with pytest.raises(config.ConfigError, match="`template.name` is 'llama'; expected one of chatml"):
+    with pytest.raises(
+        config.ConfigError,
+        match="`template.name` is 'llama'; expected chatml, model, or an existing .jinja file",
+    ):
         config.load(None, ["template.name=llama"])
     with pytest.raises(config.ConfigError, match="expected key=value"):
         config.load(None, ["training.max_steps"])

@@ -31,12 +31,21 @@ def test_chitchat_package_loads_every_conversation():
         ([], "messages is empty or not a list"),
         ([{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}], 'message 2 has role "bot"'),
         ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}], "message 2 has empty"),
-        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": 3}], "message 2 has empty or non-string"),
+        (
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": 3}],
+            "message 2 has empty or non-string",
+        ),
         ([{"role": "user", "content": "hi"}], "no assistant turn"),
         ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], "system only allowed first"),
-        ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "message 2 is user where assistant was expected"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+            "message 2 is user where assistant was expected",
+        ),
         ([{"role": "user"}], "lacks role/content"),
-        ([{"role": "user", "content": "a<bos>"}, {"role": "assistant", "content": "b"}], "special-token text <bos>"),
+        (
+            [{"role": "user", "content": "a<bos>"}, {"role": "assistant", "content": "b"}],
+            "special-token text <bos>",
+        ),
     ],
 )
 def test_problem_names_the_reason(messages, reason):
@@ -59,8 +68,13 @@ def test_local_formats_load_the_same_rows(tmp_path, chat_file):
     import datasets
 
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "c.parquet"))
-    loaded = [data.load_source(DataConfig(source=str(p))) for p in (chat_file, tmp_path / "c.json", tmp_path / "c.parquet")]
-    assert [c.messages for c in loaded[0]] == [c.messages for c in loaded[1]] == [c.messages for c in loaded[2]]
+    loaded = [
+        data.load_source(DataConfig(source=str(p)))
+        for p in (chat_file, tmp_path / "c.json", tmp_path / "c.parquet")
+    ]
+    assert (
+        [c.messages for c in loaded[0]] == [c.messages for c in loaded[1]] == [c.messages for c in loaded[2]]
+    )
     assert loaded[0][3].id == "c3"
 
 
@@ -92,6 +106,10 @@ def test_special_token_text_is_rejected_with_a_reason():
     assert "message 1 contains special-token text <|im_end|>" in data.problem(msgs, ("<|im_end|>", "<bos>"))
     assert data.problem(msgs, ()) is None  # escape policy: allowed, tokenised as plain text
     report = data.LoadReport()
-    kept = data.validate([data.Conversation("a", msgs), data.Conversation("b", msgs[1:])], report, ("<|im_end|>",))
+    kept = data.validate(
+        [data.Conversation("a", msgs), data.Conversation("b", msgs[1:])], report, ("<|im_end|>",)
+    )
     assert kept == [] and report.rejected == {
-        "contains special-token text <|im_end|>": 1, "is assistant where user was expected": 1}
+        "contains special-token text <|im_end|>": 1,
+        "is assistant where user was expected": 1,
+    }

@@ -36,7 +36,9 @@ def edit_json(path, **changes):
 def test_exported_folder_passes(chat_folder, capsys):
     result = statuses(chat_folder)
     assert set(result.values()) == {"PASS"}, result
-    assert {"eos agrees", "one BOS", "assistant mask", "train/inference parity", "token <|im_end|>"} <= set(result)
+    assert {"eos agrees", "one BOS", "assistant mask", "train/inference parity", "token <|im_end|>"} <= set(
+        result
+    )
     assert cli.main(["doctor", str(chat_folder)]) == 0
     assert "doctor: all checks passed" in capsys.readouterr().out
 

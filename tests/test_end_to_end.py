@@ -16,14 +16,23 @@ from train import config, sft, template
 @pytest.fixture
 def run_config(tmp_path, gemma_like, chat_file):
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({
-        "output_dir": str(tmp_path / "run"),
-        "model": {"name": str(gemma_like), "dtype": "float32"},
-        "data": {"source": str(chat_file), "eval_size": 4, "max_length": 64},
-        "lora": {"r": 4, "alpha": 8},
-        "training": {"max_steps": 4, "per_device_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1},
-        "eval": {"num_conversations": 4, "max_new_tokens": 8, "batch_size": 2},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "run"),
+                "model": {"name": str(gemma_like), "dtype": "float32"},
+                "data": {"source": str(chat_file), "eval_size": 4, "max_length": 64},
+                "lora": {"r": 4, "alpha": 8},
+                "training": {
+                    "max_steps": 4,
+                    "per_device_batch_size": 4,
+                    "learning_rate": 1e-2,
+                    "logging_steps": 1,
+                },
+                "eval": {"num_conversations": 4, "max_new_tokens": 8, "batch_size": 2},
+            }
+        )
+    )
     return path
 
 
@@ -56,9 +65,18 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
     run = tmp_path / "run"
     files = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
     expected = {
-        "config.yaml", "eval_prompts.json", "report.json", "samples-base.jsonl", "samples-trained.jsonl",
-        "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/tokenizer.json",
-        "model/config.json", "model/generation_config.json", "model/model.safetensors", "model/tokenizer.json",
+        "config.yaml",
+        "eval_prompts.json",
+        "report.json",
+        "samples-base.jsonl",
+        "samples-trained.jsonl",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/tokenizer.json",
+        "model/config.json",
+        "model/generation_config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
         "model/tokenizer_config.json",
     }
     assert expected <= files, expected - files
@@ -76,12 +94,19 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert tok.eos_token == "<|im_end|>" and model.config.eos_token_id == im_end
     assert model.generation_config.eos_token_id[0] == im_end
-    prompt = tok.apply_chat_template([{"role": "user", "content": "hi there"}], add_generation_prompt=True,
-                                     return_tensors="pt", return_dict=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "hi there"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     assert tok.decode(prompt["input_ids"][0]).endswith("<|im_start|>assistant\n")
 
     # merged + reloaded logits equal the adapter model's: the trained token rows survived the merge (tied head)
-    base, base_tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
+    base, base_tok = (
+        AutoModelForCausalLM.from_pretrained(gemma_like),
+        AutoTokenizer.from_pretrained(gemma_like),
+    )
     template.add_chat_tokens(base, base_tok)
     adapted = PeftModel.from_pretrained(base, run / "adapter").eval()
     ids = prompt["input_ids"]

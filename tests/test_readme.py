@@ -23,7 +23,7 @@ def test_config_reference_is_current():
 
 def test_every_make_target_in_the_readme_exists():
     makefile = (ROOT / "Makefile").read_text()
-    targets = set(re.findall(r"^([a-z-]+):", makefile, re.M))
+    targets = set(re.findall(r"^([a-z-]+):", makefile, re.MULTILINE))
     for target in set(re.findall(r"\bmake ([a-z-]+)", README)):
         assert target in targets, target
 
@@ -32,7 +32,9 @@ def test_every_python_m_train_command_in_the_readme_parses():
     parser = cli._parser()
     for line in re.findall(r"-m train (\w+[^\n`|]*)", README):
         args = line.split()
-        parser.parse_args([a for a in args if not a.startswith("#")][:1] + ["--config", "configs/quickstart.yaml"])
+        parser.parse_args(
+            [a for a in args if not a.startswith("#")][:1] + ["--config", "configs/quickstart.yaml"]
+        )
 
 
 def test_ci_runs_the_readme_test_command():

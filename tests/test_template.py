@@ -1,3 +1,4 @@
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -22,7 +23,10 @@ def test_adds_tokens_resizes_and_sets_eos(gemma_like):
     original_eos = tok.eos_token_id
     tokens = template.add_chat_tokens(model, tok)
     emb = model.get_input_embeddings().weight
-    assert len(tokens.new_token_ids) == 2 and tok.convert_ids_to_tokens(tokens.new_token_ids) == ["<|im_start|>", "<|im_end|>"]
+    assert len(tokens.new_token_ids) == 2 and tok.convert_ids_to_tokens(tokens.new_token_ids) == [
+        "<|im_start|>",
+        "<|im_end|>",
+    ]
     assert emb.shape[0] % 64 == 0 and emb.shape[0] >= len(tok)
     torch.testing.assert_close(emb[: old.shape[0]], old)  # existing rows untouched
     for i in tokens.new_token_ids:  # new rows start at the mean of the old ones
@@ -74,9 +78,14 @@ def test_assistant_mask_covers_replies_and_their_terminator_only(gemma_like):
             spans.append(current)
             current = []
     spans += [current] if current else []
-    assert [tok.decode(s).strip() for s in spans] == ["im doing good<|im_end|>", "we went to the lake<|im_end|>"]
+    assert [tok.decode(s).strip() for s in spans] == [
+        "im doing good<|im_end|>",
+        "we went to the lake<|im_end|>",
+    ]
     assert all(s[-1] == tokens.im_end_id for s in spans)  # each span ends on the terminator...
-    assert ids.count(tokens.im_end_id) == 5 and sum(s.count(tokens.im_end_id) for s in spans) == 2  # ...others untrained
+    assert (
+        ids.count(tokens.im_end_id) == 5 and sum(s.count(tokens.im_end_id) for s in spans) == 2
+    )  # ...others untrained
 
 
 def test_system_prompt_is_injected_only_when_missing(gemma_like):
@@ -108,8 +117,75 @@ def test_special_token_text_in_a_message_stays_plain_text(gemma_like):
     (enc,) = template.encode(tok, [conv], tokens)
     control = [i for i in enc.input_ids if i in (tokens.im_start_id, tokens.im_end_id)]
     assert len(control) == 4  # only the template's own: 2 per message
-    assert tok.decode(enc.input_ids) == tok.apply_chat_template(conv, tokenize=False)  # same text, other tokens
+    assert tok.decode(enc.input_ids) == tok.apply_chat_template(
+        conv, tokenize=False
+    )  # same text, other tokens
     # the path this guards against: render, then re-tokenise, turns the payload into control tokens
     rendered = tok.apply_chat_template(conv, tokenize=True, return_dict=True)["input_ids"]
     assert sum(i in (tokens.im_start_id, tokens.im_end_id) for i in rendered) == 8
     assert "<|im_end|>" in template.special_texts(tok) and "<bos>" in template.special_texts(tok)
+
+
+SMOLLM2_STYLE = (  # SmolLM2-Instruct's template shape: ChatML, default system prompt, no generation markers
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def test_present_but_untrained_rows_are_detected_reinitialised_and_trained(smol_like):
+    model, tok = load(smol_like)
+    im_start, im_end = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[im_end] = 0  # near zero
+        emb[im_start] = emb[5]  # identical to another row
+    assert "near zero" in template.row_problem(emb, im_end)
+    assert "identical" in template.row_problem(emb, im_start)
+    mean = emb.detach().mean(0)
+    tokens = template.add_chat_tokens(model, tok)
+    assert sorted(tokens.new_token_ids) == sorted([im_start, im_end])  # trainable now
+    emb = model.get_input_embeddings().weight
+    for i in (im_start, im_end):  # re-initialised to the mean, as new rows are
+        torch.testing.assert_close(emb[i], mean)
+
+
+def test_description_init_uses_the_words(gemma_like):
+    model, tok = load(gemma_like)
+    old = model.get_input_embeddings().weight.detach().clone()
+    tokens = template.add_chat_tokens(model, tok, init="description")
+    words = tok("end of turn", add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(model.get_input_embeddings().weight[tokens.im_end_id], old[words].mean(0))
+    assert not torch.equal(
+        model.get_input_embeddings().weight[tokens.im_start_id],
+        model.get_input_embeddings().weight[tokens.im_end_id],
+    )
+
+
+def test_model_template_without_markers_gets_them(smol_like, tmp_path):
+    model, tok = load(smol_like)
+    tok.chat_template = SMOLLM2_STYLE
+    expected = tok.apply_chat_template(CONV[1:3], tokenize=False)
+    tokens = template.add_chat_tokens(model, tok, source="model")
+    assert "{%- generation -%}" in tok.chat_template
+    assert (
+        tok.apply_chat_template(CONV[1:3], tokenize=False) == expected
+    )  # same rendering, default system kept
+    assert tokens.system_prompt == "You are a helpful AI assistant named SmolLM"
+    # a .jinja file works the same way
+    path = tmp_path / "t.jinja"
+    path.write_text(SMOLLM2_STYLE)
+    model, tok = load(smol_like)
+    template.add_chat_tokens(model, tok, source=str(path))
+    assert tok.apply_chat_template(CONV[1:3], tokenize=False) == expected
+
+
+def test_non_chatml_template_is_a_clear_error(smol_like):
+    model, tok = load(smol_like)
+    tok.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(template.TemplateError, match="does not render as ChatML.*use template.name: chatml"):
+        template.add_chat_tokens(model, tok, source="model")
+    tok.chat_template = None
+    with pytest.raises(template.TemplateError, match="the model has no chat template"):
+        template.add_chat_tokens(model, tok, source="model")

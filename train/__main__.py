@@ -23,7 +23,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
-        c.add_argument("--config", default="configs/quickstart.yaml", help="YAML config (default: %(default)s)")
+        c.add_argument(
+            "--config", default="configs/quickstart.yaml", help="YAML config (default: %(default)s)"
+        )
         c.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.max_steps=50 lora.r=8")
         return c
 
@@ -33,9 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     ev = command("eval", help="stop_rate of a model folder on the held-out prompts")
     ev.add_argument("--model", help="model folder (default: <output_dir>/model)")
     ev.add_argument("--name", default=None, help="entry name in report.json (default: trained)")
-    doc = sub.add_parser("doctor", help="check a model folder for the mistakes that make chat models ramble on")
-    doc.add_argument("path", nargs="?", help="model folder, .gguf file, or pypi:<package> shipping a GGUF "
-                     "(default: <output_dir>/model of --config)")
+    doc = sub.add_parser(
+        "doctor", help="check a model folder for the mistakes that make chat models ramble on"
+    )
+    doc.add_argument(
+        "path",
+        nargs="?",
+        help="model folder, .gguf file, or pypi:<package> shipping a GGUF "
+        "(default: <output_dir>/model of --config)",
+    )
     doc.add_argument("--config", default="configs/quickstart.yaml", help="used when no path is given")
     cfg = command("config", help="print the resolved config, or every key with --keys")
     cfg.add_argument("--keys", action="store_true", help="list every config key with its default and meaning")
@@ -48,7 +56,9 @@ def _print_table(report: dict, show: int) -> None:
     print("\n" + table(report) + "\n")
     for name in report:
         for s in report[name].get("samples", [])[:show]:
-            print(f"[{name}] user: {s['prompt'][:80]!r}\n[{name}] reply: {s['reply'][:160]!r}  stopped={s['stopped']}")
+            print(
+                f"[{name}] user: {s['prompt'][:80]!r}\n[{name}] reply: {s['reply'][:160]!r}  stopped={s['stopped']}"
+            )
 
 
 def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name: str) -> dict:
@@ -56,9 +66,13 @@ def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name
 
     n = min(cfg.eval.num_conversations, len(prompts))
     t0 = time.time()
-    metrics, replies = evaluate.evaluate(model, tokenizer, prompts[:n], cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    metrics, replies = evaluate.evaluate(
+        model, tokenizer, prompts[:n], cfg.eval.max_new_tokens, cfg.eval.batch_size
+    )
     metrics["seconds"] = round(time.time() - t0, 1)
-    log.info("%s: stop_rate %.1f%% on %d prompts (%.0f s)", name, 100 * metrics["stop_rate"], n, metrics["seconds"])
+    log.info(
+        "%s: stop_rate %.1f%% on %d prompts (%.0f s)", name, 100 * metrics["stop_rate"], n, metrics["seconds"]
+    )
     return evaluate.write_report(Path(cfg.output_dir), name, metrics, replies, prompts[:n])
 
 
@@ -108,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports only for the commands that need them: `config` stays instant.
     import json
 
-    from train import data, export, sft
+    from train import data, export, sft, template
     from train.model import load
 
     out = Path(cfg.output_dir)
@@ -131,12 +145,19 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(getattr(args, "model", None) or out / "model")
             prompts_file = out / "eval_prompts.json"
             if not prompts_file.is_file():
-                raise data.DataError(f"{prompts_file}: missing; run `make train` first to fix the held-out split")
+                raise data.DataError(
+                    f"{prompts_file}: missing; run `make train` first to fix the held-out split"
+                )
             model, tokenizer = load(cfg.model, path=str(folder))
-            report = run_eval(cfg, model, tokenizer, json.loads(prompts_file.read_text()),
-                              getattr(args, "name", None) or "trained")
+            report = run_eval(
+                cfg,
+                model,
+                tokenizer,
+                json.loads(prompts_file.read_text()),
+                getattr(args, "name", None) or "trained",
+            )
             _print_table(json.loads(report.read_text()), cfg.eval.show_samples)
-    except (data.DataError, export.ExportError, FileNotFoundError) as e:
+    except (data.DataError, export.ExportError, template.TemplateError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

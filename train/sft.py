@@ -33,18 +33,22 @@ def prepare(cfg: Config) -> Prepared:
     """Load the base model, give it ChatML, and load, validate, split and fit the conversations."""
     set_seed(cfg.training.seed)
     model, tokenizer = model_lib.load(cfg.model)
-    tokens = template.add_chat_tokens(model, tokenizer, cfg.template.system_prompt)
+    tokens = template.add_chat_tokens(
+        model, tokenizer, cfg.template.system_prompt, cfg.template.name, cfg.template.init
+    )
     report = data.LoadReport()
     forbidden = template.special_texts(tokenizer) if cfg.template.special_text == "reject" else ()
     convs = data.validate(data.load_source(cfg.data), report, forbidden)
     train_convs, held_out = data.split(convs, cfg.data.eval_size, cfg.data.seed)
     if cfg.data.train_size is not None:
         train_convs = train_convs[: cfg.data.train_size]
-    encode = lambda cs: template.encode(tokenizer, [c.messages for c in cs], tokens)  # noqa: E731
+    encode = lambda cs: template.encode(tokenizer, [c.messages for c in cs], tokens)
     rows = data.fit_all(train_convs, encode(train_convs), cfg.data.max_length, report)
     report.kept = len(rows)
     if not rows:
-        raise data.DataError(f"{cfg.data.source}: no usable training conversations\n" + "\n".join(report.lines()))
+        raise data.DataError(
+            f"{cfg.data.source}: no usable training conversations\n" + "\n".join(report.lines())
+        )
     prompts = data.eval_prompts(held_out, encode(held_out), cfg.data.max_length, cfg.data.seed)
     return Prepared(model, tokenizer, tokens, rows, prompts, report)
 
@@ -82,8 +86,9 @@ def sft_args(cfg: Config, on_cuda: bool) -> SFTConfig:
 def train(cfg: Config, prepared: Prepared, callbacks: list | None = None) -> Path:
     """Fine-tune and write the adapter (LoRA + trained token rows) and tokenizer to `<output_dir>/adapter`."""
     set_seed(cfg.training.seed)
-    peft_model = get_peft_model(prepared.model, model_lib.lora_config(cfg.lora, prepared.tokens.new_token_ids,
-                                                                        prepared.model))
+    peft_model = get_peft_model(
+        prepared.model, model_lib.lora_config(cfg.lora, prepared.tokens.new_token_ids, prepared.model)
+    )
     dataset = Dataset.from_list([{k: r[k] for k in ("input_ids", "assistant_masks")} for r in prepared.train])
     trainer = SFTTrainer(
         model=peft_model,
@@ -101,4 +106,3 @@ def train(cfg: Config, prepared: Prepared, callbacks: list | None = None) -> Pat
         peft_model.save_pretrained(out, save_embedding_layers=False)
         prepared.tokenizer.save_pretrained(out)
     return out
-

@@ -7,10 +7,14 @@ for training is the one saved for inference, and the assistant mask covers each 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -54,9 +58,28 @@ class ChatTokens:
     im_end_id: int
     pad_id: int
     eos_ids: list[int]  # generation stops on any of these; im_end first
-    new_token_ids: list[int]  # rows added here: they must be trained (PEFT trainable tokens)
+    new_token_ids: list[int]  # rows added or re-initialised here: they must train (PEFT trainable tokens)
     bos_id: int | None = None  # the one BOS the template starts with, None for models without (SmolLM2)
     system_prompt: str | None = None  # injected when a conversation has no system message
+
+
+# What a new token's row starts as with `template.init: description`: the mean embedding of these words' tokens.
+DESCRIPTIONS = {IM_START: "start of turn", IM_END: "end of turn"}
+
+# Probe conversations for template equivalence and `doctor`: system, three turns, generation prompt.
+PROBE = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "hi there"},
+    {"role": "assistant", "content": "hello friend"},
+    {"role": "user", "content": "how was the lake"},
+    {"role": "assistant", "content": "cold but fun"},
+    {"role": "user", "content": "nice"},
+    {"role": "assistant", "content": "see you soon"},
+]
+
+
+class TemplateError(ValueError):
+    """A template or token setup instructify cannot train with; the message says what to use instead."""
 
 
 def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -64,24 +87,102 @@ def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
 
-def _init_new_rows(model: PreTrainedModel, old_rows: int) -> None:
-    """New rows start at the mean of the existing rows: a neutral start that trains fast (PITFALLS 10)."""
+def row_problem(weight: torch.Tensor, i: int) -> str | None:
+    """Why embedding row `i` looks untrained (near-zero norm, or identical to other rows), or None."""
+    if i >= weight.shape[0]:
+        return f"id {i} is past the {weight.shape[0]} embedding rows"
+    weight = weight.detach().float()
+    norms = weight.norm(dim=1)
+    if norms[i] < 0.1 * norms.median():
+        return f"row {i} is near zero (norm {norms[i]:.3g}, median {norms.median():.3g})"
+    if int((weight == weight[i]).all(dim=1).sum()) > 1:
+        return f"row {i} is identical to other rows (an untrained initialisation)"
+    return None
+
+
+def _embedding_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
+    layers = [model.get_input_embeddings()]
+    out = model.get_output_embeddings()
+    if out is not None and out.weight is not layers[0].weight:
+        layers.append(out)  # untied: the output rows need the same start
+    return layers
+
+
+def init_rows(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ids: list[int], old_rows: int, init: str
+) -> None:
+    """Start rows `ids` (and any padding rows past `old_rows`) at the mean of the existing rows, or for
+    `init="description"` at the mean of the rows of a description's tokens ("end of turn"): a neutral start that
+    trains fast, never random or zero (PITFALLS 10)."""
     with torch.no_grad():
-        layers = [model.get_input_embeddings()]
-        out = model.get_output_embeddings()
-        if out is not None and out.weight is not layers[0].weight:
-            layers.append(out)
-        for layer in layers:
+        for layer in _embedding_layers(model):
             w = layer.weight
-            w[old_rows:] = w[:old_rows].float().mean(0).to(w.dtype)
+            mean = w[:old_rows].float().mean(0)
+            w[old_rows:] = mean.to(w.dtype)
+            for i in ids:
+                text = DESCRIPTIONS.get(tokenizer.convert_ids_to_tokens(i)) if init == "description" else None
+                src = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+                w[i] = (w[src].float().mean(0) if src else mean).to(w.dtype)
+
+
+def default_system(tok: PreTrainedTokenizerBase, candidate: str) -> str | None:
+    """The system message a ChatML template injects when a conversation has none (SmolLM2-Instruct does)."""
+    text = tok.apply_chat_template(PROBE[1:2], tokenize=False, chat_template=candidate)
+    head = text.split(IM_START + "user", 1)[0]
+    prefix = IM_START + "system\n"
+    if prefix in head and head.rstrip().endswith(IM_END):
+        return head.split(prefix, 1)[1].rsplit(IM_END, 1)[0]
+    return None
+
+
+def chatml_equivalent(tok: PreTrainedTokenizerBase, candidate: str | None = None) -> tuple[str, bool] | None:
+    """(our ChatML template with {% generation %} markers, with_bos) when it renders exactly like `candidate`
+    (default: `tok`'s own template), its BOS and default system prompt included, on probe conversations; else None.
+    This is how a user's ChatML template without markers gets them."""
+    candidate = candidate or tok.chat_template
+    if not candidate:
+        return None
+    try:
+        system = default_system(tok, candidate)
+        for with_bos in (True, False):
+            ours = chatml_template(with_bos, system)
+            if all(
+                tok.apply_chat_template(
+                    PROBE[a:b], tokenize=False, add_generation_prompt=g, chat_template=candidate
+                )
+                == tok.apply_chat_template(
+                    PROBE[a:b], tokenize=False, add_generation_prompt=g, chat_template=ours
+                )
+                for a, b, g in ((0, 7, False), (1, 4, True), (1, 6, True))
+            ):
+                return ours, with_bos
+    except Exception:  # noqa: BLE001 - a template that fails to render is simply not equivalent
+        return None
+    return None
 
 
 def add_chat_tokens(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, system_prompt: str | None = None
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    system_prompt: str | None = None,
+    source: str = "chatml",
+    init: str = "mean",
 ) -> ChatTokens:
-    """Give `tokenizer` and `model` ChatML: tokens (added or reused), embeddings, eos, pad, template."""
+    """Give `tokenizer` and `model` ChatML: tokens (added, reused, or re-initialised when present but untrained),
+    embeddings, eos, pad, and the template (`source`: chatml, model for the tokenizer's own, or a .jinja path; the
+    latter two must be ChatML and get {% generation %} markers)."""
+    own_template = tokenizer.chat_template
     vocab = tokenizer.get_vocab()
     missing = [t for t in (IM_START, IM_END) if t not in vocab]
+    untrained = []
+    for t in (IM_START, IM_END):
+        if t in vocab and (problem := row_problem(model.get_input_embeddings().weight, vocab[t])):
+            untrained.append(vocab[t])
+            log.warning(
+                "%s is in the vocabulary but looks untrained (%s): re-initialising and training it",
+                t,
+                problem,
+            )
     original_eos = model.generation_config.eos_token_id
     original_eos = original_eos if isinstance(original_eos, list) else [original_eos]
     original_eos = [e for e in original_eos if e is not None]
@@ -90,8 +191,7 @@ def add_chat_tokens(
 
     new_tokens = list(missing)
     pad = tokenizer.pad_token
-    im_end_existing = vocab.get(IM_END)
-    if pad is None or tokenizer.pad_token_id in original_eos or tokenizer.pad_token_id == im_end_existing:
+    if pad is None or tokenizer.pad_token_id in original_eos or tokenizer.pad_token_id == vocab.get(IM_END):
         # pad must differ from every eos id, or the closing token is masked out of the loss (PITFALLS 1)
         pad = tokenizer.unk_token if tokenizer.unk_token_id not in (*original_eos, None) else PAD
         if pad == PAD and PAD not in vocab:
@@ -102,18 +202,36 @@ def add_chat_tokens(
 
     old_rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > old_rows:
-        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=EMBEDDING_MULTIPLE, mean_resizing=False)
-        _init_new_rows(model, old_rows)
+        model.resize_token_embeddings(
+            len(tokenizer), pad_to_multiple_of=EMBEDDING_MULTIPLE, mean_resizing=False
+        )
+    trainable = untrained + tokenizer.convert_tokens_to_ids(list(missing))
+    if trainable or len(tokenizer) > old_rows:
+        init_rows(model, tokenizer, trainable, old_rows, init)
 
     im_start_id, im_end_id = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
     eos_ids = [im_end_id] + [e for e in dict.fromkeys(original_eos) if e != im_end_id]
-    with_bos = _adds_bos(tokenizer)
     tokenizer.eos_token = IM_END
-    tokenizer.chat_template = chatml_template(with_bos, system_prompt)
+    if source == "chatml":
+        with_bos = _adds_bos(tokenizer)
+        tokenizer.chat_template = chatml_template(with_bos, system_prompt)
+    else:
+        candidate = own_template if source == "model" else Path(source).read_text()
+        found = chatml_equivalent(tokenizer, candidate)
+        if found is None:
+            what = "the model has no chat template" if not candidate else "it does not render as ChatML"
+            raise TemplateError(
+                f"template.name={source}: {what}; instructify trains ChatML (<|im_start|>role\\n"
+                "content<|im_end|>): use template.name: chatml"
+            )
+        with_bos = found[1]
+        system_prompt = system_prompt or default_system(tokenizer, candidate)
+        tokenizer.chat_template = chatml_template(with_bos, system_prompt)
     set_stop_ids(model, eos_ids, tokenizer.pad_token_id)
-    new_ids = tokenizer.convert_tokens_to_ids(list(missing))
     bos_id = tokenizer.bos_token_id if with_bos else None
-    return ChatTokens(im_start_id, im_end_id, tokenizer.pad_token_id, eos_ids, list(new_ids), bos_id, system_prompt)
+    return ChatTokens(
+        im_start_id, im_end_id, tokenizer.pad_token_id, eos_ids, trainable, bos_id, system_prompt
+    )
 
 
 def set_stop_ids(model: PreTrainedModel, eos_ids: list[int], pad_id: int) -> None:
@@ -133,7 +251,6 @@ def assistant_mask(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> 
     return list(out["input_ids"]), list(out["assistant_masks"])
 
 
-
 @dataclass
 class Encoded:
     input_ids: list[int]
@@ -147,7 +264,9 @@ def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
     return messages
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict]], tokens: ChatTokens) -> list[Encoded]:
+def encode(
+    tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict]], tokens: ChatTokens
+) -> list[Encoded]:
     """Tokenise conversations exactly as the ChatML template renders them, with the loss mask set where tokens are
     added. Message text is tokenised with `split_special_tokens`, so text like "<|im_end|>" typed inside a message
     stays plain text and never becomes a control token (PITFALLS 15); tests and `doctor` check the ids and mask equal
@@ -188,4 +307,6 @@ def encode(tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict]], 
 
 def special_texts(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
     """Every special token's text: inside a message it would become a control token if rendered and re-tokenised."""
-    return tuple(sorted({t.content for t in tokenizer.added_tokens_decoder.values() if t.special} | {IM_START, IM_END}))
+    return tuple(
+        sorted({t.content for t in tokenizer.added_tokens_decoder.values() if t.special} | {IM_START, IM_END})
+    )
