@@ -22,7 +22,10 @@ def test_every_shipped_config_loads(path, tmp_path):
 def test_precedence_defaults_file_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("training:\n  max_steps: 7\n  learning_rate: 1.0e-3\n")
-    cfg = config.load(path, ["training.max_steps=50", "lora.r=8", "data.train_size=null"])
+    cfg = config.load(
+        path, ["training.max_steps=50", "lora.r=8", "data.train_size=null", "training.warmup_ratio=1e-2"]
+    )
+    assert cfg.training.warmup_ratio == 0.01  # YAML reads 1e-2 as a string; a float field takes it
     assert cfg.training.max_steps == 50  # command line beats file
     assert cfg.training.learning_rate == 1e-3  # file beats default
     assert cfg.lora.r == 8 and cfg.data.train_size is None

@@ -3,12 +3,73 @@ import json
 import pytest
 
 from train import data
-from train.config import DataConfig
+from train.config import DataConfig, SourceConfig
+
+CHAT = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
 
 
-def test_chitchat_turns_merge_consecutive_messages_and_alternate():
-    conv = data._two_speaker("x", [("a", "hi"), ("a", "you there?"), ("b", "yes"), ("a", "cool")], "f:1")
-    assert conv.messages == [
+def load(tmp_path, rows, name="d.jsonl", special=("<|im_end|>",), **cfg):
+    path = tmp_path / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    sources = cfg.pop("sources", [SourceConfig(path=str(path))])
+    report = data.LoadReport()
+    return data.load(DataConfig(sources=sources, **cfg), special, report), report
+
+
+# ---- formats -------------------------------------------------------------------------------------------------
+
+FORMATS = {
+    "messages": {"messages": CHAT},
+    "messages_with_name": {"messages": [{"role": "user", "content": "hi", "name": "bo"}, CHAT[1]]},
+    "sharegpt": {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+    "sharegpt_variants": {
+        "conversations": [{"from": "user", "value": "hi"}, {"from": "chatgpt", "value": "hello"}]
+    },
+    "alpaca": {"instruction": "hi", "output": "hello"},
+    "prompt_completion": {"prompt": "hi", "completion": "hello"},
+    "prompt_completion_lists": {"prompt": [CHAT[0]], "completion": [CHAT[1]]},
+    "two_speaker": {"turns": [{"speaker": "a", "text": "hi"}, {"speaker": "b", "text": "hello"}]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_each_format_is_detected_and_converted(tmp_path, name):
+    convs, report = load(tmp_path, [FORMATS[name]])
+    assert [c.messages for c in convs] == [CHAT] and report.read == 1 and not report.rejected
+
+
+def test_alpaca_input_and_system():
+    row = {"instruction": "Sum", "input": "1 2", "output": "3", "system": "Be exact."}
+    assert data.to_messages(row, "auto", {}) == [
+        {"role": "system", "content": "Be exact."},
+        {"role": "user", "content": "Sum\n\n1 2"},
+        {"role": "assistant", "content": "3"},
+    ]
+
+
+def test_column_mapping_and_explicit_format(tmp_path):
+    rows = [
+        {"dialog": [{"speaker_role": "user", "text": "hi"}, {"speaker_role": "assistant", "text": "hello"}]}
+    ]
+    src = SourceConfig(
+        path=str(tmp_path / "d.jsonl"),
+        format="messages",
+        columns={"messages": "dialog", "role": "speaker_role", "content": "text"},
+    )
+    convs, _ = load(tmp_path, rows, sources=[src])
+    assert [c.messages for c in convs] == [CHAT]
+
+
+def test_two_speaker_merges_consecutive_messages_and_alternates():
+    row = {
+        "turns": [
+            {"speaker": "a", "text": "hi"},
+            {"speaker": "a", "text": "you there?"},
+            {"speaker": "b", "text": "yes"},
+            {"speaker": "a", "text": "cool"},
+        ]
+    }
+    assert data.to_messages(row, "two_speaker", {}) == [
         {"role": "user", "content": "hi you there?"},
         {"role": "assistant", "content": "yes"},
         {"role": "user", "content": "cool"},
@@ -16,13 +77,74 @@ def test_chitchat_turns_merge_consecutive_messages_and_alternate():
 
 
 def test_chitchat_package_loads_every_conversation():
-    convs = data.load_source(DataConfig())
-    assert len(convs) == 7168
     report = data.LoadReport()
-    kept = data.validate(convs, report)
+    convs = data.load(DataConfig(), (), report)
+    assert report.read == 7168 and len(convs) + sum(report.rejected.values()) == 7168
     # conversations where only one person wrote have no assistant turn: rejected and counted, never silent
-    assert len(kept) + sum(report.rejected.values()) == 7168
-    assert report.rejected["no assistant turn"] > 0
+    assert report.rejected["no assistant turn"] > 3000
+
+
+# ---- sources -------------------------------------------------------------------------------------------------
+
+
+def test_every_file_type_folder_and_glob_give_the_same_rows(tmp_path):
+    import datasets
+
+    rows = [
+        {"id": i, "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+        for i in range(3)
+    ]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "b.json").write_text(json.dumps(rows))
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "c.parquet"))
+    with (tmp_path / "d.csv").open("w") as f:
+        f.write(
+            "id,messages\n"
+            + "".join(
+                f'{r["id"]},"{json.dumps(r["messages"]).replace(chr(34), chr(34) * 2)}"\n' for r in rows
+            )
+        )
+    expected = [r["messages"] for r in rows]
+    for path in (
+        folder / "a.jsonl",
+        tmp_path / "b.json",
+        tmp_path / "c.parquet",
+        tmp_path / "d.csv",
+        folder,
+        tmp_path / "in" / "*.jsonl",
+    ):
+        report = data.LoadReport()
+        convs = data.load(DataConfig(sources=[SourceConfig(path=str(path))]), (), report)
+        assert [c.messages for c in convs] == expected, path
+
+
+def test_csv_alpaca(tmp_path):
+    (tmp_path / "a.csv").write_text("instruction,input,output\nAdd,1 2,3\nHi,,Hello\n")
+    convs, _ = load(tmp_path, [], sources=[SourceConfig(path=str(tmp_path / "a.csv"))])
+    assert [c.messages[0]["content"] for c in convs] == ["Add\n\n1 2", "Hi"]
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    with pytest.raises(data.DataError, match="no such file, folder or glob match"):
+        data.load(
+            DataConfig(sources=[SourceConfig(path=str(tmp_path / "nope.jsonl"))]), (), data.LoadReport()
+        )
+
+
+def test_weights_mix_sources(tmp_path):
+    a = tmp_path / "a.jsonl"
+    b = tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps({"messages": CHAT}) + "\n" for _ in range(10)))
+    b.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": "x"}) + "\n" for i in range(10)))
+    cfg = DataConfig(sources=[SourceConfig(path=str(a), weight=2.0), SourceConfig(path=str(b), weight=0.5)])
+    convs = data.load(cfg, (), data.LoadReport())
+    assert sum(c.id.startswith("0:") for c in convs) == 20 and sum(c.id.startswith("1:") for c in convs) == 5
+    assert [c.id for c in data.load(cfg, (), data.LoadReport())] == [c.id for c in convs]  # seeded
+
+
+# ---- validation ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -36,11 +158,15 @@ def test_chitchat_package_loads_every_conversation():
             "message 2 has empty or non-string",
         ),
         ([{"role": "user", "content": "hi"}], "no assistant turn"),
-        ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], "system only allowed first"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}],
+            "system is only allowed first",
+        ),
         (
             [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
-            "message 2 is user where assistant was expected",
+            "message 2 is user where assistant",
         ),
+        ([{"role": "assistant", "content": "a"}], "message 1 is assistant where user was expected"),
         ([{"role": "user"}], "lacks role/content"),
         (
             [{"role": "user", "content": "a<bos>"}, {"role": "assistant", "content": "b"}],
@@ -52,46 +178,55 @@ def test_problem_names_the_reason(messages, reason):
     assert reason in data.problem(messages, ("<bos>", "<|im_end|>"))
 
 
-def test_local_jsonl_with_a_bad_line_names_file_and_row(tmp_path):
-    path = tmp_path / "x.jsonl"
-    path.write_text('{"messages": []}\nnot json\n')
-    with pytest.raises(data.DataError, match=r"x.jsonl:2: not valid JSON"):
-        data.load_source(DataConfig(source=str(path)))
-    path.write_text('{"text": "hello"}\n')
-    with pytest.raises(data.DataError, match=r"x.jsonl:1: expected an object with a `messages` list"):
-        data.load_source(DataConfig(source=str(path)))
-
-
-def test_local_formats_load_the_same_rows(tmp_path, chat_file):
-    rows = [json.loads(line) for line in chat_file.read_text().splitlines()]
-    (tmp_path / "c.json").write_text(json.dumps(rows))
-    import datasets
-
-    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "c.parquet"))
-    loaded = [
-        data.load_source(DataConfig(source=str(p)))
-        for p in (chat_file, tmp_path / "c.json", tmp_path / "c.parquet")
+def test_rejections_are_counted_written_and_named_by_file_and_row(tmp_path):
+    rows = [
+        {"messages": CHAT},
+        "not json",
+        {"messages": [CHAT[0], {"role": "bot", "content": "x"}]},
+        {"text": "x"},
     ]
-    assert (
-        [c.messages for c in loaded[0]] == [c.messages for c in loaded[1]] == [c.messages for c in loaded[2]]
-    )
-    assert loaded[0][3].id == "c3"
+    convs, report = load(tmp_path, rows, max_rejected=1.0)
+    assert len(convs) == 1 and report.read == 4
+    assert report.rejected == {
+        'has role "bot"': 1,
+        "not valid JSON (Expecting value)": 1,
+        "cannot tell the format from keys ['text']": 1,
+    }
+    report.write_rejected(tmp_path / "rejected.jsonl")
+    written = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert [w["where"] for w in written] == [f"{tmp_path}/d.jsonl:{i}" for i in (2, 3, 4)]
+    assert written[1]["reason"] == 'message 2 has role "bot"; expected one of system, user, assistant'
+    with pytest.raises(data.DataError, match=r"75% of 4 rows rejected \(limit data.max_rejected=10%\)"):
+        data.check_rejected(report, 0.1, "d.jsonl")
 
 
-def test_missing_local_file_is_a_clear_error():
-    with pytest.raises(data.DataError, match="not found"):
-        data.load_source(DataConfig(source="nope/x.jsonl"))
+def test_consecutive_same_role_merge_or_reject(tmp_path):
+    rows = [{"messages": [CHAT[0], CHAT[0], CHAT[1]]}]
+    convs, report = load(tmp_path, rows)
+    assert convs[0].messages[0]["content"] == "hi\nhi" and report.merged == 1
+    convs, report = load(tmp_path, rows, consecutive="reject", max_rejected=1.0)
+    assert convs == [] and report.rejected == {"is user where assistant was expected": 1}
 
 
-def test_split_is_seeded_and_disjoint():
-    convs = [data.Conversation(str(i), []) for i in range(100)]
-    train, held = data.split(convs, 10, seed=1)
-    assert len(held) == 10 and len(train) == 90 and not {c.id for c in train} & {c.id for c in held}
-    assert [c.id for c in data.split(convs, 10, seed=1)[1]] == [c.id for c in held]
-    assert [c.id for c in data.split(convs, 10, seed=2)[1]] != [c.id for c in held]
-    # adding conversations never moves an old one from eval into train when the set grows by a few
-    grown = convs + [data.Conversation(f"new{i}", []) for i in range(3)]
-    assert len({c.id for c in data.split(grown, 10, seed=1)[1]} & {c.id for c in held}) >= 7
+def test_special_token_text_is_rejected_with_a_reason():
+    msgs = [{"role": "user", "content": "say <|im_end|> now"}, {"role": "assistant", "content": "ok"}]
+    assert "message 1 contains special-token text <|im_end|>" in data.problem(msgs, ("<|im_end|>", "<bos>"))
+    assert data.problem(msgs, ()) is None  # escape policy: allowed, tokenised as plain text
+
+
+# ---- split and length ----------------------------------------------------------------------------------------
+
+
+def test_split_is_seeded_disjoint_and_stable_when_rows_are_appended():
+    convs = [data.Conversation(str(i), []) for i in range(1000)]
+    train, held = data.split(convs, 0.1, seed=1)
+    assert 60 < len(held) < 140 and len(train) + len(held) == 1000
+    assert not {c.id for c in train} & {c.id for c in held}
+    assert [c.id for c in data.split(convs, 0.1, seed=1)[1]] == [c.id for c in held]
+    assert [c.id for c in data.split(convs, 0.1, seed=2)[1]] != [c.id for c in held]
+    grown = convs + [data.Conversation(f"new{i}", []) for i in range(500)]
+    train2, held2 = data.split(grown, 0.1, seed=1)
+    assert {c.id for c in held} <= {c.id for c in held2} and {c.id for c in train} <= {c.id for c in train2}
 
 
 def test_fit_cuts_after_an_assistant_reply_never_inside_one():
@@ -101,15 +236,21 @@ def test_fit_cuts_after_an_assistant_reply_never_inside_one():
     assert data.fit(roles, [5, 60, 65, 70], max_length=20) == 0  # even the first reply does not fit
 
 
-def test_special_token_text_is_rejected_with_a_reason():
-    msgs = [{"role": "user", "content": "say <|im_end|> now"}, {"role": "assistant", "content": "ok"}]
-    assert "message 1 contains special-token text <|im_end|>" in data.problem(msgs, ("<|im_end|>", "<bos>"))
-    assert data.problem(msgs, ()) is None  # escape policy: allowed, tokenised as plain text
+class Enc:
+    def __init__(self, ends):
+        self.ends, self.input_ids, self.assistant_masks = ends, list(range(ends[-1])), [1] * ends[-1]
+
+
+@pytest.mark.parametrize("policy, kept, messages", [("drop", 1, [2]), ("truncate", 2, [2, 2])])
+def test_overlength_policies(policy, kept, messages):
+    convs = [
+        data.Conversation("a", [CHAT[0], CHAT[1]]),
+        data.Conversation("b", [CHAT[0], CHAT[1], CHAT[0], CHAT[1]]),
+    ]
     report = data.LoadReport()
-    kept = data.validate(
-        [data.Conversation("a", msgs), data.Conversation("b", msgs[1:])], report, ("<|im_end|>",)
-    )
-    assert kept == [] and report.rejected == {
-        "contains special-token text <|im_end|>": 1,
-        "is assistant where user was expected": 1,
-    }
+    rows = data.fit_all(convs, [Enc([3, 6]), Enc([3, 6, 9, 12])], 8, policy, report)
+    assert len(rows) == kept and [len(r["messages"]) for r in rows] == messages
+    assert (report.too_long, report.truncated) == ((1, 0) if policy == "drop" else (0, 1))
+    assert all(len(r["input_ids"]) <= 8 for r in rows)
+    with pytest.raises(data.DataError, match="12 tokens, over data.max_length=8"):
+        data.fit_all(convs, [Enc([3, 6]), Enc([3, 6, 9, 12])], 8, "error", report)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -56,21 +57,40 @@ class TemplateConfig:
 
 
 @dataclass
-class DataConfig:
-    source: str = _f(
+class SourceConfig:
+    path: str = _f(
         "pypi:chitchat-dataset",
-        "Conversations: pypi:chitchat-dataset, a local .jsonl/.json/.parquet file in `messages` form, or a Hub id",
+        "pypi:chitchat-dataset, a local .jsonl/.json/.parquet/.csv file, folder or glob, or a Hub dataset id",
     )
+    format: str = _f("auto", "auto, messages, sharegpt, alpaca, prompt_completion or two_speaker")
+    weight: float = _f(
+        1.0, "Share of this source's rows used in the mix: 0.5 half (seeded sample), 2.0 twice"
+    )
+    columns: dict = _f({}, "Column renames, e.g. {messages: conversation, role: from, content: text}")
     subset: str | None = _f(None, "Hub dataset subset (config name)")
-    split: str = _f("train", "Hub dataset split to read")
-    revision: str | None = _f(None, "Hub dataset revision")
-    eval_size: int = _f(200, "Conversations held out for evaluation (fixed by `seed`, never trained on)")
-    train_size: int | None = _f(None, "Cap on training conversations after the split (null: all)")
-    max_length: int = _f(
-        256,
-        "Max tokens per example; longer conversations are cut at a turn boundary after an assistant reply",
+    split: str = _f("train", "Hub dataset split")
+    revision: str | None = _f(None, "Hub dataset revision (branch, tag or commit)")
+
+
+@dataclass
+class DataConfig:
+    sources: list[SourceConfig] = field(
+        default_factory=lambda: [SourceConfig()],
+        metadata={"help": "Conversation sources, mixed by weight (keys: data.sources[].<key> below)"},
     )
-    seed: int = _f(42, "Seed of the train/eval split")
+    eval_share: float = _f(
+        0.05,
+        "Share of rows held out for evaluation, by a seeded hash of each row: stable when rows are appended",
+    )
+    train_size: int | None = _f(None, "Cap on training conversations after the split (null: all)")
+    max_length: int = _f(256, "Max tokens per example")
+    overlength: str = _f(
+        "drop",
+        "Longer examples: drop (counted), truncate (after the last assistant reply that fits) or error",
+    )
+    consecutive: str = _f("merge", "Consecutive messages of one role: merge (joined by a newline) or reject")
+    max_rejected: float = _f(0.1, "Stop with a report when more than this share of rows is rejected")
+    seed: int = _f(42, "Seed of the train/eval split and of weighted sampling")
 
 
 @dataclass
@@ -102,7 +122,7 @@ class TrainingConfig:
 @dataclass
 class EvalConfig:
     num_conversations: int = _f(
-        200, "Held-out conversations to generate replies for (at most data.eval_size)"
+        200, "Held-out conversations to generate replies for (at most the held-out ones)"
     )
     max_new_tokens: int = _f(64, "Generation budget per reply; a reply that hits it did not stop")
     batch_size: int = _f(32, "Prompts generated together (left padding, KV cache)")
@@ -124,6 +144,12 @@ def _is_section(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+def _list_section(tp: Any) -> type | None:
+    """The dataclass of a `list[Section]` field, else None."""
+    args = getattr(tp, "__args__", ())
+    return args[0] if getattr(tp, "__origin__", None) is list and args and _is_section(args[0]) else None
+
+
 def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
     """All dotted keys a config may set, e.g. `training.max_steps`."""
     keys = []
@@ -131,6 +157,8 @@ def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
         keys.append(prefix + name)
         if _is_section(tp):
             keys.extend(valid_keys(tp, prefix + name + "."))
+        elif item := _list_section(tp):
+            keys.extend(valid_keys(item, prefix + name + "[]."))
     return keys
 
 
@@ -141,6 +169,9 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]
     for f in dataclasses.fields(cls):
         if _is_section(hints[f.name]):
             rows.extend(describe(hints[f.name], prefix + f.name + "."))
+        elif item := _list_section(hints[f.name]):
+            rows.append((prefix + f.name, f"[{{{item.__name__}}}]", f.metadata.get("help", "")))
+            rows.extend(describe(item, prefix + f.name + "[]."))
         else:
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
             rows.append((prefix + f.name, default, f.metadata.get("help", "")))
@@ -148,7 +179,8 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]
 
 
 def _unknown(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
+    generic = re.sub(r"\[\d+\]", "[]", key)  # data.sources[0].pth -> data.sources[].pth
+    close = difflib.get_close_matches(generic, valid_keys(), n=1, cutoff=0.5)
     hint = f"; did you mean `{close[0]}`?" if close else f"; valid keys: {', '.join(valid_keys())}"
     return ConfigError(f"{where}: unknown key `{key}`{hint}")
 
@@ -164,6 +196,11 @@ def _check_type(key: str, value: Any, tp: Any, where: str) -> Any:
         origin = getattr(t, "__origin__", t)
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if origin is float and isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if origin in (str, bool, list, dict) and isinstance(value, origin):
@@ -182,11 +219,14 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
         if key not in hints:
             raise _unknown(dotted, where)
         tp = hints[key]
-        kwargs[key] = (
-            _build(tp, value, dotted + ".", where)
-            if _is_section(tp)
-            else _check_type(dotted, value, tp, where)
-        )
+        if _is_section(tp):
+            kwargs[key] = _build(tp, value, dotted + ".", where)
+        elif item := _list_section(tp):
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{where}: `{dotted}` must be a non-empty list of mappings")
+            kwargs[key] = [_build(item, v, f"{dotted}[{i}].", where) for i, v in enumerate(value)]
+        else:
+            kwargs[key] = _check_type(dotted, value, tp, where)
     return cls(**kwargs)
 
 
@@ -195,6 +235,8 @@ CHOICES = {
     "model.dtype": ("auto", "bfloat16", "float32"),
     "model.attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
     "template.init": ("mean", "description"),
+    "data.overlength": ("drop", "truncate", "error"),
+    "data.consecutive": ("merge", "reject"),
     "template.special_text": ("reject", "escape"),
     "training.report_to": ("none", "wandb"),
 }
@@ -206,6 +248,16 @@ def _check_choices(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: `template.name` is {name!r}; expected chatml, model, or an existing .jinja file"
         )
+    formats = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "two_speaker")
+    for i, src in enumerate(cfg.data.sources):
+        if src.format not in formats:
+            raise ConfigError(
+                f"{where}: `data.sources[{i}].format` is {src.format!r}; expected one of {', '.join(formats)}"
+            )
+        if src.weight <= 0:
+            raise ConfigError(f"{where}: `data.sources[{i}].weight` must be > 0, got {src.weight}")
+    if not 0 < cfg.data.eval_share < 1:
+        raise ConfigError(f"{where}: `data.eval_share` must be between 0 and 1, got {cfg.data.eval_share}")
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)

@@ -38,17 +38,17 @@ def prepare(cfg: Config) -> Prepared:
     )
     report = data.LoadReport()
     forbidden = template.special_texts(tokenizer) if cfg.template.special_text == "reject" else ()
-    convs = data.validate(data.load_source(cfg.data), report, forbidden)
-    train_convs, held_out = data.split(convs, cfg.data.eval_size, cfg.data.seed)
+    convs = data.load(cfg.data, forbidden, report)
+    report.write_rejected(Path(cfg.output_dir) / "rejected.jsonl")
+    data.check_rejected(report, cfg.data.max_rejected, ", ".join(s.path for s in cfg.data.sources))
+    train_convs, held_out = data.split(convs, cfg.data.eval_share, cfg.data.seed)
     if cfg.data.train_size is not None:
         train_convs = train_convs[: cfg.data.train_size]
     encode = lambda cs: template.encode(tokenizer, [c.messages for c in cs], tokens)
-    rows = data.fit_all(train_convs, encode(train_convs), cfg.data.max_length, report)
+    rows = data.fit_all(train_convs, encode(train_convs), cfg.data.max_length, cfg.data.overlength, report)
     report.kept = len(rows)
     if not rows:
-        raise data.DataError(
-            f"{cfg.data.source}: no usable training conversations\n" + "\n".join(report.lines())
-        )
+        raise data.DataError("no usable training conversations:\n  " + "\n  ".join(report.lines()))
     prompts = data.eval_prompts(held_out, encode(held_out), cfg.data.max_length, cfg.data.seed)
     return Prepared(model, tokenizer, tokens, rows, prompts, report)
 

@@ -275,6 +275,8 @@ def encode(
     Our own instead of `apply_chat_template`: that renders to text and re-tokenises, which turns such text into
     control tokens, and it renders one conversation per call; this is one batched tokenizer call.
     """
+    if not conversations:
+        return []
     full = [with_system(c, tokens.system_prompt) for c in conversations]
     # "role\ncontent" between <|im_start|> and <|im_end|>: the same text pieces the rendered template splits into
     pieces = [f"{m['role']}\n{m['content']}" for c in full for m in c]
