@@ -45,7 +45,7 @@ config: setup ## Print the resolved config (CONFIG, ARGS)
 	$(BIN)/python -m train config --config $(CONFIG) $(ARGS)
 
 test: setup ## Run the test suite (tiny models built offline)
-	$(BIN)/python -m pytest tests $(ARGS)
+	$(BIN)/python -m pytest -q tests $(ARGS)
 
 lint: setup ## ruff check and format check
 	$(BIN)/ruff check train tests scripts

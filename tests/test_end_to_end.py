@@ -48,7 +48,7 @@ class Snapshot(TrainerCallback):
 @pytest.mark.parametrize("base", ["gemma_like", "smol_like"])
 def test_every_trainable_parameter_changes(run_config, base, request):
     cfg = config.load(run_config, [f"model.name={request.getfixturevalue(base)}"])
-    prepared = sft.prepare(cfg)
+    prepared = sft.setup(cfg)
     snap = Snapshot()
     sft.train(cfg, prepared, callbacks=[snap])
     assert snap.before.keys() == snap.after.keys()
@@ -67,6 +67,7 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
     expected = {
         "config.yaml",
         "eval_prompts.json",
+        "rejected.jsonl",
         "report.json",
         "samples-base.jsonl",
         "samples-trained.jsonl",
@@ -84,7 +85,8 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
     assert config.load(run / "config.yaml") == config.load(run_config)
 
     report = json.loads((run / "report.json").read_text())
-    assert set(report) == {"base", "trained"} and report["trained"]["n"] == 4
+    held_out = json.loads((run / "eval_prompts.json").read_text())
+    assert set(report) == {"base", "trained"} and report["trained"]["n"] == min(4, len(held_out)) > 0
     out = capsys.readouterr().out
     assert "| base |" in out and "| trained |" in out
 
@@ -144,13 +146,16 @@ def test_injection_payload_is_rejected_or_kept_as_plain_text(tmp_path, gemma_lik
             "data.max_rejected=0.5",
         ],
     )
-    prepared = sft.prepare(cfg)
+    prepared = sft.setup(cfg)
     control = {prepared.tokens.im_start_id, prepared.tokens.im_end_id}
-    injected = [r for r in prepared.train if r["messages"][0]["content"] == payload]
+    rows = [{**r, "messages": json.loads(r["messages"])} for r in prepared.data.train]
+    injected = [r for r in rows if r["messages"][0]["content"] == payload]
     if policy == "reject":
-        assert injected == [] and prepared.report.rejected == {"contains special-token text <|im_end|>": 1}
+        assert injected == [] and prepared.data.report["rejected"] == {
+            "contains special-token text <|im_end|>": 1
+        }
     else:
         (row,) = injected
         assert sum(i in control for i in row["input_ids"]) == 4  # the template's own two per message, no more
-    for r in prepared.train:
+    for r in rows:
         assert sum(i in control for i in r["input_ids"]) == 2 * len(r["messages"])

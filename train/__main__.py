@@ -1,6 +1,6 @@
 """`python -m train <command> [--config FILE] [key=value ...]`: parse argv, call one stage.
 
-Commands: train (every stage in order), sft, export, eval, config.
+Commands: train (every stage in order), sft, export, eval, prepare, inspect, doctor, config.
 """
 
 from __future__ import annotations
@@ -32,6 +32,15 @@ def _parser() -> argparse.ArgumentParser:
     command("train", help="every stage: base eval, sft, export, trained eval, before/after table")
     command("sft", help="fine-tune and write <output_dir>/adapter")
     command("export", help="merge the adapter into <output_dir>/model")
+    command("prepare", help="tokenise and cache the training data; print token-length statistics")
+    ins = command("inspect", help="show each training example with the trained tokens highlighted")
+    ins.add_argument(
+        "--data", help="a data file or folder in any supported format (default: the config's sources)"
+    )
+    ins.add_argument("--limit", type=int, default=5, help="examples to show (default: %(default)s)")
+    ins.add_argument(
+        "--jsonl", type=Path, help="write messages, input_ids, tokens, labels per example to this file"
+    )
     ev = command("eval", help="stop_rate of a model folder on the held-out prompts")
     ev.add_argument("--model", help="model folder (default: <output_dir>/model)")
     ev.add_argument("--name", default=None, help="entry name in report.json (default: trained)")
@@ -74,6 +83,45 @@ def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name
         "%s: stop_rate %.1f%% on %d prompts (%.0f s)", name, 100 * metrics["stop_rate"], n, metrics["seconds"]
     )
     return evaluate.write_report(Path(cfg.output_dir), name, metrics, replies, prompts[:n])
+
+
+def run_prepare(cfg: config_lib.Config, args: argparse.Namespace) -> int:
+    """prepare / inspect: tokenizer and data only, no model weights."""
+    from transformers import AutoTokenizer
+
+    from train import inspection, model, prepare, template
+
+    tokenizer = AutoTokenizer.from_pretrained(model.resolve(cfg.model.name), revision=cfg.model.revision)
+    tokens = template.add_chat_tokens(
+        None, tokenizer, cfg.template.system_prompt, cfg.template.name, cfg.template.init
+    )
+    if getattr(args, "data", None):
+        # a file to check before training on it: every row, no held-out split
+        from dataclasses import replace
+
+        from train.config import SourceConfig
+
+        source = SourceConfig(path=args.data)
+        cfg = replace(cfg, data=replace(cfg.data, sources=[source], eval_share=1e-9, max_rejected=1.0))
+    t0 = time.time()
+    prepared = prepare.prepare(cfg, tokenizer, tokens, use_cache=not getattr(args, "data", None))
+    seconds = time.time() - t0
+    for line in prepared.report["lines"]:
+        log.info("data: %s", line)
+    if args.command == "inspect":
+        inspection.run(tokenizer, prepared.train, args.limit, args.jsonl)
+        return 0
+    stats = prepare.length_stats(
+        [len(x) for x in prepared.train["input_ids"]], cfg.training.per_device_batch_size
+    )
+    kept = prepared.report["kept"] + prepared.report["too_long"]
+    stats["over_max_length"] = (prepared.report["too_long"] + prepared.report["truncated"]) / max(kept, 1)
+    print(
+        f"{'cached' if prepared.cached else 'prepared'} in {seconds:.1f} s: {len(prepared.train)} training examples"
+    )
+    for key, value in stats.items():
+        print(f"  {key:22} {value:.1%}" if isinstance(value, float) else f"  {key:22} {value}")
+    return 0
 
 
 def run_doctor(path: str) -> int:
@@ -127,16 +175,18 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(cfg.output_dir)
     try:
+        if args.command in ("prepare", "inspect"):
+            return run_prepare(cfg, args)
         if args.command in ("train", "sft"):
             config_lib.save(cfg, out / "config.yaml")
-            prepared = sft.prepare(cfg)
-            for line in prepared.report.lines():
+            setup = sft.setup(cfg)
+            for line in setup.data.report["lines"]:
                 log.info("data: %s", line)
-            (out / "eval_prompts.json").write_text(json.dumps(prepared.eval_prompts))
+            (out / "eval_prompts.json").write_text(json.dumps(setup.data.eval_prompts))
             if args.command == "train":
                 (out / "report.json").unlink(missing_ok=True)
-                run_eval(cfg, prepared.model, prepared.tokenizer, prepared.eval_prompts, "base")
-            sft.train(cfg, prepared)
+                run_eval(cfg, setup.model, setup.tokenizer, setup.data.eval_prompts, "base")
+            sft.train(cfg, setup)
             if args.command == "sft":
                 return 0
         if args.command in ("train", "export"):

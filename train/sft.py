@@ -7,50 +7,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from datasets import Dataset
 from peft import get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from train import data, head, template
+from train import head, template
 from train import model as model_lib
+from train import prepare as prepare_lib
 from train.config import Config
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Prepared:
+class Setup:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     tokens: template.ChatTokens
-    train: list[dict]  # messages, input_ids, assistant_masks: exactly what the trainer trains on
-    eval_prompts: list[dict]
-    report: data.LoadReport
+    data: prepare_lib.Prepared
 
 
-def prepare(cfg: Config) -> Prepared:
-    """Load the base model, give it ChatML, and load, validate, split and fit the conversations."""
+def setup(cfg: Config) -> Setup:
+    """Load the base model, give it ChatML, and prepare (or read from cache) the tokenised conversations."""
     set_seed(cfg.training.seed)
     model, tokenizer = model_lib.load(cfg.model)
     tokens = template.add_chat_tokens(
         model, tokenizer, cfg.template.system_prompt, cfg.template.name, cfg.template.init
     )
-    report = data.LoadReport()
-    forbidden = template.special_texts(tokenizer) if cfg.template.special_text == "reject" else ()
-    convs = data.load(cfg.data, forbidden, report)
-    report.write_rejected(Path(cfg.output_dir) / "rejected.jsonl")
-    data.check_rejected(report, cfg.data.max_rejected, ", ".join(s.path for s in cfg.data.sources))
-    train_convs, held_out = data.split(convs, cfg.data.eval_share, cfg.data.seed)
-    if cfg.data.train_size is not None:
-        train_convs = train_convs[: cfg.data.train_size]
-    encode = lambda cs: template.encode(tokenizer, [c.messages for c in cs], tokens)
-    rows = data.fit_all(train_convs, encode(train_convs), cfg.data.max_length, cfg.data.overlength, report)
-    report.kept = len(rows)
-    if not rows:
-        raise data.DataError("no usable training conversations:\n  " + "\n  ".join(report.lines()))
-    prompts = data.eval_prompts(held_out, encode(held_out), cfg.data.max_length, cfg.data.seed)
-    return Prepared(model, tokenizer, tokens, rows, prompts, report)
+    return Setup(model, tokenizer, tokens, prepare_lib.prepare(cfg, tokenizer, tokens))
 
 
 def sft_args(cfg: Config, on_cuda: bool) -> SFTConfig:
@@ -83,13 +67,13 @@ def sft_args(cfg: Config, on_cuda: bool) -> SFTConfig:
     )
 
 
-def train(cfg: Config, prepared: Prepared, callbacks: list | None = None) -> Path:
+def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
     """Fine-tune and write the adapter (LoRA + trained token rows) and tokenizer to `<output_dir>/adapter`."""
     set_seed(cfg.training.seed)
     peft_model = get_peft_model(
         prepared.model, model_lib.lora_config(cfg.lora, prepared.tokens.new_token_ids, prepared.model)
     )
-    dataset = Dataset.from_list([{k: r[k] for k in ("input_ids", "assistant_masks")} for r in prepared.train])
+    dataset = prepared.data.train.select_columns(["input_ids", "assistant_masks"])
     trainer = SFTTrainer(
         model=peft_model,
         args=sft_args(cfg, model_lib.device().type == "cuda"),

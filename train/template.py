@@ -162,7 +162,7 @@ def chatml_equivalent(tok: PreTrainedTokenizerBase, candidate: str | None = None
 
 
 def add_chat_tokens(
-    model: PreTrainedModel,
+    model: PreTrainedModel | None,
     tokenizer: PreTrainedTokenizerBase,
     system_prompt: str | None = None,
     source: str = "chatml",
@@ -170,20 +170,25 @@ def add_chat_tokens(
 ) -> ChatTokens:
     """Give `tokenizer` and `model` ChatML: tokens (added, reused, or re-initialised when present but untrained),
     embeddings, eos, pad, and the template (`source`: chatml, model for the tokenizer's own, or a .jinja path; the
-    latter two must be ChatML and get {% generation %} markers)."""
+    latter two must be ChatML and get {% generation %} markers). `model=None` sets up the tokenizer only (inspect,
+    prepare): the token ids are the same, since tokens are appended in a fixed order."""
     own_template = tokenizer.chat_template
     vocab = tokenizer.get_vocab()
     missing = [t for t in (IM_START, IM_END) if t not in vocab]
     untrained = []
     for t in (IM_START, IM_END):
-        if t in vocab and (problem := row_problem(model.get_input_embeddings().weight, vocab[t])):
+        if (
+            model is not None
+            and t in vocab
+            and (problem := row_problem(model.get_input_embeddings().weight, vocab[t]))
+        ):
             untrained.append(vocab[t])
             log.warning(
                 "%s is in the vocabulary but looks untrained (%s): re-initialising and training it",
                 t,
                 problem,
             )
-    original_eos = model.generation_config.eos_token_id
+    original_eos = model.generation_config.eos_token_id if model is not None else None
     original_eos = original_eos if isinstance(original_eos, list) else [original_eos]
     original_eos = [e for e in original_eos if e is not None]
     if tokenizer.eos_token_id is not None:
@@ -200,14 +205,15 @@ def add_chat_tokens(
         tokenizer.add_special_tokens({"extra_special_tokens": new_tokens}, replace_extra_special_tokens=False)
     tokenizer.pad_token = pad
 
-    old_rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > old_rows:
-        model.resize_token_embeddings(
-            len(tokenizer), pad_to_multiple_of=EMBEDDING_MULTIPLE, mean_resizing=False
-        )
     trainable = untrained + tokenizer.convert_tokens_to_ids(list(missing))
-    if trainable or len(tokenizer) > old_rows:
-        init_rows(model, tokenizer, trainable, old_rows, init)
+    if model is not None:
+        old_rows = model.get_input_embeddings().weight.shape[0]
+        if len(tokenizer) > old_rows:
+            model.resize_token_embeddings(
+                len(tokenizer), pad_to_multiple_of=EMBEDDING_MULTIPLE, mean_resizing=False
+            )
+        if trainable or len(tokenizer) > old_rows:
+            init_rows(model, tokenizer, trainable, old_rows, init)
 
     im_start_id, im_end_id = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
     eos_ids = [im_end_id] + [e for e in dict.fromkeys(original_eos) if e != im_end_id]
@@ -227,7 +233,8 @@ def add_chat_tokens(
         with_bos = found[1]
         system_prompt = system_prompt or default_system(tokenizer, candidate)
         tokenizer.chat_template = chatml_template(with_bos, system_prompt)
-    set_stop_ids(model, eos_ids, tokenizer.pad_token_id)
+    if model is not None:
+        set_stop_ids(model, eos_ids, tokenizer.pad_token_id)
     bos_id = tokenizer.bos_token_id if with_bos else None
     return ChatTokens(
         im_start_id, im_end_id, tokenizer.pad_token_id, eos_ids, trainable, bos_id, system_prompt
