@@ -9,10 +9,10 @@ ARGS   ?=
 MODEL  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sft eval export doctor config test lint clean
+.PHONY: help setup train sft eval export doctor prepare inspect config test bench-data lint clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"training.max_steps=50 lora.r=8\" MODEL=<folder>"
 
 $(VENV)/.installed: pyproject.toml
@@ -38,6 +38,12 @@ export: setup ## Merge the adapter into <output_dir>/model
 eval: setup ## stop_rate of <output_dir>/model, or of MODEL=<folder>, on the held-out prompts
 	$(BIN)/python -m train eval --config $(CONFIG) $(if $(MODEL),--model $(MODEL) --name $(notdir $(MODEL))) $(ARGS)
 
+prepare: setup ## Tokenise and cache the training data, print token-length statistics (CONFIG)
+	$(BIN)/python -m train prepare --config $(CONFIG) $(ARGS)
+
+inspect: setup ## Show training examples with trained tokens highlighted (ARGS="--data F --limit N --jsonl OUT")
+	$(BIN)/python -m train inspect --config $(CONFIG) $(ARGS)
+
 doctor: setup ## Check a model folder, .gguf or pypi:<package> (MODEL=...; default: the run's model/)
 	$(BIN)/python -m train doctor $(MODEL) --config $(CONFIG)
 
@@ -46,6 +52,9 @@ config: setup ## Print the resolved config (CONFIG, ARGS)
 
 test: setup ## Run the test suite (tiny models built offline)
 	$(BIN)/python -m pytest -q tests $(ARGS)
+
+bench-data: setup ## Conversations/s to validate, render and tokenise chitchat; writes bench/data.json
+	$(BIN)/python scripts/bench_data.py
 
 lint: setup ## ruff check and format check
 	$(BIN)/ruff check train tests scripts

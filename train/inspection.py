@@ -34,6 +34,8 @@ def render(tokenizer, example: dict) -> Text:
 
 def run(tokenizer, train, limit: int | None, jsonl: Path | None, console: Console | None = None) -> int:
     console = console or Console(highlight=False)
+    if jsonl:
+        jsonl.parent.mkdir(parents=True, exist_ok=True)
     out = jsonl.open("w") if jsonl else None
     count = 0
     for i, ex in enumerate(examples(train, limit)):
