@@ -468,15 +468,17 @@ def fit_all(
 
 def eval_prompts(convs: list[Conversation], encoded: list, max_length: int, seed: int) -> list[dict]:
     """One prompt per held-out conversation: the turns before an assistant reply (1, 3 or 5 prior turns, in turn),
-    rendered later with the generation prompt; the gold reply is kept for teacher-forced metrics."""
+    rendered later with the generation prompt; the gold reply is kept for teacher-forced metrics. Only replies whose
+    conversation so far fits `max_length` count, as in training; a conversation with none gives no prompt."""
     prompts = []
     for k, (conv, enc) in enumerate(zip(convs, encoded)):
-        replies = [i for i, m in enumerate(conv.messages) if m["role"] == "assistant"]
+        replies = [
+            i for i, m in enumerate(conv.messages) if m["role"] == "assistant" and enc.ends[i] <= max_length
+        ]
+        if not replies:
+            continue
         want = (1, 3, 5)[(k + seed) % 3]
-        # the reply whose prompt has the wanted number of prior turns, or the nearest one available
-        idx = min(replies, key=lambda i: abs(i - want))
-        if enc.ends[idx] > max_length:
-            idx = replies[0]
+        idx = min(replies, key=lambda i: abs(i - want))  # the nearest to the wanted number of prior turns
         prompts.append(
             {
                 "id": conv.id,
