@@ -259,7 +259,7 @@ def test_overlength_policies(policy, kept, messages):
 def test_eval_prompts_fit_max_length_and_vary_prior_turns():
     msgs = [CHAT[0], CHAT[1]] * 4  # 8 messages: replies at 1, 3, 5, 7
     convs = [data.Conversation(str(i), msgs) for i in range(3)] + [data.Conversation("long", msgs[:2])]
-    encs = [Enc([5, 10, 15, 20, 25, 30, 35, 40])] * 3 + [Enc([50, 60])]
+    encs = [Enc([5, 10, 15, 20, 25, 30, 35, 40])] * 3 + [Enc([50])]  # ends stop past max_length
     prompts = data.eval_prompts(convs, encs, max_length=40, seed=0)
     assert [p["prior_turns"] for p in prompts] == [1, 3, 5]  # the long one has no reply that fits: no prompt
     assert all(p["messages"][-1]["role"] == "user" and p["reference"] == "hello" for p in prompts)

@@ -189,3 +189,15 @@ def test_non_chatml_template_is_a_clear_error(smol_like):
     tok.chat_template = None
     with pytest.raises(template.TemplateError, match="the model has no chat template"):
         template.add_chat_tokens(model, tok, source="model")
+
+
+def test_encode_with_max_length_stops_early_but_agrees(gemma_like):
+    model, tok = load(gemma_like)
+    tokens = template.add_chat_tokens(model, tok)
+    long = CONV[1:] * 30  # a long chat log
+    (full,) = template.encode(tok, [long], tokens)
+    (lazy,) = template.encode(tok, [long], tokens, max_length=30)
+    assert lazy.ends[-1] > 30 and len(lazy.ends) < len(full.ends)  # stopped once past max_length
+    assert lazy.ends == full.ends[: len(lazy.ends)] and lazy.input_ids == full.input_ids[: lazy.ends[-1]]
+    (short,) = template.encode(tok, [CONV[1:3]], tokens, max_length=10_000)
+    assert short.input_ids == template.encode(tok, [CONV[1:3]], tokens)[0].input_ids

@@ -9,6 +9,7 @@ Tokenisation lives in train/template.py.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import hashlib
 import json
@@ -317,6 +318,11 @@ def merge_consecutive(messages: Messages) -> tuple[Messages, bool]:
     return out, len(out) != len(messages)
 
 
+@functools.lru_cache(maxsize=8)
+def _first_chars(special_texts: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(t[0] for t in special_texts if t)
+
+
 def problem(messages: object, special_texts: tuple[str, ...] = ()) -> str | None:
     """Why a conversation cannot be trained on, or None. Each reason is counted in the load report.
 
@@ -325,7 +331,7 @@ def problem(messages: object, special_texts: tuple[str, ...] = ()) -> str | None
     """
     if not isinstance(messages, list) or not messages:
         return "messages is empty or not a list"
-    first_chars = {t[0] for t in special_texts}
+    first_chars = _first_chars(special_texts)
     expected = "user"
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
@@ -472,9 +478,8 @@ def eval_prompts(convs: list[Conversation], encoded: list, max_length: int, seed
     conversation so far fits `max_length` count, as in training; a conversation with none gives no prompt."""
     prompts = []
     for k, (conv, enc) in enumerate(zip(convs, encoded)):
-        replies = [
-            i for i, m in enumerate(conv.messages) if m["role"] == "assistant" and enc.ends[i] <= max_length
-        ]
+        fits = [i for i, end in enumerate(enc.ends) if end <= max_length]  # ends may stop past max_length
+        replies = [i for i in fits if conv.messages[i]["role"] == "assistant"]
         if not replies:
             continue
         want = (1, 3, 5)[(k + seed) % 3]

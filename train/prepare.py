@@ -73,7 +73,7 @@ def build(
         train_convs = train_convs[: cfg.data.train_size]
 
     def encode(cs):
-        return template.encode(tokenizer, [c.messages for c in cs], tokens)
+        return template.encode(tokenizer, [c.messages for c in cs], tokens, cfg.data.max_length)
 
     rows = data.fit_all(train_convs, encode(train_convs), cfg.data.max_length, cfg.data.overlength, report)
     report.kept = len(rows)

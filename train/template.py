@@ -7,6 +7,8 @@ for training is the one saved for inference, and the assistant mask covers each 
 
 from __future__ import annotations
 
+import bisect
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,7 +274,10 @@ def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
 
 
 def encode(
-    tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict]], tokens: ChatTokens
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: list[list[dict]],
+    tokens: ChatTokens,
+    max_length: int | None = None,
 ) -> list[Encoded]:
     """Tokenise conversations exactly as the ChatML template renders them, with the loss mask set where tokens are
     added. Message text is tokenised with `split_special_tokens`, so text like "<|im_end|>" typed inside a message
@@ -280,38 +285,97 @@ def encode(
     `apply_chat_template(..., return_assistant_tokens_mask=True)` on ordinary conversations.
 
     Our own instead of `apply_chat_template`: that renders to text and re-tokenises, which turns such text into
-    control tokens, and it renders one conversation per call; this is one batched tokenizer call.
+    control tokens, and it renders one conversation per call; this is batched tokenizer calls.
+
+    With `max_length`, a conversation is tokenised only as far as needed to see it crosses `max_length`: its
+    `ends` then stop at the first message past it (long chat logs are mostly never trained on in full).
     """
     if not conversations:
         return []
     full = [with_system(c, tokens.system_prompt) for c in conversations]
-    # "role\ncontent" between <|im_start|> and <|im_end|>: the same text pieces the rendered template splits into
-    pieces = [f"{m['role']}\n{m['content']}" for c in full for m in c]
-    enc = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
-    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    out, k = [], 0
-    for conv, original in zip(full, conversations):
-        ids = [] if tokens.bos_id is None else [tokens.bos_id]
-        mask = [0] * len(ids)
-        ends = []
-        for m in conv:
-            trained = m["role"] == "assistant"
-            header = len(m["role"]) + 1  # chars of "role\n": never trained
-            ids.append(tokens.im_start_id)
-            mask.append(0)
-            for tid, (start, _) in zip(enc["input_ids"][k], enc["offset_mapping"][k]):
-                ids.append(tid)
-                mask.append(int(trained and start >= header))
-            ids.append(tokens.im_end_id)  # the terminator: trained after a reply, so the model learns to stop
-            mask.append(int(trained))
-            ids += newline
-            mask += [0] * len(newline)
-            ends.append(len(ids))
-            k += 1
+    # first pass: messages up to ~8 characters per allowed token (a token averages ~4); the rest only if needed
+    take = [len(c) if max_length is None else _prefix_by_chars(c, 8 * max_length) for c in full]
+    pieces = _tokenize(tokenizer, [_piece(m) for c, n in zip(full, take) for m in c[:n]])
+    parts, k = [], 0
+    for n in take:
+        parts.append(pieces[k : k + n])
+        k += n
+    encoded = [_assemble(c, p, tokens, tokenizer) for c, p in zip(full, parts)]
+    if max_length is not None:
+        more = [
+            i for i, (c, e) in enumerate(zip(full, encoded)) if e.ends[-1] <= max_length and take[i] < len(c)
+        ]
+        if more:
+            rest = _tokenize(tokenizer, [_piece(m) for i in more for m in full[i][take[i] :]])
+            k = 0
+            for i in more:
+                n = len(full[i]) - take[i]
+                parts[i] += rest[k : k + n]
+                k += n
+                encoded[i] = _assemble(full[i], parts[i], tokens, tokenizer)
+    for i, (conv, original) in enumerate(zip(full, conversations)):
         if conv is not original:
-            ends = ends[1:]  # the injected system message is not one of the caller's messages
-        out.append(Encoded(ids, mask, ends))
-    return out
+            encoded[i].ends = encoded[i].ends[1:]  # the injected system message is not one of the caller's
+    return encoded
+
+
+def _piece(message: dict) -> str:
+    # "role\ncontent" between <|im_start|> and <|im_end|>: the text pieces the rendered template splits into
+    return f"{message['role']}\n{message['content']}"
+
+
+def _prefix_by_chars(conv: list[dict], chars: int) -> int:
+    total = 0
+    for i, m in enumerate(conv):
+        total += len(m["content"])
+        if total > chars:
+            return i + 1
+    return len(conv)
+
+
+def _assemble(
+    conv: list[dict], parts: list[tuple[list[int], list[int]]], tokens: ChatTokens, tokenizer
+) -> Encoded:
+    """The ids and mask of `conv`'s first len(parts) messages; mask=1 on each reply and its <|im_end|>."""
+    newline = list(_newline(tokenizer))
+    ids = [] if tokens.bos_id is None else [tokens.bos_id]
+    mask = [0] * len(ids)
+    ends = []
+    for m, (tids, starts) in zip(conv, parts):
+        ids.append(tokens.im_start_id)
+        ids += tids
+        ids.append(tokens.im_end_id)  # the terminator: trained after a reply, so the model learns to stop
+        ids += newline
+        if m["role"] == "assistant":
+            header = bisect.bisect_left(starts, len("assistant\n"))  # "assistant\n" itself is never trained
+            mask += [0] * (1 + header) + [1] * (len(tids) - header + 1) + [0] * len(newline)
+        else:
+            mask += [0] * (len(tids) + 2 + len(newline))
+        ends.append(len(ids))
+    return Encoded(ids, mask, ends)
+
+
+@functools.lru_cache(maxsize=8)
+def _newline(tokenizer) -> tuple[int, ...]:
+    return tuple(tokenizer("\n", add_special_tokens=False)["input_ids"])
+
+
+def _tokenize(tokenizer: PreTrainedTokenizerBase, pieces: list[str]) -> list[tuple[list[int], list[int]]]:
+    """(ids, start offsets) per piece, special-token text split as plain text; straight through the Rust tokenizer
+    when there is one (transformers' wrapper costs more than the tokenisation itself here)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_special_tokens"):
+        enc = tokenizer(
+            pieces, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True
+        )
+        return [(ids, [s for s, _ in offs]) for ids, offs in zip(enc["input_ids"], enc["offset_mapping"])]
+    previous = backend.encode_special_tokens
+    backend.encode_special_tokens = True
+    try:
+        encodings = backend.encode_batch(pieces, add_special_tokens=False)
+    finally:
+        backend.encode_special_tokens = previous
+    return [(e.ids, [s for s, _ in e.offsets]) for e in encodings]
 
 
 def special_texts(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
