@@ -83,6 +83,11 @@ class LoadReport:
             out.append(f"cut after the last assistant reply within max_length: {self.truncated}")
         if self.too_long:
             out.append(f"dropped, longer than max_length: {self.too_long}")
+        first = {}
+        for r in self.rejected_rows:  # one example row per reason, named by file and row
+            first.setdefault(_reason_key(r.reason), f"e.g. {r.where}: {r.reason}")
+        if first:
+            out += list(first.values())[:5] + ["every rejected row and its reason: rejected.jsonl in the run folder"]
         return out
 
     def write_rejected(self, path: Path) -> None:
