@@ -70,14 +70,7 @@ def test_assistant_mask_covers_replies_and_their_terminator_only(gemma_like):
     model, tok = load(gemma_like)
     tokens = template.add_chat_tokens(model, tok)
     ids, mask = template.assistant_mask(tok, CONV)
-    spans, current = [], []
-    for i, m in zip(ids, mask):
-        if m:
-            current.append(i)
-        elif current:
-            spans.append(current)
-            current = []
-    spans += [current] if current else []
+    spans = template.trained_spans(ids, mask)
     assert [tok.decode(s).strip() for s in spans] == [
         "im doing good<|im_end|>",
         "we went to the lake<|im_end|>",

@@ -87,7 +87,9 @@ class LoadReport:
         for r in self.rejected_rows:  # one example row per reason, named by file and row
             first.setdefault(_reason_key(r.reason), f"e.g. {r.where}: {r.reason}")
         if first:
-            out += list(first.values())[:5] + ["every rejected row and its reason: rejected.jsonl in the run folder"]
+            out += list(first.values())[:5] + [
+                "every rejected row and its reason: rejected.jsonl in the run folder"
+            ]
         return out
 
     def write_rejected(self, path: Path) -> None:

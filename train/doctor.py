@@ -263,14 +263,7 @@ def diagnose(folder: str | Path) -> list[Check]:
     out = tok.apply_chat_template(
         PROBE, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, chat_template=markers
     )
-    spans, cur = [], []
-    for i, m in zip(out["input_ids"], out["assistant_masks"]):
-        if m:
-            cur.append(i)
-        elif cur:
-            spans.append(cur)
-            cur = []
-    spans += [cur] if cur else []
+    spans = template.trained_spans(out["input_ids"], out["assistant_masks"])
     expected = [m["content"] for m in PROBE if m["role"] == "assistant"]
     got = [tok.decode(s[:-1]).strip() for s in spans]
     ok = got == expected and all(s[-1] == terminator for s in spans)

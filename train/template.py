@@ -252,6 +252,18 @@ def set_stop_ids(model: PreTrainedModel, eos_ids: list[int], pad_id: int) -> Non
     model.generation_config.pad_token_id = pad_id
 
 
+def trained_spans(ids: list[int], mask: list[int]) -> list[list[int]]:
+    """The runs of consecutive trained tokens: one per assistant reply, each ending on its terminator."""
+    spans, current = [], []
+    for i, m in zip(ids, mask):
+        if m:
+            current.append(i)
+        elif current:
+            spans.append(current)
+            current = []
+    return spans + ([current] if current else [])
+
+
 def assistant_mask(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> tuple[list[int], list[int]]:
     """(input_ids, mask) exactly as SFTTrainer tokenises a conversation; mask=1 on trained tokens."""
     out = tokenizer.apply_chat_template(
