@@ -35,3 +35,39 @@ def test_summarize_and_table():
     assert (m["n"], m["stopped"], m["stop_rate"], m["runaway_rate"]) == (4, 3, 0.75, 0.25)
     text = table({"trained": m, "base": {**m, "stop_rate": 0.0, "stopped": 0}})
     assert text.splitlines()[2].startswith("| base | 0.0%") and "| trained | 75.0%" in text
+
+
+@pytest.mark.parametrize(
+    "text, leak",
+    [
+        ("sure, here you go", False),
+        ("fine thanks<|im_start|>user\nand you?", True),  # invented next turn
+        ("fine <|im_end|> as text", True),
+        ("fine thanks\nuser\nwhat about you", True),  # role header without special tokens
+        ("fine thanks\nUser: what about you", True),
+        ("the user manual is long", False),  # the word, not a header
+    ],
+)
+def test_leak(text, leak):
+    from train.evaluate import leaks
+
+    assert leaks(text) == leak
+
+
+def test_loop_needs_three_repeats_of_eight_tokens():
+    from train.evaluate import loops
+
+    sentence = list(range(8))
+    assert loops(sentence * 3) and not loops(sentence * 2 + [99]) and not loops(list(range(40)))
+
+
+def test_clean_stop_and_empty_rates():
+    replies = [
+        Reply("a", 1, "hello there", 2, True, False),
+        Reply("b", 1, "", 0, True, False),  # immediate terminator: stopped, but empty
+        Reply("c", 1, "hi<|im_start|>user", 3, True, False, leak=True),
+        Reply("d", 1, "x", 64, False, True, loop=True),
+    ]
+    m = summarize(replies)
+    assert (m["stopped"], m["clean_stopped"], m["empty"], m["leaked"], m["looped"]) == (3, 1, 1, 1, 1)
+    assert m["clean_stop_rate"] == 0.25 and m["clean_stop_rate_ci95"][0] < 0.25 < m["clean_stop_rate_ci95"][1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,36 @@ class Reply:
     tokens: int
     stopped: bool  # ended on the <|im_end|> token before max_new_tokens
     runaway: bool  # hit max_new_tokens without any stop token
+    leak: bool = False  # template structure in the text: <|im_start|>, <|im_end|> as text, a role header
+    loop: bool = False  # one 8-token sequence three or more times
+
+    @property
+    def empty(self) -> bool:
+        return self.stopped and not self.text.strip()
+
+    @property
+    def clean_stop(self) -> bool:
+        return self.stopped and not self.empty and not self.leak
+
+
+# A role header at a line start ("user\n", "Assistant:") means the model wrote the next turn itself.
+ROLE_HEADER = re.compile(r"(^|\n)\s*(system|user|assistant)\s*(\n|:)", re.IGNORECASE)
+LOOP_NGRAM, LOOP_REPEATS = 8, 3
+
+
+def leaks(text: str) -> bool:
+    return "<|im_start|>" in text or "<|im_end|>" in text or bool(ROLE_HEADER.search(text))
+
+
+def loops(ids: list[int], n: int = LOOP_NGRAM, repeats: int = LOOP_REPEATS) -> bool:
+    """Whether some n-token sequence occurs `repeats` or more times (greedy decoding's repetition loops)."""
+    counts: dict[tuple[int, ...], int] = {}
+    for i in range(len(ids) - n + 1):
+        key = tuple(ids[i : i + n])
+        counts[key] = counts.get(key, 0) + 1
+        if counts[key] >= repeats:
+            return True
+    return False
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -74,7 +105,16 @@ def generate(
         for row, i in zip(out[:, batch["input_ids"].shape[1] :].tolist(), idx):
             n, stopped, runaway = classify(row, stop_ids, im_end_id, max_new_tokens)
             text = tokenizer.decode(row[:n], skip_special_tokens=False)
-            replies[i] = Reply(prompts[i]["id"], prompts[i]["prior_turns"], text, n, stopped, runaway)
+            replies[i] = Reply(
+                prompts[i]["id"],
+                prompts[i]["prior_turns"],
+                text,
+                n,
+                stopped,
+                runaway,
+                leaks(text),
+                loops(row[:n]),
+            )
     return [replies[i] for i in range(len(prompts))]
 
 
@@ -83,13 +123,24 @@ def summarize(replies: list[Reply]) -> dict:
     stopped = sum(r.stopped for r in replies)
     runaway = sum(r.runaway for r in replies)
     lengths = sorted(r.tokens for r in replies)
+    rates = {}
+    for flag, count in (
+        ("clean_stop", "clean_stopped"),
+        ("empty", "empty"),
+        ("leak", "leaked"),
+        ("loop", "looped"),
+    ):
+        k = sum(getattr(r, flag) for r in replies)
+        rates.update({f"{flag}_rate": k / n if n else 0.0, f"{flag}_rate_ci95": wilson(k, n), count: k})
     return {
         "n": n,
         "stop_rate": stopped / n if n else 0.0,
         "stop_rate_ci95": wilson(stopped, n),
         "stopped": stopped,
         "runaway_rate": runaway / n if n else 0.0,
+        "runaway_rate_ci95": wilson(runaway, n),
         "runaway": runaway,
+        **rates,
         "reply_tokens_median": lengths[n // 2] if n else 0,
     }
 
@@ -117,7 +168,8 @@ def write_report(out_dir: Path, name: str, metrics: dict, replies: list[Reply], 
     path.write_text(json.dumps(report, indent=2))
     with (out_dir / f"samples-{name}.jsonl").open("w") as f:
         for r in replies:
-            f.write(json.dumps({**r.__dict__, "messages": by_id[r.prompt_id]["messages"]}) + "\n")
+            flags = {"empty": r.empty, "clean_stop": r.clean_stop}
+            f.write(json.dumps({**r.__dict__, **flags, "messages": by_id[r.prompt_id]["messages"]}) + "\n")
     return path
 
 
