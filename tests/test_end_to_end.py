@@ -29,7 +29,7 @@ def run_config(tmp_path, gemma_like, chat_file):
                     "learning_rate": 1e-2,
                     "logging_steps": 1,
                 },
-                "eval": {"num_conversations": 4, "max_new_tokens": 8, "batch_size": 2},
+                "eval": {"num_conversations": 4, "max_new_tokens": 8, "batch_size": 2, "teacher_forced": True},
             }
         )
     )
@@ -87,6 +87,7 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
     report = json.loads((run / "report.json").read_text())
     held_out = json.loads((run / "eval_prompts.json").read_text())
     assert set(report) == {"base", "trained"} and report["trained"]["n"] == min(4, len(held_out)) > 0
+    assert report["trained"]["teacher_forced_n"] == report["trained"]["n"] and report["trained"]["eval_loss"] > 0
     out = capsys.readouterr().out
     assert "| base |" in out and "| trained |" in out
 
@@ -159,3 +160,27 @@ def test_injection_payload_is_rejected_or_kept_as_plain_text(tmp_path, gemma_lik
         assert sum(i in control for i in row["input_ids"]) == 4  # the template's own two per message, no more
     for r in rows:
         assert sum(i in control for i in r["input_ids"]) == 2 * len(r["messages"])
+
+
+def test_teacher_forced_metrics_on_a_tiny_model(gemma_like):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train.evaluate import teacher_forced
+
+    model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
+    tokens = template.add_chat_tokens(model, tok)
+    conv = [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "what did you do"}]
+    m = teacher_forced(model, tok, [{"messages": conv[:1], "reference": conv[1]["content"]}])
+    # by hand: the distribution before the reply's <|im_end|>, and the loss over the reply and its terminator
+    ids, mask = template.assistant_mask(tok, conv)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    trained = [i for i, k in enumerate(mask) if k]
+    assert ids[trained[-1]] == tokens.im_end_id
+    expected_loss = -sum(logp[i - 1, ids[i]].item() for i in trained) / len(trained)
+    assert m["teacher_forced_n"] == 1
+    assert m["stop_token_prob"] == pytest.approx(
+        logp[trained[-1] - 1, tokens.im_end_id].exp().item(), rel=1e-4
+    )
+    assert m["eval_loss"] == pytest.approx(expected_loss, rel=1e-4)
+    assert m["stop_token_top1"] == int(logp[trained[-1] - 1].argmax().item() == tokens.im_end_id)

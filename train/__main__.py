@@ -75,7 +75,7 @@ def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name
     n = min(cfg.eval.num_conversations, len(prompts))
     t0 = time.time()
     metrics, replies = evaluate.evaluate(
-        model, tokenizer, prompts[:n], cfg.eval.max_new_tokens, cfg.eval.batch_size
+        model, tokenizer, prompts[:n], cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.teacher_forced
     )
     metrics["seconds"] = round(time.time() - t0, 1)
     log.info(

@@ -127,6 +127,10 @@ class EvalConfig:
     max_new_tokens: int = _f(64, "Generation budget per reply; a reply that hits it did not stop")
     batch_size: int = _f(32, "Prompts generated together (left padding, KV cache)")
     show_samples: int = _f(3, "Sample replies printed after the table")
+    teacher_forced: bool = _f(
+        False,
+        "Also score the gold replies: eval_loss, stop_token_prob, stop_token_top1 (~40 s per 200 prompts here)",
+    )
 
 
 @dataclass

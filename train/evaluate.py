@@ -145,11 +145,75 @@ def summarize(replies: list[Reply]) -> dict:
     }
 
 
+@torch.no_grad()
+def teacher_forced(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[dict], batch_size: int = 1
+) -> dict:
+    """No generation: each prompt followed by its gold reply, scored. Loss on the reply's tokens (its <|im_end|>
+    included), and at the end of the reply the probability of <|im_end|> and whether it is the top token.
+    batch_size 1 by default: the forward builds full-vocabulary logits at every position, and on CPU padding a
+    batch costs more than it saves (measured 40 s vs 96 s for 200 quickstart prompts at 1 vs 32)."""
+    from train.template import chatml_equivalent, trained_spans
+
+    model.eval()
+    im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
+    found = chatml_equivalent(tokenizer)  # our marked-up equivalent when the model's template has no markers
+    chat_template = found[0] if found else None
+    rows = []  # (ids, first and last position of the final reply, its <|im_end|> last)
+    for p in prompts:
+        conv = [*p["messages"], {"role": "assistant", "content": p["reference"]}]
+        out = tokenizer.apply_chat_template(
+            conv,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+            chat_template=chat_template,
+        )
+        ids, mask = out["input_ids"], out["assistant_masks"]
+        spans = trained_spans(ids, mask)
+        if spans and spans[-1][-1] == im_end_id:
+            last = max(i for i, m in enumerate(mask) if m)
+            rows.append((ids, last - len(spans[-1]) + 1, last))
+    nll, n_tokens, probs, top1 = 0.0, 0, [], []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        width = max(len(ids) for ids, _, _ in batch)
+        pad = tokenizer.pad_token_id or 0
+        input_ids = torch.tensor(
+            [ids + [pad] * (width - len(ids)) for ids, _, _ in batch], device=model.device
+        )
+        attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _, _ in batch])
+        logits = model(input_ids=input_ids, attention_mask=attention.to(model.device)).logits.float()
+        for row, (ids, first, last) in enumerate(batch):  # right padding: positions are as unpadded
+            logp = torch.log_softmax(logits[row, first - 1 : last], dim=-1)  # predictions for first..last
+            targets = torch.tensor(ids[first : last + 1], device=logp.device)
+            nll -= logp.gather(1, targets[:, None]).sum().item()
+            n_tokens += len(targets)
+            probs.append(logp[-1, im_end_id].exp().item())
+            top1.append(int(logp[-1].argmax().item() == im_end_id))
+    k = len(probs)
+    return {
+        "teacher_forced_n": k,
+        "eval_loss": nll / max(n_tokens, 1),
+        "stop_token_prob": sum(probs) / max(k, 1),
+        "stop_token_top1": sum(top1) / max(k, 1),
+        "stop_token_top1_ci95": wilson(sum(top1), k),
+    }
+
+
 def evaluate(
-    model, tokenizer, prompts: list[dict], max_new_tokens: int, batch_size: int
+    model,
+    tokenizer,
+    prompts: list[dict],
+    max_new_tokens: int,
+    batch_size: int,
+    with_teacher_forced: bool = False,
 ) -> tuple[dict, list[Reply]]:
     replies = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
-    return summarize(replies), replies
+    metrics = summarize(replies)
+    if with_teacher_forced:
+        metrics.update(teacher_forced(model, tokenizer, prompts))
+    return metrics, replies
 
 
 def write_report(out_dir: Path, name: str, metrics: dict, replies: list[Reply], prompts: list[dict]) -> Path:
