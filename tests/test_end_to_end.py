@@ -29,7 +29,12 @@ def run_config(tmp_path, gemma_like, chat_file):
                     "learning_rate": 1e-2,
                     "logging_steps": 1,
                 },
-                "eval": {"num_conversations": 4, "max_new_tokens": 8, "batch_size": 2, "teacher_forced": True},
+                "eval": {
+                    "num_conversations": 4,
+                    "max_new_tokens": 8,
+                    "batch_size": 2,
+                    "teacher_forced": True,
+                },
             }
         )
     )
@@ -87,7 +92,9 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
     report = json.loads((run / "report.json").read_text())
     held_out = json.loads((run / "eval_prompts.json").read_text())
     assert set(report) == {"base", "trained"} and report["trained"]["n"] == min(4, len(held_out)) > 0
-    assert report["trained"]["teacher_forced_n"] == report["trained"]["n"] and report["trained"]["eval_loss"] > 0
+    assert (
+        report["trained"]["teacher_forced_n"] == report["trained"]["n"] and report["trained"]["eval_loss"] > 0
+    )
     out = capsys.readouterr().out
     assert "| base |" in out and "| trained |" in out
 
