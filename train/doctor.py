@@ -233,7 +233,7 @@ def diagnose(folder: str | Path) -> list[Check]:
             gen_eos,
             [],
             bos if found[1] else None,
-            template.default_system(tok, tok.chat_template),
+            found[2],
         )
         (enc,) = template.encode(tok, [PROBE], tokens)
         same = enc.input_ids == tok.apply_chat_template(PROBE, tokenize=True, return_dict=True)["input_ids"]

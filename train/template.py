@@ -137,9 +137,12 @@ def default_system(tok: PreTrainedTokenizerBase, candidate: str) -> str | None:
     return None
 
 
-def chatml_equivalent(tok: PreTrainedTokenizerBase, candidate: str | None = None) -> tuple[str, bool] | None:
-    """(our ChatML template with {% generation %} markers, with_bos) when it renders exactly like `candidate`
-    (default: `tok`'s own template), its BOS and default system prompt included, on probe conversations; else None.
+def chatml_equivalent(
+    tok: PreTrainedTokenizerBase, candidate: str | None = None
+) -> tuple[str, bool, str | None] | None:
+    """(our ChatML template with {% generation %} markers, with_bos, default system prompt) when it renders exactly
+    like `candidate` (default: `tok`'s own template), its BOS and default system prompt included, on probe
+    conversations; else None.
     This is how a user's ChatML template without markers gets them."""
     candidate = candidate or tok.chat_template
     if not candidate:
@@ -157,7 +160,7 @@ def chatml_equivalent(tok: PreTrainedTokenizerBase, candidate: str | None = None
                 )
                 for a, b, g in ((0, 7, False), (1, 4, True), (1, 6, True))
             ):
-                return ours, with_bos
+                return ours, with_bos, system
     except Exception:  # noqa: BLE001 - a template that fails to render is simply not equivalent
         return None
     return None
@@ -232,8 +235,8 @@ def add_chat_tokens(
                 f"template.name={source}: {what}; instructify trains ChatML (<|im_start|>role\\n"
                 "content<|im_end|>): use template.name: chatml"
             )
-        with_bos = found[1]
-        system_prompt = system_prompt or default_system(tokenizer, candidate)
+        _, with_bos, default = found
+        system_prompt = system_prompt or default
         tokenizer.chat_template = chatml_template(with_bos, system_prompt)
     if model is not None:
         set_stop_ids(model, eos_ids, tokenizer.pad_token_id)
