@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     cfg = config.load(ROOT / "configs" / "quickstart.yaml")
     tokenizer = AutoTokenizer.from_pretrained(model.resolve(cfg.model.name))
-    tokens = template.add_chat_tokens(None, tokenizer, cfg.template.system_prompt, cfg.template.name)
+    tokens = template.add_chat_tokens_from(cfg.template, None, tokenizer)
     runs = []
     for _ in range(3):
         t0 = time.perf_counter()

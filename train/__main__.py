@@ -91,9 +91,7 @@ def run_prepare(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     from train import inspection, model, prepare, template
 
     tokenizer = AutoTokenizer.from_pretrained(model.resolve(cfg.model.name), revision=cfg.model.revision)
-    tokens = template.add_chat_tokens(
-        None, tokenizer, cfg.template.system_prompt, cfg.template.name, cfg.template.init
-    )
+    tokens = template.add_chat_tokens_from(cfg.template, None, tokenizer)
     if getattr(args, "data", None):
         # a file to check before training on it: every row, no held-out split
         from dataclasses import replace

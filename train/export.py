@@ -26,9 +26,7 @@ def export(cfg: Config, adapter: Path | None = None, out: Path | None = None) ->
     if not (adapter / "adapter_config.json").is_file():
         raise ExportError(f"{adapter}: no adapter found; run `make train` (or `python -m train sft`) first")
     model, tokenizer = model_lib.load(cfg.model)
-    tokens = template.add_chat_tokens(
-        model, tokenizer, cfg.template.system_prompt, cfg.template.name, cfg.template.init
-    )
+    tokens = template.add_chat_tokens_from(cfg.template, model, tokenizer)
     trained_vocab = AutoTokenizer.from_pretrained(adapter).get_vocab()
     if trained_vocab != tokenizer.get_vocab():
         raise ExportError(

@@ -31,9 +31,7 @@ def setup(cfg: Config) -> Setup:
     """Load the base model, give it ChatML, and prepare (or read from cache) the tokenised conversations."""
     set_seed(cfg.training.seed)
     model, tokenizer = model_lib.load(cfg.model)
-    tokens = template.add_chat_tokens(
-        model, tokenizer, cfg.template.system_prompt, cfg.template.name, cfg.template.init
-    )
+    tokens = template.add_chat_tokens_from(cfg.template, model, tokenizer)
     return Setup(model, tokenizer, tokens, prepare_lib.prepare(cfg, tokenizer, tokens))
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from train.config import TemplateConfig
+
 log = logging.getLogger(__name__)
 
 IM_START = "<|im_start|>"
@@ -244,6 +246,11 @@ def add_chat_tokens(
     return ChatTokens(
         im_start_id, im_end_id, tokenizer.pad_token_id, eos_ids, trainable, bos_id, system_prompt
     )
+
+
+def add_chat_tokens_from(cfg: TemplateConfig, model: PreTrainedModel | None, tokenizer) -> ChatTokens:
+    """`add_chat_tokens` with the run config's template settings: the one place they are unpacked."""
+    return add_chat_tokens(model, tokenizer, cfg.system_prompt, cfg.name, cfg.init)
 
 
 def set_stop_ids(model: PreTrainedModel, eos_ids: list[int], pad_id: int) -> None:
