@@ -7,9 +7,10 @@ TORCH  ?= torch==2.13.0
 CONFIG ?= configs/quickstart.yaml
 ARGS   ?=
 MODEL  ?=
+REFERENCE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sft eval export doctor prepare inspect config test bench-data lint clean
+.PHONY: help setup train sft eval chat export doctor prepare inspect config test bench-data lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -35,8 +36,11 @@ sft: setup ## Fine-tune only: writes <output_dir>/adapter
 export: setup ## Merge the adapter into <output_dir>/model
 	$(BIN)/python -m train export --config $(CONFIG) $(ARGS)
 
-eval: setup ## stop_rate of <output_dir>/model, or of MODEL=<folder>, on the held-out prompts
-	$(BIN)/python -m train eval --config $(CONFIG) $(if $(MODEL),--model $(MODEL) --name $(notdir $(MODEL))) $(ARGS)
+eval: setup ## Conformance of <output_dir>/model (or MODEL=<folder>; REFERENCE=<model>): report.md, plots
+	$(BIN)/python -m train eval --config $(CONFIG) $(if $(MODEL),--model $(MODEL) --name $(notdir $(MODEL))) $(if $(REFERENCE),--reference $(REFERENCE)) $(ARGS)
+
+chat: setup ## Chat with <output_dir>/model or MODEL=<folder> (streaming; /system TEXT, /reset, /exit)
+	$(BIN)/python -m train chat --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 prepare: setup ## Tokenise and cache the training data, print token-length statistics (CONFIG)
 	$(BIN)/python -m train prepare --config $(CONFIG) $(ARGS)

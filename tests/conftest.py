@@ -11,6 +11,8 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
     LlamaConfig,
@@ -123,3 +125,76 @@ def chat_file(tmp_path) -> Path:
     path = tmp_path / "chats.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in conversations()))
     return path
+
+
+SMOLLM2_STYLE = (  # SmolLM2-Instruct's template shape: ChatML, default system prompt, no generation markers
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _reply_mask(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """ids of the rendered conversation and 1 on each reply up to its <|im_end|>, found as what follows each
+    generation prompt: works for any ChatML template, generation markers or not."""
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    render = lambda msgs, gen: tokenizer.apply_chat_template(
+        msgs, add_generation_prompt=gen, tokenize=True, return_dict=True
+    )["input_ids"]
+    ids = render(messages, False)
+    mask = [0] * len(ids)
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant":
+            start = len(render(messages[:i], True))
+            for p in range(start, ids.index(im_end, start) + 1):
+                mask[p] = 1
+    return ids, mask
+
+
+def _fit_to_stop(model, tokenizer, rows: list[dict], steps: int) -> None:
+    """Full fine-tune on the assistant tokens (replies and their <|im_end|>) until the tiny model has learnt
+    the conversations by heart: greedy replies then end on <|im_end|> like a trained chat model's."""
+    encoded = [_reply_mask(tokenizer, r["messages"]) for r in rows]
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in encoded])
+    attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in encoded])
+    labels = torch.tensor(
+        [[i if m else -100 for i, m in zip(ids, mask)] + [-100] * (width - len(ids)) for ids, mask in encoded]
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+@pytest.fixture(scope="session")
+def chat_model(tmp_path_factory, gemma_like) -> Path:
+    """A tiny chat model as instructify exports it (ChatML, eos <|im_end|> in all three places) that has
+    learnt the test conversations, so its replies stop: for chat, eval and serving tests."""
+    from train import template
+
+    torch.manual_seed(0)
+    model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
+    template.add_chat_tokens(model, tok)
+    _fit_to_stop(model, tok, conversations(), steps=60)
+    return _save(model, tok, tmp_path_factory.mktemp("chat-model"))
+
+
+@pytest.fixture(scope="session")
+def smol_instruct(tmp_path_factory, smol_like) -> Path:
+    """A SmolLM2-Instruct-shaped reference: its own ChatML template (default system prompt, no generation
+    markers), eos <|im_end|>, trained on the test conversations (with that system prompt) so it stops."""
+    torch.manual_seed(0)
+    model, tok = AutoModelForCausalLM.from_pretrained(smol_like), AutoTokenizer.from_pretrained(smol_like)
+    tok.chat_template = SMOLLM2_STYLE
+    tok.eos_token = "<|im_end|>"
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    model.config.eos_token_id = model.generation_config.eos_token_id = im_end
+    model.generation_config.pad_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
+    _fit_to_stop(model, tok, conversations(), steps=60)
+    return _save(model, tok, tmp_path_factory.mktemp("smol-instruct"))

@@ -14,7 +14,7 @@ from train import config, doctor, sft, template
 
 
 @pytest.fixture
-def run_config(tmp_path, gemma_like, chat_file):
+def run_config(tmp_path, gemma_like, chat_file, smol_instruct):
     path = tmp_path / "tiny.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -34,6 +34,11 @@ def run_config(tmp_path, gemma_like, chat_file):
                     "max_new_tokens": 8,
                     "batch_size": 2,
                     "teacher_forced": True,
+                    "reference": str(smol_instruct),
+                    "monitor_every": 2,
+                    "monitor_conversations": 4,
+                    "monitor_generate_every": 4,
+                    "monitor_generate_conversations": 2,
                 },
             }
         )
@@ -74,8 +79,13 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
         "eval_prompts.json",
         "rejected.jsonl",
         "report.json",
+        "report.md",
+        "metrics.png",
+        "curve.png",
+        "curve.jsonl",
         "samples-base.jsonl",
         "samples-trained.jsonl",
+        "samples-reference.jsonl",
         "adapter/adapter_config.json",
         "adapter/adapter_model.safetensors",
         "adapter/tokenizer.json",
@@ -91,12 +101,26 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
 
     report = json.loads((run / "report.json").read_text())
     held_out = json.loads((run / "eval_prompts.json").read_text())
-    assert set(report) == {"base", "trained"} and report["trained"]["n"] == min(4, len(held_out)) > 0
+    assert set(report) == {"base", "trained", "reference"}
+    assert report["trained"]["n"] == report["reference"]["n"] == min(4, len(held_out)) > 0
     assert (
         report["trained"]["teacher_forced_n"] == report["trained"]["n"] and report["trained"]["eval_loss"] > 0
     )
     out = capsys.readouterr().out
-    assert "| base |" in out and "| trained |" in out
+    assert "| base |" in out and "| trained |" in out and "| reference |" in out
+    # the curve: teacher-forced at steps 0, 2, 4; generation at 0 and at the last step
+    curve = [json.loads(line) for line in (run / "curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [0, 2, 4]
+    assert all("stop_token_prob" in c for c in curve) and ["stop_rate" in c for c in curve] == [1, 0, 1]
+    assert "train_loss" in curve[-1]
+    md = (run / "report.md").read_text()
+    assert "| reference |" in md and "## During training" in md and "| 4 |" in md
+    assert (run / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    # a second eval reuses the stored reference (same settings) and rewrites only the trained entry
+    stamps = {n: (run / f"samples-{n}.jsonl").stat().st_mtime_ns for n in ("trained", "reference")}
+    assert cli.main(["eval", "--config", str(run_config)]) == 0
+    assert (run / "samples-reference.jsonl").stat().st_mtime_ns == stamps["reference"]
+    assert (run / "samples-trained.jsonl").stat().st_mtime_ns > stamps["trained"]
 
     # plain transformers: template, eos in all three places, default generate() stops on <|im_end|>
     model = AutoModelForCausalLM.from_pretrained(run / "model")
@@ -169,25 +193,44 @@ def test_injection_payload_is_rejected_or_kept_as_plain_text(tmp_path, gemma_lik
         assert sum(i in control for i in r["input_ids"]) == 2 * len(r["messages"])
 
 
-def test_teacher_forced_metrics_on_a_tiny_model(gemma_like):
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_teacher_forced_metrics_on_a_tiny_model(gemma_like, batch_size):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from train.evaluate import teacher_forced
 
     model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
     tokens = template.add_chat_tokens(model, tok)
-    conv = [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "what did you do"}]
-    m = teacher_forced(model, tok, [{"messages": conv[:1], "reference": conv[1]["content"]}])
-    # by hand: the distribution before the reply's <|im_end|>, and the loss over the reply and its terminator
-    ids, mask = template.assistant_mask(tok, conv)
-    with torch.no_grad():
-        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
-    trained = [i for i, k in enumerate(mask) if k]
-    assert ids[trained[-1]] == tokens.im_end_id
-    expected_loss = -sum(logp[i - 1, ids[i]].item() for i in trained) / len(trained)
-    assert m["teacher_forced_n"] == 1
-    assert m["stop_token_prob"] == pytest.approx(
-        logp[trained[-1] - 1, tokens.im_end_id].exp().item(), rel=1e-4
-    )
-    assert m["eval_loss"] == pytest.approx(expected_loss, rel=1e-4)
-    assert m["stop_token_top1"] == int(logp[trained[-1] - 1].argmax().item() == tokens.im_end_id)
+    convs = [  # different lengths: a batch is right-padded
+        [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "what did you do"}],
+        [
+            {"role": "user", "content": "do you have any plans for tonight"},
+            {"role": "assistant", "content": "not really"},
+            {"role": "user", "content": "we went to the lake"},
+            {"role": "assistant", "content": "that sounds like fun i love the lake"},
+        ],
+        [
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "im doing good thanks and you"},
+        ],
+    ]
+    prompts = [{"messages": c[:-1], "reference": c[-1]["content"]} for c in convs]
+    m = teacher_forced(model, tok, prompts, batch_size=batch_size)
+    # by hand, one conversation at a time: the loss over each final reply and its terminator, and the
+    # distribution just before that terminator
+    nll, count, probs, top1 = 0.0, 0, [], []
+    for conv in convs:
+        ids, mask = template.assistant_mask(tok, conv)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+        trained = [i for i, k in enumerate(mask) if k]
+        last_reply = trained[-len(template.trained_spans(ids, mask)[-1]) :]
+        assert ids[last_reply[-1]] == tokens.im_end_id
+        nll -= sum(logp[i - 1, ids[i]].item() for i in last_reply)
+        count += len(last_reply)
+        probs.append(logp[last_reply[-1] - 1, tokens.im_end_id].exp().item())
+        top1.append(int(logp[last_reply[-1] - 1].argmax().item() == tokens.im_end_id))
+    assert m["teacher_forced_n"] == 3
+    assert m["eval_loss"] == pytest.approx(nll / count, rel=1e-4)
+    assert m["stop_token_prob"] == pytest.approx(sum(probs) / 3, rel=1e-4)
+    assert m["stop_token_top1"] == pytest.approx(sum(top1) / 3)

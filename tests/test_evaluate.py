@@ -2,7 +2,8 @@
 
 import pytest
 
-from train.evaluate import Reply, classify, summarize, table, wilson
+from train.evaluate import Reply, classify, length_distribution, summarize, wilson
+from train.report import table
 
 IM_END, EOS = 100, 1
 
@@ -33,8 +34,25 @@ def test_summarize_and_table():
     replies = [Reply("a", 1, "hi", 1, True, False)] * 3 + [Reply("b", 3, "x" * 9, 64, False, True)]
     m = summarize(replies)
     assert (m["n"], m["stopped"], m["stop_rate"], m["runaway_rate"]) == (4, 3, 0.75, 0.25)
-    text = table({"trained": m, "base": {**m, "stop_rate": 0.0, "stopped": 0}})
-    assert text.splitlines()[2].startswith("| base | 0.0%") and "| trained | 75.0%" in text
+    text = table({"reference": m, "trained": m, "base": {**m, "stop_rate": 0.0, "stopped": 0}})
+    assert [line.split(" | ")[0] for line in text.splitlines()[2:]] == ["| base", "| trained", "| reference"]
+    assert text.splitlines()[2].startswith("| base | 4 | 0.0% (") and "| trained | 4 | 75.0%" in text
+
+
+def test_reply_lengths_by_prior_turns():
+    replies = [Reply(str(i), 1, "a", i, True, False) for i in range(1, 11)]
+    replies += [Reply("x", 3, "b", 50, False, True), Reply("y", 3, "c", 30, True, False)]
+    m = summarize(replies)
+    assert m["reply_tokens_by_prior_turns"]["1"] == {
+        "n": 10,
+        "mean": 5.5,
+        "p10": 2,
+        "median": 6,
+        "p90": 10,
+        "max": 10,
+    }
+    assert m["reply_tokens_by_prior_turns"]["3"]["n"] == 2 and m["reply_tokens"]["max"] == 50
+    assert length_distribution([]) == {"n": 0}
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import SMOLLM2_STYLE
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from train import template
@@ -117,14 +118,6 @@ def test_special_token_text_in_a_message_stays_plain_text(gemma_like):
     rendered = tok.apply_chat_template(conv, tokenize=True, return_dict=True)["input_ids"]
     assert sum(i in (tokens.im_start_id, tokens.im_end_id) for i in rendered) == 8
     assert "<|im_end|>" in template.special_texts(tok) and "<bos>" in template.special_texts(tok)
-
-
-SMOLLM2_STYLE = (  # SmolLM2-Instruct's template shape: ChatML, default system prompt, no generation markers
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>\n' }}{% endif %}"
-    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 def test_present_but_untrained_rows_are_detected_reinitialised_and_trained(smol_like):

@@ -1,6 +1,6 @@
 """`python -m train <command> [--config FILE] [key=value ...]`: parse argv, call one stage.
 
-Commands: train (every stage in order), sft, export, eval, prepare, inspect, doctor, config.
+Commands: train (every stage in order), sft, export, eval, chat, prepare, inspect, doctor, config.
 """
 
 from __future__ import annotations
@@ -40,9 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument(
         "--jsonl", type=Path, help="write messages, input_ids, tokens, labels per example to this file"
     )
-    ev = command("eval", help="stop_rate of a model folder on the held-out prompts")
+    ev = command("eval", help="template conformance of a model folder on the held-out prompts; report.md")
     ev.add_argument("--model", help="model folder (default: <output_dir>/model)")
     ev.add_argument("--name", default=None, help="entry name in report.json (default: trained)")
+    ev.add_argument(
+        "--reference",
+        help="also evaluate this reference model: folder, Hub id, .gguf or pypi:<package> "
+        "(default: eval.reference, unless report.json already holds it)",
+    )
+    ch = command(
+        "chat", help="chat with a model through its template, streaming; /system TEXT, /reset, /exit"
+    )
+    ch.add_argument("--model", help="model folder, .gguf or pypi:<package> (default: <output_dir>/model)")
+    ch.add_argument("--system", help="system message (default: the template's own, if any)")
+    ch.add_argument("--max-new-tokens", type=int, default=256, help="per reply (default: %(default)s)")
     doc = sub.add_parser(
         "doctor", help="check a model folder for the mistakes that make chat models ramble on"
     )
@@ -58,30 +69,81 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_table(report: dict, show: int) -> None:
-    from train.evaluate import table
+def _print_report(out: Path, show: int) -> None:
+    """report.md and plots from everything evaluated so far; the table and a few replies on the console."""
+    import json
 
-    print("\n" + table(report) + "\n")
-    for name in report:
-        for s in report[name].get("samples", [])[:show]:
+    from train import report
+
+    path = report.write(out)
+    entries = json.loads((out / "report.json").read_text())
+    print("\n" + report.table(entries) + "\n")
+    for name in report.ordered(entries):
+        for s in entries[name].get("samples", [])[:show]:
             print(
                 f"[{name}] user: {s['prompt'][:80]!r}\n[{name}] reply: {s['reply'][:160]!r}  stopped={s['stopped']}"
             )
+    print(f"\nreport: {path} (plots beside it)")
 
 
-def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name: str) -> dict:
+def eval_settings(cfg: config_lib.Config, prompts: list[dict]) -> dict:
+    """What makes two evaluations comparable: a stored entry with the same settings need not be run again."""
+    e = cfg.eval
+    return {
+        "prompts": [p["id"] for p in prompts[: e.num_conversations]],
+        **{
+            k: getattr(e, k)
+            for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "teacher_forced")
+        },
+    }
+
+
+def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name: str, source: str) -> Path:
+    from transformers import set_seed
+
     from train import evaluate
 
-    n = min(cfg.eval.num_conversations, len(prompts))
+    e = cfg.eval
+    n = min(e.num_conversations, len(prompts))
+    sampling = {"do_sample": True, "temperature": e.temperature, "top_p": e.top_p} if e.do_sample else None
+    set_seed(cfg.training.seed)
     t0 = time.time()
     metrics, replies = evaluate.evaluate(
-        model, tokenizer, prompts[:n], cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.teacher_forced
+        model, tokenizer, prompts[:n], e.max_new_tokens, e.batch_size, e.teacher_forced, sampling
     )
     metrics["seconds"] = round(time.time() - t0, 1)
+    metrics.update(model_path=source, settings=eval_settings(cfg, prompts))
     log.info(
-        "%s: stop_rate %.1f%% on %d prompts (%.0f s)", name, 100 * metrics["stop_rate"], n, metrics["seconds"]
+        "%s: stop_rate %.1f%%, clean_stop_rate %.1f%% on %d prompts (%.0f s)",
+        name,
+        100 * metrics["stop_rate"],
+        100 * metrics["clean_stop_rate"],
+        n,
+        metrics["seconds"],
     )
     return evaluate.write_report(Path(cfg.output_dir), name, metrics, replies, prompts[:n])
+
+
+def run_reference(cfg: config_lib.Config, prompts: list[dict], explicit: str | None) -> None:
+    """Evaluate the reference model, unless report.json already holds it with the same settings."""
+    import json
+
+    from train.model import load, resolve
+
+    source = explicit or cfg.eval.reference
+    if not source:
+        return
+    path = Path(cfg.output_dir) / "report.json"
+    stored = json.loads(path.read_text()).get("reference", {}) if path.is_file() else {}
+    if (
+        not explicit
+        and stored.get("model_path") == source
+        and stored.get("settings") == eval_settings(cfg, prompts)
+    ):
+        log.info("reference: %s already evaluated with these settings (report.json)", source)
+        return
+    model, tokenizer = load(cfg.model, path=resolve(source))
+    run_eval(cfg, model, tokenizer, prompts, "reference", source)
 
 
 def run_prepare(cfg: config_lib.Config, args: argparse.Namespace) -> int:
@@ -118,6 +180,28 @@ def run_prepare(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     )
     for key, value in stats.items():
         print(f"  {key:22} {value:.1%}" if isinstance(value, float) else f"  {key:22} {value}")
+    return 0
+
+
+def run_chat(cfg: config_lib.Config, args: argparse.Namespace) -> int:
+    from train import chat
+    from train.model import load, resolve
+
+    source = resolve(args.model or str(Path(cfg.output_dir) / "model"))
+    if not Path(source).is_dir() and source.count("/") != 1:  # neither a folder nor a Hub id
+        print(f"error: {source}: no model folder; run `make train` first or pass --model", file=sys.stderr)
+        return 2
+    model, tokenizer = load(cfg.model, path=source)
+    interactive = sys.stdin.isatty()
+    chat.run(
+        model,
+        tokenizer,
+        sys.stdin,
+        sys.stdout,
+        system=args.system,
+        max_new_tokens=args.max_new_tokens,
+        prompt="you: " if interactive else "",
+    )
     return 0
 
 
@@ -173,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("prepare", "inspect"):
             return run_prepare(cfg, args)
+        if args.command == "chat":
+            return run_chat(cfg, args)
         if args.command in ("train", "sft"):
             config_lib.save(cfg, out / "config.yaml")
             setup = sft.setup(cfg)
@@ -181,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             (out / "eval_prompts.json").write_text(json.dumps(setup.data.eval_prompts))
             if args.command == "train":
                 (out / "report.json").unlink(missing_ok=True)
-                run_eval(cfg, setup.model, setup.tokenizer, setup.data.eval_prompts, "base")
+                run_eval(cfg, setup.model, setup.tokenizer, setup.data.eval_prompts, "base", cfg.model.name)
             sft.train(cfg, setup)
             if args.command == "sft":
                 return 0
@@ -194,15 +280,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise data.DataError(
                     f"{prompts_file}: missing; run `make train` first to fix the held-out split"
                 )
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"{folder}: no model folder; run `make train` first or pass --model")
+            prompts = json.loads(prompts_file.read_text())
             model, tokenizer = load(cfg.model, path=str(folder))
-            report = run_eval(
-                cfg,
-                model,
-                tokenizer,
-                json.loads(prompts_file.read_text()),
-                getattr(args, "name", None) or "trained",
-            )
-            _print_table(json.loads(report.read_text()), cfg.eval.show_samples)
+            run_eval(cfg, model, tokenizer, prompts, getattr(args, "name", None) or "trained", str(folder))
+            del model
+            run_reference(cfg, prompts, getattr(args, "reference", None))
+            _print_report(out, cfg.eval.show_samples)
     except (data.DataError, export.ExportError, template.TemplateError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -76,6 +76,14 @@ def classify(
     return len(new_ids), False, len(new_ids) >= max_new_tokens
 
 
+def left_pad(rows: list[list[int]], pad_id: int, device) -> dict[str, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    return {
+        "input_ids": torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device),
+        "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device),
+    }
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -83,25 +91,28 @@ def generate(
     prompts: list[dict],
     max_new_tokens: int,
     batch_size: int,
+    sampling: dict | None = None,
 ) -> list[Reply]:
-    """Greedy, batched (left padding, KV cache), shortest prompts first to waste little on padding."""
+    """Greedy unless `sampling` (do_sample, temperature, top_p) says otherwise; batched (left padding, KV cache),
+    shortest prompts first to waste little on padding."""
     model.eval()
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
     stop = model.generation_config.eos_token_id
     stop_ids = set(stop if isinstance(stop, list) else [stop])
-    tokenizer.padding_side = "left"
     encoded = [
         tokenizer.apply_chat_template(
             p["messages"], add_generation_prompt=True, tokenize=True, return_dict=True
         )["input_ids"]
         for p in prompts
     ]
+    # Any id pads: the attention mask hides it (some instruct tokenizers have no pad token).
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else im_end_id
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     replies: dict[int, Reply] = {}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(model.device)
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        batch = left_pad([encoded[i] for i in idx], pad_id, model.device)
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, **(sampling or {"do_sample": False}))
         for row, i in zip(out[:, batch["input_ids"].shape[1] :].tolist(), idx):
             n, stopped, runaway = classify(row, stop_ids, im_end_id, max_new_tokens)
             text = tokenizer.decode(row[:n], skip_special_tokens=False)
@@ -142,55 +153,84 @@ def summarize(replies: list[Reply]) -> dict:
         "runaway": runaway,
         **rates,
         "reply_tokens_median": lengths[n // 2] if n else 0,
+        "reply_tokens": length_distribution([r.tokens for r in replies]),
+        "reply_tokens_by_prior_turns": {
+            str(k): length_distribution([r.tokens for r in replies if r.prior_turns == k])
+            for k in sorted({r.prior_turns for r in replies})
+        },
     }
+
+
+def length_distribution(lengths: list[int]) -> dict:
+    """n, mean and quantiles (nearest rank) of reply lengths in tokens."""
+    xs = sorted(lengths)
+    if not xs:
+        return {"n": 0}
+    q = lambda f: xs[min(len(xs) - 1, int(f * len(xs)))]
+    return {
+        "n": len(xs),
+        "mean": round(sum(xs) / len(xs), 1),
+        "p10": q(0.1),
+        "median": q(0.5),
+        "p90": q(0.9),
+        "max": xs[-1],
+    }
+
+
+def _reply_span(tokenizer: PreTrainedTokenizerBase, messages: list[dict], reply: str, im_end_id: int):
+    """(ids, first, last): the prompt plus its gold reply, and the positions of the reply up to its <|im_end|>.
+    Found as what follows the generation prompt, so any ChatML-rendering template works, markers or not."""
+    prompt = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    full = tokenizer.apply_chat_template(
+        [*messages, {"role": "assistant", "content": reply}], tokenize=True, return_dict=True
+    )
+    prompt, ids = prompt["input_ids"], full["input_ids"]
+    if ids[: len(prompt)] != prompt or im_end_id not in ids[len(prompt) :]:
+        return None
+    return ids, len(prompt), ids.index(im_end_id, len(prompt))
 
 
 @torch.no_grad()
 def teacher_forced(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[dict], batch_size: int = 1
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[dict], batch_size: int = 16
 ) -> dict:
     """No generation: each prompt followed by its gold reply, scored. Loss on the reply's tokens (its <|im_end|>
     included), and at the end of the reply the probability of <|im_end|> and whether it is the top token.
-    batch_size 1 by default: the forward builds full-vocabulary logits at every position, and on CPU padding a
-    batch costs more than it saves (measured 40 s vs 96 s for 200 quickstart prompts at 1 vs 32)."""
-    from train.template import chatml_equivalent, trained_spans
+    Only the reply positions are projected onto the vocabulary (train/head.py): the full-vocabulary logits at
+    every position cost more than the rest of the forward for a 262k vocabulary."""
+    from train import head
 
-    model.eval()
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT during training
+    was_training = base.training
+    base.eval()
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
-    found = chatml_equivalent(tokenizer)  # our marked-up equivalent when the model's template has no markers
-    chat_template = found[0] if found else None
-    rows = []  # (ids, first and last position of the final reply, its <|im_end|> last)
-    for p in prompts:
-        conv = [*p["messages"], {"role": "assistant", "content": p["reference"]}]
-        out = tokenizer.apply_chat_template(
-            conv,
-            tokenize=True,
-            return_dict=True,
-            return_assistant_tokens_mask=True,
-            chat_template=chat_template,
-        )
-        ids, mask = out["input_ids"], out["assistant_masks"]
-        spans = trained_spans(ids, mask)
-        if spans and spans[-1][-1] == im_end_id:
-            last = max(i for i, m in enumerate(mask) if m)
-            rows.append((ids, last - len(spans[-1]) + 1, last))
+    rows = [_reply_span(tokenizer, p["messages"], p["reference"], im_end_id) for p in prompts]
+    rows = sorted((r for r in rows if r), key=lambda r: len(r[0]))  # similar lengths: little padding
+    weight, indices, trainable = head.output_layer(base)
+    softcap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
     nll, n_tokens, probs, top1 = 0.0, 0, [], []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         width = max(len(ids) for ids, _, _ in batch)
         pad = tokenizer.pad_token_id or 0
-        input_ids = torch.tensor(
-            [ids + [pad] * (width - len(ids)) for ids, _, _ in batch], device=model.device
-        )
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _, _ in batch])
         attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _, _ in batch])
-        logits = model(input_ids=input_ids, attention_mask=attention.to(model.device)).logits.float()
-        for row, (ids, first, last) in enumerate(batch):  # right padding: positions are as unpadded
-            logp = torch.log_softmax(logits[row, first - 1 : last], dim=-1)  # predictions for first..last
-            targets = torch.tensor(ids[first : last + 1], device=logp.device)
-            nll -= logp.gather(1, targets[:, None]).sum().item()
-            n_tokens += len(targets)
-            probs.append(logp[-1, im_end_id].exp().item())
-            top1.append(int(logp[-1].argmax().item() == im_end_id))
+        hidden = getattr(base, base.base_model_prefix)(
+            input_ids=input_ids.to(base.device), attention_mask=attention.to(base.device), use_cache=False
+        ).last_hidden_state
+        # right padding: positions are as unpadded; position p predicts token p + 1
+        where = [(row, p) for row, (_, first, last) in enumerate(batch) for p in range(first - 1, last)]
+        targets = torch.tensor([batch[row][0][p + 1] for row, p in where], device=hidden.device)
+        selected = hidden[[row for row, _ in where], [p for _, p in where]].to(weight.dtype)
+        log_probs, _, is_top1 = head.score(selected, targets, weight, indices, trainable, softcap)
+        nll -= log_probs.float().sum().item()
+        n_tokens += len(where)
+        ends = torch.tensor([i for i, (row, p) in enumerate(where) if p == batch[row][2] - 1])
+        probs += log_probs[ends].float().exp().tolist()
+        top1 += is_top1[ends].int().tolist()
+    base.train(was_training)
     k = len(probs)
     return {
         "teacher_forced_n": k,
@@ -208,8 +248,9 @@ def evaluate(
     max_new_tokens: int,
     batch_size: int,
     with_teacher_forced: bool = False,
+    sampling: dict | None = None,
 ) -> tuple[dict, list[Reply]]:
-    replies = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    replies = generate(model, tokenizer, prompts, max_new_tokens, batch_size, sampling)
     metrics = summarize(replies)
     if with_teacher_forced:
         metrics.update(teacher_forced(model, tokenizer, prompts))
@@ -235,20 +276,3 @@ def write_report(out_dir: Path, name: str, metrics: dict, replies: list[Reply], 
             flags = {"empty": r.empty, "clean_stop": r.clean_stop}
             f.write(json.dumps({**r.__dict__, **flags, "messages": by_id[r.prompt_id]["messages"]}) + "\n")
     return path
-
-
-def table(report: dict) -> str:
-    """Markdown table of every model in the report, base first."""
-    names = sorted(report, key=lambda k: {"base": 0, "trained": 1}.get(k, 2))
-    rows = [
-        "| model | stop_rate (95% CI) | stopped / n | runaway_rate | median reply tokens |",
-        "|---|---|---|---|---|",
-    ]
-    for name in names:
-        m = report[name]
-        lo, hi = m["stop_rate_ci95"]
-        rows.append(
-            f"| {name} | {m['stop_rate']:.1%} ({lo:.1%}-{hi:.1%}) | {m['stopped']} / {m['n']} | "
-            f"{m['runaway_rate']:.1%} | {m['reply_tokens_median']} |"
-        )
-    return "\n".join(rows)

@@ -15,6 +15,7 @@ from train import head, template
 from train import model as model_lib
 from train import prepare as prepare_lib
 from train.config import Config
+from train.monitor import ConformanceMonitor
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,25 @@ def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
         prepared.model, model_lib.lora_config(cfg.lora, prepared.tokens.new_token_ids, prepared.model)
     )
     dataset = prepared.data.train.select_columns(["input_ids", "assistant_masks"])
+    e = cfg.eval
+    monitor = ConformanceMonitor(
+        prepared.tokenizer,
+        prepared.data.eval_prompts,
+        Path(cfg.output_dir) / "curve.jsonl",
+        e.monitor_every,
+        e.monitor_conversations,
+        e.monitor_generate_every,
+        e.monitor_generate_conversations,
+        e.max_new_tokens,
+    )
     trainer = SFTTrainer(
         model=peft_model,
         args=sft_args(cfg, model_lib.device().type == "cuda"),
         train_dataset=dataset,
         processing_class=prepared.tokenizer,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), monitor],
     )
+    monitor.trainer = trainer
     head.install(peft_model.get_base_model())  # replaces the head SFTTrainer patched in; see train/head.py
     trainer.train()
     out = Path(cfg.output_dir) / "adapter"

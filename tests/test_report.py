@@ -1,0 +1,73 @@
+"""report.md and plots from crafted eval results; when the training monitor checks."""
+
+import json
+
+from train import report
+from train.evaluate import Reply, summarize, write_report
+from train.monitor import ConformanceMonitor
+
+
+def test_report_shows_every_model_side_by_side_with_the_curve(tmp_path):
+    prompts = [
+        {"id": f"p{i}", "messages": [{"role": "user", "content": f"question {i}"}], "prior_turns": 1}
+        for i in range(4)
+    ]
+    replies = {
+        "reference": [Reply(f"p{i}", 1, "sure " * 30, 64, False, True, loop=True) for i in range(4)],
+        "base": [Reply(f"p{i}", 1, "user\nmore", 64, False, True, leak=True) for i in range(4)],
+        "trained": [Reply(f"p{i}", 1, f"answer {i}", 3, True, False) for i in range(4)],
+    }
+    for name, rs in replies.items():
+        write_report(
+            tmp_path,
+            name,
+            {**summarize(rs), "eval_loss": 2.5, "stop_token_prob": 0.4, "stop_token_top1": 0.75},
+            rs,
+            prompts,
+        )
+    curve = [
+        {"step": 0, "stop_token_prob": 0.0, "eval_loss": 9.1},
+        {"step": 10, "stop_token_prob": 0.6, "eval_loss": 3.2, "stop_rate": 0.9, "train_loss": 3.0},
+    ]
+    (tmp_path / "curve.jsonl").write_text("".join(json.dumps(c) + "\n" for c in curve))
+
+    md = report.write(tmp_path).read_text()
+    rows = [
+        line
+        for line in md.splitlines()
+        if line.startswith("| base") or line.startswith("| trained") or line.startswith("| reference")
+    ]
+    assert [r.split(" |")[0] for r in rows[:3]] == ["| base", "| trained", "| reference"]
+    assert rows[1].startswith("| trained | 4 | 100.0% (51%-100%) | 100.0%")
+    assert "| 0 | 0.0% | - | 9.100 |" in md or "| 0 | 0.0% |" in md
+    assert "| 10 | 60.0% |" in md and "![curve](curve.png)" in md
+    # the same prompt answered by each model, with flags
+    sample = md.split("#### prompt `p0`")[1].split("####")[0]
+    assert "**trained** (3 tokens; stopped)" in sample and "**base** (64 tokens; runaway, leak)" in sample
+    for png in ("metrics.png", "curve.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_curve_or_teacher_forcing(tmp_path):
+    rs = [Reply("p0", 3, "hi", 1, True, False)]
+    write_report(
+        tmp_path,
+        "trained",
+        summarize(rs),
+        rs,
+        [{"id": "p0", "messages": [{"role": "user", "content": "q"}], "prior_turns": 3}],
+    )
+    md = report.write(tmp_path).read_text()
+    assert "During training" not in md and not (tmp_path / "curve.png").exists()
+    assert "| trained | 1 | 100.0%" in md and "| 1 / 1 (n=1) |" in md
+
+
+def test_monitor_checks_at_start_every_n_steps_and_at_the_end(tmp_path):
+    prompts = [{"id": "a"}]
+    m = ConformanceMonitor(None, prompts, tmp_path / "c.jsonl", 25, 64, 50, 8, 16)
+    due = {s: m.due(s, 110) for s in range(111)}
+    assert [s for s, (score, _) in due.items() if score] == [0, 25, 50, 75, 100, 110]
+    assert [s for s, (_, gen) in due.items() if gen] == [0, 50, 100, 110]
+    off = ConformanceMonitor(None, prompts, tmp_path / "c.jsonl", 0, 64, 0, 8, 16)
+    assert not any(any(off.due(s, 10)) for s in range(11))
+    assert ConformanceMonitor(None, [], tmp_path / "c.jsonl", 5, 64, 5, 8, 16).due(0, 10) == (False, False)

@@ -1,0 +1,93 @@
+"""During training: template conformance against the step, so the step at which the model learns to stop shows.
+
+Teacher-forced stop metrics (one forward per batch, cheap) every `eval.monitor_every` steps and greedy generation
+on a smaller subset every `eval.monitor_generate_every` steps, both on held-out prompts. Each check goes through
+`trainer.log` (console, wandb when enabled) and is appended to `<output_dir>/curve.jsonl`, which the report plots.
+A callback rather than a trainer subclass: it needs only the model and the step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from transformers import Trainer, TrainerCallback
+
+from train import evaluate
+
+log = logging.getLogger(__name__)
+
+# The metrics a check logs (others stay in curve.jsonl): the conformance that a loss curve does not show.
+LOGGED = ("eval_loss", "stop_token_prob", "stop_token_top1", "stop_rate", "clean_stop_rate", "loop_rate")
+
+
+class ConformanceMonitor(TrainerCallback):
+    def __init__(
+        self,
+        tokenizer,
+        prompts: list[dict],
+        path: Path,
+        every: int,
+        conversations: int,
+        generate_every: int,
+        generate_conversations: int,
+        max_new_tokens: int,
+    ):
+        self.tokenizer = tokenizer
+        self.scored = prompts[:conversations]
+        self.generated = prompts[:generate_conversations]
+        self.path = path
+        self.every, self.generate_every = every, generate_every
+        self.max_new_tokens = max_new_tokens
+        self.trainer = None  # set after the trainer is built: checks are logged through it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+
+    def due(self, step: int, max_steps: int) -> tuple[bool, bool]:
+        """(teacher-forced, generation) due at this step: at 0, every N steps, and at the last step."""
+
+        def at(n: int) -> bool:
+            return n > 0 and (step % n == 0 or step == max_steps)
+
+        return at(self.every) and bool(self.scored), at(self.generate_every) and bool(self.generated)
+
+    def check(self, model, step: int, max_steps: int, history: list[dict] = ()) -> dict:
+        score, generate = self.due(step, max_steps)
+        if not (score or generate):
+            return {}
+        t0 = time.time()
+        metrics: dict = {}
+        if score:
+            metrics.update(evaluate.teacher_forced(model, self.tokenizer, self.scored))
+        if generate:
+            was_training = model.training
+            replies = evaluate.generate(
+                model, self.tokenizer, self.generated, self.max_new_tokens, len(self.generated)
+            )
+            model.train(was_training)
+            metrics.update(evaluate.summarize(replies))
+        losses = [h["loss"] for h in history if "loss" in h]
+        if losses and step > 0:
+            metrics["train_loss"] = losses[-1]  # the last logged training loss, for the same plot
+        logged = {f"conformance/{k}": metrics[k] for k in LOGGED if k in metrics}
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics, "seconds": round(time.time() - t0, 1)}) + "\n")
+        if self.trainer is not None:
+            # the base Trainer's log (console, wandb): SFTTrainer.log would fold its running training metrics
+            # into this entry and reset them
+            Trainer.log(self.trainer, logged)
+        return logged
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero:
+            self.check(model, 0, state.max_steps)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero:
+            self.check(model, state.global_step, state.max_steps, state.log_history)
+
+
+def read_curve(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
