@@ -10,7 +10,7 @@ MODEL  ?=
 REFERENCE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sft eval chat export doctor prepare inspect config test bench-data lint clean
+.PHONY: help setup train sft eval chat export doctor prepare inspect config test bench-data bench-eval lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ test: setup ## Run the test suite (tiny models built offline)
 
 bench-data: setup ## Conversations/s to validate, render and tokenise chitchat; writes bench/data.json
 	$(BIN)/python scripts/bench_data.py
+
+bench-eval: setup ## Eval speed of <output_dir>/model: 200 prompts, max_new_tokens=128; writes bench/eval.json
+	$(BIN)/python scripts/bench_eval.py --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 lint: setup ## ruff check and format check
 	$(BIN)/ruff check train tests scripts

@@ -89,3 +89,37 @@ def test_clean_stop_and_empty_rates():
     m = summarize(replies)
     assert (m["stopped"], m["clean_stopped"], m["empty"], m["leaked"], m["looped"]) == (3, 1, 1, 1, 1)
     assert m["clean_stop_rate"] == 0.25 and m["clean_stop_rate_ci95"][0] < 0.25 < m["clean_stop_rate_ci95"][1]
+
+
+def test_eval_on_a_tiny_model_that_stops_in_two_rounds_equals_one_generate_per_prompt(
+    chat_model, monkeypatch
+):
+    import torch
+    from conftest import conversations
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train import evaluate
+
+    model, tok = AutoModelForCausalLM.from_pretrained(chat_model), AutoTokenizer.from_pretrained(chat_model)
+    prompts = [
+        {"id": r["id"], "messages": r["messages"][:k], "prior_turns": k}
+        for r in conversations(6)
+        for k in (1, 3)
+        if k < len(r["messages"])
+    ]
+    monkeypatch.setattr(evaluate, "FIRST_ROUND", 3)  # every reply crosses into the second round
+    replies = evaluate.generate(model, tok, prompts, max_new_tokens=12, batch_size=4)
+    for p, r in zip(prompts, replies):
+        batch = tok.apply_chat_template(
+            p["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=12, do_sample=False)[
+                0, batch["input_ids"].shape[1] :
+            ]
+        expected = tok.decode(out, skip_special_tokens=False).split("<|im_end|>")[0]
+        assert (r.text, r.stopped) == (expected, "<|im_end|>" in tok.decode(out))
+    m = evaluate.summarize(replies)
+    # learnt replies stop (up to 9 tokens); the 12-token budget cuts none of them
+    assert m["stop_rate"] == 1.0 and m["clean_stop_rate"] == 1.0 and m["loop_rate"] == 0.0
+    assert set(m["reply_tokens_by_prior_turns"]) == {"1", "3"}
