@@ -7,10 +7,12 @@ TORCH  ?= torch==2.13.0
 CONFIG ?= configs/quickstart.yaml
 ARGS   ?=
 MODEL  ?=
+ACCELERATE ?=
+NPROC  ?=
 REFERENCE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sft eval chat export doctor prepare inspect config test bench-data bench-eval lint clean
+.PHONY: help setup train sft eval chat push export doctor prepare inspect config test bench-data bench-eval lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -27,11 +29,14 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## Create .venv and install the project (done automatically by the other targets)
 
-train: setup ## Base eval, SFT, export, trained eval, before/after table (CONFIG, ARGS)
-	$(BIN)/python -m train train --config $(CONFIG) $(ARGS)
+# ACCELERATE=configs/accelerate/ddp.yaml NPROC=8: train/sft under `accelerate launch` (rank 0 evaluates, exports)
+LAUNCH = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) $(if $(NPROC),--num_processes $(NPROC)) -m train,$(BIN)/python -m train)
 
-sft: setup ## Fine-tune only: writes <output_dir>/adapter
-	$(BIN)/python -m train sft --config $(CONFIG) $(ARGS)
+train: setup ## Base eval, SFT, export, trained eval, report (CONFIG, ARGS; ACCELERATE, NPROC)
+	$(LAUNCH) train --config $(CONFIG) $(ARGS)
+
+sft: setup ## Fine-tune only: writes <output_dir>/adapter (ACCELERATE, NPROC as for train)
+	$(LAUNCH) sft --config $(CONFIG) $(ARGS)
 
 export: setup ## Merge the adapter into <output_dir>/model
 	$(BIN)/python -m train export --config $(CONFIG) $(ARGS)
@@ -47,6 +52,9 @@ prepare: setup ## Tokenise and cache the training data, print token-length stati
 
 inspect: setup ## Show training examples with trained tokens highlighted (ARGS="--data F --limit N --jsonl OUT")
 	$(BIN)/python -m train inspect --config $(CONFIG) $(ARGS)
+
+push: setup ## Upload <output_dir>/model with a model card to the Hub, private (ARGS="--repo-id you/name --dry-run")
+	$(BIN)/python -m train push --config $(CONFIG) $(ARGS)
 
 doctor: setup ## Check a model folder, .gguf or pypi:<package> (MODEL=...; default: the run's model/)
 	$(BIN)/python -m train doctor $(MODEL) --config $(CONFIG)

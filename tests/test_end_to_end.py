@@ -76,6 +76,7 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
     files = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
     expected = {
         "config.yaml",
+        "run.json",
         "eval_prompts.json",
         "rejected.jsonl",
         "report.json",
@@ -96,7 +97,12 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
         "model/tokenizer_config.json",
     }
     assert expected <= files, expected - files
-    assert not any(f.endswith((".bin", ".pt", ".pth")) for f in files)  # safetensors only
+    # weights are safetensors only; a checkpoint's optimizer/RNG state is torch's (read back with weights_only)
+    assert not any(f.endswith((".bin", ".pt", ".pth")) for f in files if not f.startswith("checkpoints/"))
+    assert (
+        "checkpoints/checkpoint-4/COMPLETE" in files
+        and "checkpoints/checkpoint-4/adapter_model.safetensors" in files
+    )
     assert config.load(run / "config.yaml") == config.load(run_config)
 
     report = json.loads((run / "report.json").read_text())

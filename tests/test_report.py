@@ -71,3 +71,37 @@ def test_monitor_checks_at_start_every_n_steps_and_at_the_end(tmp_path):
     off = ConformanceMonitor(None, prompts, tmp_path / "c.jsonl", 0, 64, 0, 8, 16)
     assert not any(any(off.due(s, 10)) for s in range(11))
     assert ConformanceMonitor(None, [], tmp_path / "c.jsonl", 5, 64, 5, 8, 16).due(0, 10) == (False, False)
+
+
+def test_fast_inference_changes_no_output_and_restores_the_weights(gemma_like):
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train import model as model_lib
+    from train import template
+    from train.config import LoraConfig
+    from train.monitor import fast_inference
+
+    base, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
+    tokens = template.add_chat_tokens(base, tok)
+    peft_model = get_peft_model(base, model_lib.lora_config(LoraConfig(r=4), tokens.new_token_ids, base))
+    with torch.no_grad():  # trained rows differ from the frozen ones
+        for p in peft_model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+    frozen = peft_model.get_input_embeddings().token_adapter.base_layer.weight
+    before = frozen.detach().clone()
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "hi there"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+        with fast_inference(peft_model):
+            got = peft_model(input_ids=ids).logits
+            assert not torch.equal(frozen[tokens.im_end_id], before[tokens.im_end_id])  # rows merged in
+    torch.testing.assert_close(got, expected)
+    assert torch.equal(frozen, before)  # and copied back exactly

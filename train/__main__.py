@@ -1,6 +1,6 @@
 """`python -m train <command> [--config FILE] [key=value ...]`: parse argv, call one stage.
 
-Commands: train (every stage in order), sft, export, eval, chat, prepare, inspect, doctor, config.
+Commands: train (every stage in order), sft, export, eval, chat, push, prepare, inspect, doctor, config.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--model", help="model folder, .gguf or pypi:<package> (default: <output_dir>/model)")
     ch.add_argument("--system", help="system message (default: the template's own, if any)")
     ch.add_argument("--max-new-tokens", type=int, default=256, help="per reply (default: %(default)s)")
+    pu = command("push", help="upload the merged model (or adapter) with a model card to the Hub (private)")
+    pu.add_argument("--repo-id", help="Hub repository (default: push.repo_id)")
+    pu.add_argument(
+        "--dry-run", action="store_true", help="write <output_dir>/push and show its files and card only"
+    )
     doc = sub.add_parser(
         "doctor", help="check a model folder for the mistakes that make chat models ramble on"
     )
@@ -122,6 +127,12 @@ def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name
         metrics["seconds"],
     )
     return evaluate.write_report(Path(cfg.output_dir), name, metrics, replies, prompts[:n])
+
+
+def _entries(report_file: Path) -> dict:
+    import json
+
+    return json.loads(report_file.read_text()) if report_file.is_file() else {}
 
 
 def run_reference(cfg: config_lib.Config, prompts: list[dict], explicit: str | None) -> None:
@@ -205,6 +216,32 @@ def run_chat(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_push(cfg: config_lib.Config, args: argparse.Namespace) -> int:
+    from train import push
+
+    repo_id = (
+        args.repo_id or cfg.push.repo_id or (f"your-name/{Path(cfg.output_dir).name}" if args.dry_run else "")
+    )
+    if not repo_id:
+        print("error: no repository: pass --repo-id you/name or set push.repo_id", file=sys.stderr)
+        return 2
+    try:
+        folder = push.build(cfg, repo_id)
+    except push.PushError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    files = sorted(p for p in folder.iterdir())
+    print(f"{folder} ({'private' if cfg.push.private else 'PUBLIC'} {repo_id}):")
+    for p in files:
+        print(f"  {p.name:32} {p.stat().st_size:>12,} bytes")
+    if args.dry_run:
+        print("\n" + (folder / "README.md").read_text())
+        print("dry run: nothing uploaded")
+        return 0
+    print(f"uploaded: {push.upload(folder, repo_id, cfg.push.private)}")
+    return 0
+
+
 def run_doctor(path: str) -> int:
     from train import doctor
     from train.model import resolve
@@ -250,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports only for the commands that need them: `config` stays instant.
     import json
 
-    from train import data, export, sft, template
+    from accelerate import PartialState
+
+    from train import data, export, guard, runs, sft, template
     from train.model import load
 
     out = Path(cfg.output_dir)
@@ -259,17 +298,34 @@ def main(argv: list[str] | None = None) -> int:
             return run_prepare(cfg, args)
         if args.command == "chat":
             return run_chat(cfg, args)
+        if args.command == "push":
+            return run_push(cfg, args)
         if args.command in ("train", "sft"):
-            config_lib.save(cfg, out / "config.yaml")
-            setup = sft.setup(cfg)
-            for line in setup.data.report["lines"]:
-                log.info("data: %s", line)
-            (out / "eval_prompts.json").write_text(json.dumps(setup.data.eval_prompts))
-            if args.command == "train":
-                (out / "report.json").unlink(missing_ok=True)
-                run_eval(cfg, setup.model, setup.tokenizer, setup.data.eval_prompts, "base", cfg.model.name)
+            # Under a launcher every rank trains; only rank 0 checks the folder, records, evaluates and exports.
+            state = PartialState()
+            resuming = cfg.training.resume != "no"
+            if state.is_main_process:
+                runs.claim(out, cfg.overwrite, cfg.training.resume)
+            with state.main_process_first():  # rank 0 converts the model and fills the data cache first
+                setup = sft.setup(cfg)
+            if state.is_main_process:
+                for line in setup.data.report["lines"]:
+                    log.info("data: %s", line)
+                record = runs.record(cfg, setup.data.fingerprint)
+                if resuming and (out / "run.json").is_file():
+                    for warning in runs.check_resume(json.loads((out / "run.json").read_text()), record):
+                        log.warning("%s", warning)
+                runs.write_json(out / "run.json", record)
+                config_lib.save(cfg, out / "config.yaml")
+                (out / "eval_prompts.json").write_text(json.dumps(setup.data.eval_prompts))
+                report_file = out / "report.json"
+                if args.command == "train" and not (resuming and "base" in _entries(report_file)):
+                    report_file.unlink(missing_ok=True)
+                    run_eval(
+                        cfg, setup.model, setup.tokenizer, setup.data.eval_prompts, "base", cfg.model.name
+                    )
             sft.train(cfg, setup)
-            if args.command == "sft":
+            if args.command == "sft" or not state.is_main_process:
                 return 0
         if args.command in ("train", "export"):
             export.export(cfg)
@@ -288,7 +344,16 @@ def main(argv: list[str] | None = None) -> int:
             del model
             run_reference(cfg, prompts, getattr(args, "reference", None))
             _print_report(out, cfg.eval.show_samples)
-    except (data.DataError, export.ExportError, template.TemplateError, FileNotFoundError) as e:
+    except (guard.Preempted, guard.Diverged) as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.exit_code
+    except (
+        data.DataError,
+        export.ExportError,
+        template.TemplateError,
+        runs.RunError,
+        FileNotFoundError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

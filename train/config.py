@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -115,8 +117,14 @@ class TrainingConfig:
     max_grad_norm: float = _f(1.0, "Gradient clipping")
     logging_steps: int = _f(10, "Log the loss every N steps")
     seed: int = _f(42, "Seed for weights init and data order")
+    group_by_length: bool = _f(True, "Batch examples of similar length together: less padding, faster steps")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory; worth it above ~1B params on GPU")
     report_to: str = _f("none", "Tracker: none or wandb (opt-in)")
+    save_steps: int = _f(50, "Checkpoint every N steps (0: none), in <output_dir>/checkpoints")
+    save_total_limit: int = _f(2, "Checkpoints kept (the oldest are deleted)")
+    resume: str = _f(
+        "no", "no, auto (the newest complete checkpoint in <output_dir>/checkpoints), or a checkpoint folder"
+    )
 
 
 @dataclass
@@ -146,14 +154,32 @@ class EvalConfig:
 
 
 @dataclass
+class PushConfig:
+    repo_id: str = _f("", "Hub repository, e.g. you/gemma-270m-chat (or --repo-id)")
+    what: str = _f("model", "model (merged, loads with plain transformers) or adapter (LoRA + token rows)")
+    private: bool = _f(True, "Create the repository private; public only when set to false")
+    base_model: str = _f(
+        "", "Hub id of the base for the model card (default: model.name when it is a Hub id)"
+    )
+    license: str = _f("other", "License in the model card: the base model's terms apply")
+    datasets: list[str] = _f(
+        [], "Hub dataset ids for the model card (default: the Hub sources in data.sources)"
+    )
+
+
+@dataclass
 class Config:
     output_dir: str = _f("runs/quickstart", "Run folder: resolved config, adapter, merged model, reports")
+    overwrite: bool = _f(
+        False, "Replace the run in a non-empty output_dir (else it is refused unless resuming)"
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     template: TemplateConfig = field(default_factory=TemplateConfig)
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    push: PushConfig = field(default_factory=PushConfig)
 
 
 def _is_section(tp: Any) -> bool:
@@ -203,7 +229,8 @@ def _unknown(key: str, where: str) -> ConfigError:
 
 def _check_type(key: str, value: Any, tp: Any, where: str) -> Any:
     """Accept YAML scalars that fit the annotation (ints for floats, etc.); reject the rest with the key named."""
-    allowed = getattr(tp, "__args__", (tp,))
+    union = isinstance(tp, types.UnionType) or getattr(tp, "__origin__", None) is typing.Union
+    allowed = tp.__args__ if union else (tp,)
     if value is None:
         if type(None) in allowed:
             return None
@@ -255,6 +282,7 @@ CHOICES = {
     "data.consecutive": ("merge", "reject"),
     "template.special_text": ("reject", "escape"),
     "training.report_to": ("none", "wandb"),
+    "push.what": ("model", "adapter"),
 }
 
 

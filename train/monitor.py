@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import Trainer, TrainerCallback
@@ -21,6 +22,34 @@ log = logging.getLogger(__name__)
 
 # The metrics a check logs (others stay in curve.jsonl): the conformance that a loss curve does not show.
 LOGGED = ("eval_loss", "stop_token_prob", "stop_token_top1", "stop_rate", "clean_stop_rate", "loop_rate")
+
+
+def _contiguous_input(module, args):
+    return (args[0].contiguous(), *args[1:])
+
+
+@contextmanager
+def fast_inference(model):
+    """Two CPU traps of the model as it trains, removed for the duration of a check (measured on the quickstart,
+    Gemma 3 270M, 32 prompts greedy: 72 s before, 12 s with both removed):
+    - PEFT's trainable-token layers rebuild the whole embedding (and tied head) matrix on every forward (335 MB
+      per decode step at a 262k vocabulary). Merged, they do not; unmerging copies the original rows back, so
+      the frozen weights come out exactly as they went in.
+    - With a frozen (requires_grad=False) bf16 weight, F.linear on a non-contiguous 3-d input, which is what
+      generate's last-position slice gives the LM head, takes a batched-matmul path that copies the weight once
+      per row: 40 s instead of 0.06 s for 32 rows here (torch 2.13 CPU). A contiguous input avoids it."""
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    layers = [m for m in model.modules() if isinstance(m, TrainableTokensLayer) and not m.merged]
+    for layer in layers:
+        layer.merge()
+    hook = model.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
+    try:
+        yield
+    finally:
+        hook.remove()
+        for layer in reversed(layers):
+            layer.unmerge()
 
 
 class ConformanceMonitor(TrainerCallback):
@@ -42,8 +71,6 @@ class ConformanceMonitor(TrainerCallback):
         self.every, self.generate_every = every, generate_every
         self.max_new_tokens = max_new_tokens
         self.trainer = None  # set after the trainer is built: checks are logged through it
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
 
     def due(self, step: int, max_steps: int) -> tuple[bool, bool]:
         """(teacher-forced, generation) due at this step: at 0, every N steps, and at the last step."""
@@ -59,15 +86,16 @@ class ConformanceMonitor(TrainerCallback):
             return {}
         t0 = time.time()
         metrics: dict = {}
-        if score:
-            metrics.update(evaluate.teacher_forced(model, self.tokenizer, self.scored))
-        if generate:
-            was_training = model.training
-            replies = evaluate.generate(
-                model, self.tokenizer, self.generated, self.max_new_tokens, len(self.generated)
-            )
-            model.train(was_training)
-            metrics.update(evaluate.summarize(replies))
+        was_training = model.training
+        with fast_inference(model):
+            if score:
+                metrics.update(evaluate.teacher_forced(model, self.tokenizer, self.scored))
+            if generate:
+                replies = evaluate.generate(
+                    model, self.tokenizer, self.generated, self.max_new_tokens, len(self.generated)
+                )
+                metrics.update(evaluate.summarize(replies))
+        model.train(was_training)
         losses = [h["loss"] for h in history if "loss" in h]
         if losses and step > 0:
             metrics["train_loss"] = losses[-1]  # the last logged training loss, for the same plot
@@ -82,11 +110,19 @@ class ConformanceMonitor(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero:
-            self.check(model, 0, state.max_steps)
+            # a resumed run keeps the checks before its checkpoint; a new run starts the file
+            kept = [c for c in read_curve(self.path) if c["step"] < state.global_step]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("".join(json.dumps(c) + "\n" for c in kept))
+            self.check(model, state.global_step, state.max_steps)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero:
+            should_log = control.should_log
             self.check(model, state.global_step, state.max_steps, state.log_history)
+            control.should_log = (
+                should_log  # logging resets it, and the trainer's own loss log of this step is due
+            )
 
 
 def read_curve(path: Path) -> list[dict]:

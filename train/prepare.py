@@ -31,6 +31,7 @@ class Prepared:
     eval_prompts: list[dict]
     report: dict  # the load report's counts and lines
     cached: bool
+    fingerprint: str = ""  # data content + tokenizer + template + data settings: the cache key
 
 
 def _source_fingerprint(src) -> str:
@@ -105,7 +106,7 @@ def prepare(cfg: Config, tokenizer, tokens: template.ChatTokens, use_cache: bool
             out_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / "rejected.jsonl", out_dir / "rejected.jsonl")
         prompts = json.loads((folder / "eval_prompts.json").read_text())
-        return Prepared(datasets.load_from_disk(str(folder / "train")), prompts, report, cached=True)
+        return Prepared(datasets.load_from_disk(str(folder / "train")), prompts, report, True, key)
 
     rows, prompts, load_report = build(cfg, tokenizer, tokens)
     load_report.write_rejected(out_dir / "rejected.jsonl")
@@ -134,7 +135,7 @@ def prepare(cfg: Config, tokenizer, tokens: template.ChatTokens, use_cache: bool
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
         train = datasets.load_from_disk(str(folder / "train"))
-    return Prepared(train, prompts, report, cached=False)
+    return Prepared(train, prompts, report, False, key)
 
 
 def length_stats(lengths: list[int], batch_size: int, seed: int = 0) -> dict:

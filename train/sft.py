@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from peft import get_peft_model
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from train import head, template
+from train import guard, head, runs, template
 from train import model as model_lib
 from train import prepare as prepare_lib
-from train.config import Config
+from train.config import Config, to_dict
 from train.monitor import ConformanceMonitor
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def setup(cfg: Config) -> Setup:
 def sft_args(cfg: Config, on_cuda: bool) -> SFTConfig:
     t = cfg.training
     return SFTConfig(
-        output_dir=str(Path(cfg.output_dir) / "trainer"),
+        output_dir=str(Path(cfg.output_dir) / "checkpoints"),
         max_steps=t.max_steps,
         per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -52,6 +53,7 @@ def sft_args(cfg: Config, on_cuda: bool) -> SFTConfig:
         seed=t.seed,
         gradient_checkpointing=t.gradient_checkpointing,
         report_to=[] if t.report_to == "none" else [t.report_to],
+        run_name=Path(cfg.output_dir).name,
         # bf16 autocast only on CUDA; on CPU the weights are already bf16 and the adapters stay fp32.
         bf16=on_cuda and torch.cuda.is_bf16_supported(),
         # Rows come tokenised with `assistant_masks` (train/template.py: replies and their <|im_end|>); TRL turns
@@ -59,11 +61,46 @@ def sft_args(cfg: Config, on_cuda: bool) -> SFTConfig:
         assistant_only_loss=False,
         max_length=cfg.data.max_length,
         # Batches of similar length waste less compute on padding.
-        train_sampling_strategy="group_by_length",
-        save_strategy="no",
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        # Checkpoints (LoRA, token rows, optimizer, scheduler, RNG) to resume from; guard.py marks complete ones.
+        save_strategy="steps" if t.save_steps > 0 else "no",
+        save_steps=t.save_steps or 500,
+        save_total_limit=t.save_total_limit,
         disable_tqdm=False,
         dataset_num_proc=None,
     )
+
+
+def resume_point(resume: str, checkpoints: Path) -> Path | None:
+    """training.resume: no, auto (the newest complete checkpoint, if any), or a checkpoint folder."""
+    if resume == "no":
+        return None
+    if resume == "auto":
+        path, skipped = runs.newest_checkpoint(checkpoints)
+        for reason in skipped:
+            log.warning("resume: skipped %s", reason)
+        log.info(
+            "resume: %s", f"from {path}" if path else f"no complete checkpoint in {checkpoints}, from step 0"
+        )
+        return path
+    path = Path(resume)
+    if not (path / runs.MARKER).is_file():
+        raise runs.RunError(f"training.resume: {path} is not a complete checkpoint (no {runs.MARKER} marker)")
+    return path
+
+
+class TrackConfig(TrainerCallback):
+    """Puts the run's own config next to TrainingArguments in wandb (after WandbCallback has started the run;
+    rank 0 only, as only it has one)."""
+
+    def __init__(self, cfg: Config, fingerprint: str):
+        self.values = {"instructify": to_dict(cfg), "data_fingerprint": fingerprint}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.config.update(self.values, allow_val_change=True)
 
 
 def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
@@ -74,6 +111,11 @@ def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
     )
     dataset = prepared.data.train.select_columns(["input_ids", "assistant_masks"])
     e = cfg.eval
+    preemption, finite = guard.Preemption(), guard.FiniteGuard()
+    tracking = []
+    if cfg.training.report_to == "wandb":
+        os.environ.setdefault("WANDB_PROJECT", "instructify")
+        tracking.append(TrackConfig(cfg, prepared.data.fingerprint))
     monitor = ConformanceMonitor(
         prepared.tokenizer,
         prepared.data.eval_prompts,
@@ -89,11 +131,29 @@ def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
         args=sft_args(cfg, model_lib.device().type == "cuda"),
         train_dataset=dataset,
         processing_class=prepared.tokenizer,
-        callbacks=[*(callbacks or []), monitor],
+        callbacks=[*(callbacks or []), monitor, guard.CheckpointMarker(), preemption, finite, *tracking],
     )
     monitor.trainer = trainer
     head.install(peft_model.get_base_model())  # replaces the head SFTTrainer patched in; see train/head.py
-    trainer.train()
+    checkpoints = Path(cfg.output_dir) / "checkpoints"
+    start = resume_point(cfg.training.resume, checkpoints)
+    try:
+        trainer.train(resume_from_checkpoint=str(start) if start else None)
+    finally:
+        preemption.restore()
+    if finite.failed_step is not None:
+        last, _ = runs.newest_checkpoint(checkpoints)
+        raise guard.Diverged(
+            f"non-finite loss or gradient at step {finite.failed_step} (learning rate {finite.learning_rate:.3g}); "
+            f"stopped before applying it. Last good checkpoint: {last or 'none'}. Lower training.learning_rate "
+            "or check the data, then resume with training.resume=auto"
+        )
+    if preemption.signal:
+        last, _ = runs.newest_checkpoint(checkpoints)
+        raise guard.Preempted(
+            f"{preemption.signal} at step {preemption.step}: checkpoint {last} saved; "
+            "run again with training.resume=auto to continue"
+        )
     out = Path(cfg.output_dir) / "adapter"
     # Only LoRA and the trained token rows: the base and its resize are rebuilt identically at export.
     # (trainer.save_model would also write training_args.bin, a pickle, and the whole resized embedding.)

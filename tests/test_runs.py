@@ -1,0 +1,305 @@
+"""Run folders and checkpoints: refusal to overwrite, run records, resume after a kill, SIGTERM, NaN."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from train import __main__ as cli
+from train import config, guard, runs, sft
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_a_previous_run_is_refused_unless_overwrite_or_resume(tmp_path):
+    out = tmp_path / "run"
+    runs.claim(out, overwrite=False, resume="no")  # nothing there yet
+    (out / "adapter").mkdir(parents=True)
+    (out / "config.yaml").write_text("x")
+    (out / "samples-base.jsonl").write_text("x")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(runs.RunError, match="holds a previous run.*overwrite=true.*training.resume=auto"):
+        runs.claim(out, overwrite=False, resume="no")
+    runs.claim(out, overwrite=False, resume="auto")  # continuing it: left as it is
+    assert (out / "adapter").is_dir()
+    runs.claim(out, overwrite=True, resume="no")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # only the run's own files go
+
+
+def test_resume_refuses_other_data_or_setup_and_warns_on_the_rest():
+    cfg = config.load(None)
+    before = runs.record(cfg, "abc")
+    assert before["packages"]["transformers"] and before["config"]["lora"]["r"] == 16
+    longer = runs.record(config.load(None, ["training.max_steps=500", "training.resume=auto"]), "abc")
+    assert runs.check_resume(before, longer) == []
+    assert runs.check_resume(before, runs.record(config.load(None, ["eval.max_new_tokens=9"]), "abc")) == [
+        "resuming with changed eval.max_new_tokens"
+    ]
+    with pytest.raises(runs.RunError, match="the data .* differs"):
+        runs.check_resume(before, runs.record(cfg, "other"))
+    with pytest.raises(runs.RunError, match=r"lora.r \(16 -> 8\)"):
+        runs.check_resume(before, runs.record(config.load(None, ["lora.r=8"]), "abc"))
+
+
+def test_newest_complete_checkpoint(tmp_path):
+    for step, complete in ((2, True), (4, True), (6, False), (10, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / runs.MARKER).write_text(str(step))
+    path, skipped = runs.newest_checkpoint(tmp_path)
+    assert path.name == "checkpoint-4"
+    assert [s.split(":")[0] for s in skipped] == ["checkpoint-10", "checkpoint-6"]
+    assert runs.newest_checkpoint(tmp_path / "none") == (None, [])
+
+
+@pytest.fixture
+def tiny_config(tmp_path, gemma_like, chat_file):
+    def make(name: str, **training) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "output_dir": str(tmp_path / name),
+                    "model": {"name": str(gemma_like), "dtype": "float32"},
+                    "data": {"sources": [{"path": str(chat_file)}], "eval_share": 0.2, "max_length": 64},
+                    "lora": {"r": 4, "alpha": 8},
+                    "training": {
+                        "max_steps": 6,
+                        "per_device_batch_size": 4,
+                        "learning_rate": 1e-2,
+                        "logging_steps": 1,
+                        "save_steps": 2,
+                        "save_total_limit": 10,
+                        **training,
+                    },
+                    "eval": {"monitor_every": 0, "monitor_generate_every": 0},
+                }
+            )
+        )
+        return path
+
+    return make
+
+
+class Losses(TrainerCallback):
+    def __init__(self):
+        self.by_step = {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if "loss" in logs:
+            self.by_step[state.global_step] = logs["loss"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_losses_and_weights(tiny_config):
+    straight = config.load(tiny_config("straight"))
+    losses = Losses()
+    sft.train(straight, sft.setup(straight), callbacks=[losses])
+
+    path = tiny_config("killed")
+    killed = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "kill_during_save.py"), str(path), "4"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    checkpoints = Path(config.load(path).output_dir) / "checkpoints"
+    assert (checkpoints / "checkpoint-2" / runs.MARKER).is_file()
+    assert (checkpoints / "checkpoint-4").is_dir() and not (
+        checkpoints / "checkpoint-4" / runs.MARKER
+    ).exists()
+
+    resumed_cfg = config.load(path, ["training.resume=auto"])
+    resumed = Losses()
+    sft.train(resumed_cfg, sft.setup(resumed_cfg), callbacks=[resumed])
+    assert sorted(resumed.by_step) == [3, 4, 5, 6]  # from checkpoint-2, the cut-off checkpoint-4 skipped
+    for step, loss in resumed.by_step.items():
+        assert loss == pytest.approx(losses.by_step[step], rel=1e-4), step
+    a = load_file(Path(straight.output_dir) / "adapter" / "adapter_model.safetensors")
+    b = load_file(Path(resumed_cfg.output_dir) / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_with_its_own_code(tiny_config):
+    path = tiny_config("term", max_steps=100000, save_steps=0)
+    out = Path(config.load(path).output_dir)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train", "sft", "--config", str(path), "eval.monitor_every=1"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "curve.jsonl").is_file() or len((out / "curve.jsonl").read_text().splitlines()) < 3:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == guard.EXIT_PREEMPTED, err[-2000:]
+    assert "SIGTERM at step" in err and "training.resume=auto" in err
+    (checkpoint,) = (out / "checkpoints").glob("checkpoint-*")
+    assert (checkpoint / runs.MARKER).is_file() and (checkpoint / "adapter_model.safetensors").is_file()
+    assert not (out / "adapter").exists()
+
+
+class PoisonAt(TrainerCallback):
+    """Turns one trainable weight into NaN before step `step`: the loss of that step is NaN."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step + 1 == self.step:
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config):
+    cfg = config.load(tiny_config("nan"))
+    with pytest.raises(guard.Diverged, match=r"step 3 \(learning rate [0-9.e-]+\).*checkpoint-2"):
+        sft.train(cfg, sft.setup(cfg), callbacks=[PoisonAt(3)])
+    checkpoints = Path(cfg.output_dir) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2"]
+    weights = load_file(checkpoints / "checkpoint-2" / "adapter_model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert not (Path(cfg.output_dir) / "adapter").exists()
+
+
+def test_cli_refuses_a_previous_run(tiny_config, capsys):
+    path = tiny_config("again")
+    out = Path(config.load(path).output_dir)
+    (out / "adapter").mkdir(parents=True)
+    assert cli.main(["sft", "--config", str(path)]) == 1
+    assert "holds a previous run" in capsys.readouterr().err
+
+
+SECRET = "hf_SECRETsecretSECRETsecret0123456789"
+
+
+def read_offline_run(path: Path) -> tuple[dict, list[dict]]:
+    """(config, history rows) of an offline wandb run. wandb 0.31 ships no reader for its .wandb file: a
+    LevelDB-style log (7-byte file header; 32 KiB blocks of crc32, length, type, payload) of protobuf Records."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, pieces, payloads = 7, b"", []
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # block trailer too short for a header: padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        pieces = chunk if kind in (1, 2) else pieces + chunk  # 1 full, 2 first, 3 middle, 4 last
+        if kind in (1, 4):
+            payloads.append(pieces)
+    config, history = {}, []
+    for payload in payloads:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        kind = record.WhichOneof("record_type")
+        if kind == "config":
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+        elif kind == "history":
+            history.append(
+                {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                    for item in record.history.item
+                }
+            )
+    return config, history
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_the_config_and_metrics(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setenv("WANDB_API_KEY", SECRET.replace("hf_", "wb"))
+    (tmp_path / "wb").mkdir()
+    cfg = config.load(
+        tiny_config("tracked", report_to="wandb"), ["eval.monitor_every=3", "eval.monitor_conversations=2"]
+    )
+    sft.train(cfg, sft.setup(cfg))
+    import wandb
+
+    wandb.finish()  # what the end of the process does: the run's files are written
+    (run,) = (tmp_path / "wb" / "wandb").glob("offline-run-*/*.wandb")
+    logged, history = read_offline_run(run)
+    assert logged["instructify"]["lora"]["r"] == 4 and logged["data_fingerprint"]
+    assert logged["run_name"] == "tracked"
+    steps: dict[int, dict] = {}
+    for row in history:  # the loss, the monitor's checks and the run's end are separate rows of a step
+        steps.setdefault(row["train/global_step"], {}).update(row)
+    assert {"train/loss", "train/grad_norm"} <= set(steps[1]) and "train/loss" in steps[6]
+    # the monitor's check at step 3 is logged, and does not swallow the loss log of its step
+    assert steps[3]["train/conformance/stop_token_prob"] >= 0 and "train/loss" in steps[3]
+    for path in [*tmp_path.rglob("*")]:
+        if path.is_file():
+            text = path.read_bytes()
+            assert SECRET.encode() not in text and b"SECRETsecret" not in text, path
+
+
+def _logged_losses(checkpoint: Path) -> dict[int, float]:
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return {h["step"]: h["loss"] for h in state["log_history"] if "loss" in h}
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_twice_the_accumulation(tiny_config):
+    """DDP on CPU (gloo, 2 ranks x 2 examples) against 1 process x 2 examples x 2 micro-batches."""
+    # Every step sees all 24 conversations (2 x 12 either way), so the curves compare the gradient arithmetic,
+    # not the order in which two samplers deal out examples.
+    common = {"per_device_batch_size": 12, "save_steps": 6, "max_steps": 6, "learning_rate": 5e-3}
+    one = tiny_config("one", gradient_accumulation_steps=2, **common)
+    two = tiny_config("two", **common)
+    everything = ["data.eval_share=1e-9"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for args in (
+        [sys.executable, "-m", "train", "sft", "--config", str(one), *everything],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "train",
+            "sft",
+            "--config",
+            str(two),
+            *everything,
+        ],
+    ):
+        done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    a = _logged_losses(Path(config.load(one).output_dir) / "checkpoints" / "checkpoint-6")
+    b = _logged_losses(Path(config.load(two).output_dir) / "checkpoints" / "checkpoint-6")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
+    assert a[6] < a[1] - 0.1  # it learns: the curves are not flat
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4), (step, a, b)
+    # only rank 0 wrote the run record, the curve and the adapter
+    out = Path(config.load(two).output_dir)
+    assert (out / "run.json").is_file() and (out / "adapter" / "adapter_model.safetensors").is_file()
