@@ -19,6 +19,7 @@ from train import __main__ as cli
 from train import config, guard, runs, sft
 
 ROOT = Path(__file__).parent.parent
+PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def test_a_previous_run_is_refused_unless_overwrite_or_resume(tmp_path):
@@ -110,7 +111,7 @@ def test_killed_run_resumes_to_the_same_losses_and_weights(tiny_config):
     killed = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "kill_during_save.py"), str(path), "4"],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         capture_output=True,
         text=True,
     )
@@ -141,7 +142,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_its_own_code(tiny_config):
     proc = subprocess.Popen(
         [sys.executable, "-m", "train", "sft", "--config", str(path), "eval.monitor_every=1"],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -273,7 +274,8 @@ def test_two_processes_match_one_with_twice_the_accumulation(tiny_config):
     one = tiny_config("one", gradient_accumulation_steps=2, **common)
     two = tiny_config("two", **common)
     everything = ["data.eval_share=1e-9"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # on CPU (gloo) even where a GPU is: two ranks cannot share one GPU
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     for args in (
         [sys.executable, "-m", "train", "sft", "--config", str(one), *everything],
         [
