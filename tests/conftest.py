@@ -198,3 +198,31 @@ def smol_instruct(tmp_path_factory, smol_like) -> Path:
     model.generation_config.pad_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
     _fit_to_stop(model, tok, conversations(), steps=60)
     return _save(model, tok, tmp_path_factory.mktemp("smol-instruct"))
+
+
+@pytest.fixture
+def tiny_config(tmp_path, gemma_like, chat_file):
+    """Factory: the config file of a short LoRA run of the tiny Gemma-shaped model on the test conversations,
+    writing to tmp_path/<name>; `training` and `eval` entries override the defaults."""
+    import yaml
+
+    def make(name: str = "run", training: dict | None = None, eval: dict | None = None) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        config = {
+            "output_dir": str(tmp_path / name),
+            "model": {"name": str(gemma_like), "dtype": "float32"},
+            "data": {"sources": [{"path": str(chat_file)}], "eval_share": 0.2, "max_length": 64},
+            "lora": {"r": 4, "alpha": 8},
+            "training": {
+                "max_steps": 4,
+                "per_device_batch_size": 4,
+                "learning_rate": 1e-2,
+                "logging_steps": 1,
+            },
+            "eval": eval or {},
+        }
+        config["training"].update(training or {})
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return make

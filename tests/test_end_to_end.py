@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
@@ -14,36 +13,21 @@ from train import config, doctor, sft, template
 
 
 @pytest.fixture
-def run_config(tmp_path, gemma_like, chat_file, smol_instruct):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "output_dir": str(tmp_path / "run"),
-                "model": {"name": str(gemma_like), "dtype": "float32"},
-                "data": {"sources": [{"path": str(chat_file)}], "eval_share": 0.2, "max_length": 64},
-                "lora": {"r": 4, "alpha": 8},
-                "training": {
-                    "max_steps": 4,
-                    "per_device_batch_size": 4,
-                    "learning_rate": 1e-2,
-                    "logging_steps": 1,
-                },
-                "eval": {
-                    "num_conversations": 4,
-                    "max_new_tokens": 8,
-                    "batch_size": 2,
-                    "teacher_forced": True,
-                    "reference": str(smol_instruct),
-                    "monitor_every": 2,
-                    "monitor_conversations": 4,
-                    "monitor_generate_every": 4,
-                    "monitor_generate_conversations": 2,
-                },
-            }
-        )
+def run_config(tiny_config, smol_instruct):
+    return tiny_config(
+        "run",
+        eval={
+            "num_conversations": 4,
+            "max_new_tokens": 8,
+            "batch_size": 2,
+            "teacher_forced": True,
+            "reference": str(smol_instruct),
+            "monitor_every": 2,
+            "monitor_conversations": 4,
+            "monitor_generate_every": 4,
+            "monitor_generate_conversations": 2,
+        },
     )
-    return path
 
 
 class Snapshot(TrainerCallback):

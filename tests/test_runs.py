@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -64,30 +63,12 @@ def test_newest_complete_checkpoint(tmp_path):
 
 
 @pytest.fixture
-def tiny_config(tmp_path, gemma_like, chat_file):
+def run_config(tiny_config):
+    """6 steps, a checkpoint every 2, no conformance checks (unless asked)."""
+
     def make(name: str, **training) -> Path:
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    "output_dir": str(tmp_path / name),
-                    "model": {"name": str(gemma_like), "dtype": "float32"},
-                    "data": {"sources": [{"path": str(chat_file)}], "eval_share": 0.2, "max_length": 64},
-                    "lora": {"r": 4, "alpha": 8},
-                    "training": {
-                        "max_steps": 6,
-                        "per_device_batch_size": 4,
-                        "learning_rate": 1e-2,
-                        "logging_steps": 1,
-                        "save_steps": 2,
-                        "save_total_limit": 10,
-                        **training,
-                    },
-                    "eval": {"monitor_every": 0, "monitor_generate_every": 0},
-                }
-            )
-        )
-        return path
+        steps = {"max_steps": 6, "save_steps": 2, "save_total_limit": 10, **training}
+        return tiny_config(name, steps, {"monitor_every": 0, "monitor_generate_every": 0})
 
     return make
 
@@ -102,12 +83,12 @@ class Losses(TrainerCallback):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_losses_and_weights(tiny_config):
-    straight = config.load(tiny_config("straight"))
+def test_killed_run_resumes_to_the_same_losses_and_weights(run_config):
+    straight = config.load(run_config("straight"))
     losses = Losses()
     sft.train(straight, sft.setup(straight), callbacks=[losses])
 
-    path = tiny_config("killed")
+    path = run_config("killed")
     killed = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "kill_during_save.py"), str(path), "4"],
         cwd=ROOT,
@@ -136,8 +117,8 @@ def test_killed_run_resumes_to_the_same_losses_and_weights(tiny_config):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_with_its_own_code(tiny_config):
-    path = tiny_config("term", max_steps=100000, save_steps=0)
+def test_sigterm_saves_a_checkpoint_and_exits_with_its_own_code(run_config):
+    path = run_config("term", max_steps=100000, save_steps=0)
     out = Path(config.load(path).output_dir)
     proc = subprocess.Popen(
         [sys.executable, "-m", "train", "sft", "--config", str(path), "eval.monitor_every=1"],
@@ -173,8 +154,8 @@ class PoisonAt(TrainerCallback):
 
 
 @pytest.mark.slow
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config):
-    cfg = config.load(tiny_config("nan"))
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run_config):
+    cfg = config.load(run_config("nan"))
     with pytest.raises(guard.Diverged, match=r"step 3 \(learning rate [0-9.e-]+\).*checkpoint-2"):
         sft.train(cfg, sft.setup(cfg), callbacks=[PoisonAt(3)])
     checkpoints = Path(cfg.output_dir) / "checkpoints"
@@ -184,8 +165,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config):
     assert not (Path(cfg.output_dir) / "adapter").exists()
 
 
-def test_cli_refuses_a_previous_run(tiny_config, capsys):
-    path = tiny_config("again")
+def test_cli_refuses_a_previous_run(run_config, capsys):
+    path = run_config("again")
     out = Path(config.load(path).output_dir)
     (out / "adapter").mkdir(parents=True)
     assert cli.main(["sft", "--config", str(path)]) == 1
@@ -230,7 +211,7 @@ def read_offline_run(path: Path) -> tuple[dict, list[dict]]:
 
 
 @pytest.mark.slow
-def test_wandb_offline_run_holds_the_config_and_metrics(tiny_config, tmp_path, monkeypatch):
+def test_wandb_offline_run_holds_the_config_and_metrics(run_config, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -238,7 +219,7 @@ def test_wandb_offline_run_holds_the_config_and_metrics(tiny_config, tmp_path, m
     monkeypatch.setenv("WANDB_API_KEY", SECRET.replace("hf_", "wb"))
     (tmp_path / "wb").mkdir()
     cfg = config.load(
-        tiny_config("tracked", report_to="wandb"), ["eval.monitor_every=3", "eval.monitor_conversations=2"]
+        run_config("tracked", report_to="wandb"), ["eval.monitor_every=3", "eval.monitor_conversations=2"]
     )
     sft.train(cfg, sft.setup(cfg))
     import wandb
@@ -246,6 +227,7 @@ def test_wandb_offline_run_holds_the_config_and_metrics(tiny_config, tmp_path, m
     wandb.finish()  # what the end of the process does: the run's files are written
     (run,) = (tmp_path / "wb" / "wandb").glob("offline-run-*/*.wandb")
     logged, history = read_offline_run(run)
+    assert "instructify" in logged, sorted(logged)
     assert logged["instructify"]["lora"]["r"] == 4 and logged["data_fingerprint"]
     assert logged["run_name"] == "tracked"
     steps: dict[int, dict] = {}
@@ -266,13 +248,13 @@ def _logged_losses(checkpoint: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_with_twice_the_accumulation(tiny_config):
+def test_two_processes_match_one_with_twice_the_accumulation(run_config):
     """DDP on CPU (gloo, 2 ranks x 2 examples) against 1 process x 2 examples x 2 micro-batches."""
     # Every step sees all 24 conversations (2 x 12 either way), so the curves compare the gradient arithmetic,
     # not the order in which two samplers deal out examples.
     common = {"per_device_batch_size": 12, "save_steps": 6, "max_steps": 6, "learning_rate": 5e-3}
-    one = tiny_config("one", gradient_accumulation_steps=2, **common)
-    two = tiny_config("two", **common)
+    one = run_config("one", gradient_accumulation_steps=2, **common)
+    two = run_config("two", **common)
     everything = ["data.eval_share=1e-9"]
     # on CPU (gloo) even where a GPU is: two ranks cannot share one GPU
     env = {**os.environ, "PYTHONPATH": PYTHONPATH, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

@@ -110,6 +110,15 @@ def _samples(out_dir: Path, names: list[str], count: int) -> str:
     return "\n".join(parts)
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot(out_dir: Path, report: dict, curve: list[dict]) -> list[Path]:
     """metrics.png: the rates side by side with 95% intervals; curve.png: conformance and loss against the step."""
     import matplotlib
@@ -136,10 +145,7 @@ def plot(out_dir: Path, report: dict, curve: list[dict]) -> list[Path]:
         ax.set_ylabel("share of held-out replies")
         ax.set_title("Template conformance (95% intervals)")
         ax.legend()
-        fig.tight_layout()
-        written.append(out_dir / "metrics.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(_save(fig, out_dir / "metrics.png"))
     if curve:
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
         for key, style in (
@@ -162,10 +168,7 @@ def plot(out_dir: Path, report: dict, curve: list[dict]) -> list[Path]:
         right.set_xlabel("step")
         right.set_title("Loss on assistant tokens")
         right.legend()
-        fig.tight_layout()
-        written.append(out_dir / "curve.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(_save(fig, out_dir / "curve.png"))
     return written
 
 
