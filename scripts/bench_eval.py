@@ -2,7 +2,7 @@
 pass, for a trained model. Writes bench/eval.json.
 
     python scripts/bench_eval.py [--model runs/quickstart/model] [--config configs/quickstart.yaml]
-        [--conversations 200] [--max-new-tokens 128] [--batch-sizes 50,200]
+        [--conversations 200] [--max-new-tokens 128] [--batch-sizes 50,100]
 
 Needs a finished `make train` (the model and its held-out prompts, eval_prompts.json).
 """
@@ -31,7 +31,7 @@ def main() -> int:
     p.add_argument("--model", help="model folder (default: <output_dir>/model)")
     p.add_argument("--conversations", type=int, default=200)
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--batch-sizes", default="50,200")
+    p.add_argument("--batch-sizes", default="50,100")
     p.add_argument("--out", default="bench/eval.json")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. output_dir=runs/other")
     args = p.parse_args()

@@ -64,6 +64,7 @@ def test_dry_run_writes_the_folder_with_its_card(run, capsys, monkeypatch):
     assert (
         meta["pipeline_tag"] == "text-generation" and meta["license"] == "gemma" and "chatml" in meta["tags"]
     )
+    assert "from transformers import AutoModelForCausalLM, AutoTokenizer" in card
     assert "| base | 1 | 0.0%" in card and "| trained | 1 | 100.0%" in card and "apply_chat_template" in card
     assert "lora:" in card and "dry run: nothing uploaded" in printed and "private your-name/run" in printed
     assert SECRET not in printed and not any(SECRET.encode() in p.read_bytes() for p in folder.iterdir())

@@ -55,7 +55,7 @@ def card(cfg: Config, repo_id: str, entries: dict) -> str:
         else f'model = AutoPeftModelForCausalLM.from_pretrained("{repo_id}")  # needs peft'
     )
     imports = (
-        "AutoModelForCausalLM"
+        "AutoModelForCausalLM, AutoTokenizer"
         if p.what == "model"
         else "AutoTokenizer\nfrom peft import AutoPeftModelForCausalLM"
     )
