@@ -95,12 +95,20 @@ class TrackConfig(TrainerCallback):
 
     def __init__(self, cfg: Config, fingerprint: str):
         self.values = {"instructify": to_dict(cfg), "data_fingerprint": fingerprint}
+        self.done = False
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def _update(self) -> None:
         import wandb
 
-        if wandb.run is not None:
+        if not self.done and wandb.run is not None:
             wandb.config.update(self.values, allow_val_change=True)
+            self.done = True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._update()
+
+    def on_log(self, args, state, control, **kwargs):
+        self._update()  # in case the run started after train_begin
 
 
 def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
