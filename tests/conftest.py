@@ -74,6 +74,12 @@ def _save(model, tokenizer, path: Path) -> Path:
     return path
 
 
+# Both tiny bases: two layers, grouped-query attention (2 heads, 1 KV head), width 64.
+TINY_SHAPE = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1
+)
+
+
 @pytest.fixture(scope="session")
 def gemma_like(tmp_path_factory) -> Path:
     """Gemma-3-shaped base: <bos> added by the tokenizer, eos <eos>, pad <pad>, tied embeddings, no ChatML."""
@@ -81,11 +87,7 @@ def gemma_like(tmp_path_factory) -> Path:
     tokenizer = _tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], "<bos>", "<eos>", "<pad>", "<unk>")
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        **TINY_SHAPE,
         head_dim=32,
         max_position_embeddings=512,
         sliding_window=64,
@@ -107,11 +109,7 @@ def smol_like(tmp_path_factory) -> Path:
     )
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        **TINY_SHAPE,
         max_position_embeddings=512,
         tie_word_embeddings=True,
         bos_token_id=0,

@@ -76,12 +76,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _print_report(out: Path, show: int) -> None:
     """report.md and plots from everything evaluated so far; the table and a few replies on the console."""
-    import json
-
     from train import report
+    from train.evaluate import read_report
 
     path = report.write(out)
-    entries = json.loads((out / "report.json").read_text())
+    entries = read_report(out)
     print("\n" + report.table(entries) + "\n")
     for name in report.ordered(entries):
         for s in entries[name].get("samples", [])[:show]:
@@ -129,23 +128,15 @@ def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name
     return evaluate.write_report(Path(cfg.output_dir), name, metrics, replies, prompts[:n])
 
 
-def _entries(report_file: Path) -> dict:
-    import json
-
-    return json.loads(report_file.read_text()) if report_file.is_file() else {}
-
-
 def run_reference(cfg: config_lib.Config, prompts: list[dict], explicit: str | None) -> None:
     """Evaluate the reference model, unless report.json already holds it with the same settings."""
-    import json
-
+    from train.evaluate import read_report
     from train.model import load, resolve
 
     source = explicit or cfg.eval.reference
     if not source:
         return
-    path = Path(cfg.output_dir) / "report.json"
-    stored = json.loads(path.read_text()).get("reference", {}) if path.is_file() else {}
+    stored = read_report(Path(cfg.output_dir)).get("reference", {})
     if (
         not explicit
         and stored.get("model_path") == source
@@ -218,6 +209,7 @@ def run_chat(cfg: config_lib.Config, args: argparse.Namespace) -> int:
 
 def run_push(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     from train import push
+    from train.export import ExportError
 
     repo_id = (
         args.repo_id or cfg.push.repo_id or (f"your-name/{Path(cfg.output_dir).name}" if args.dry_run else "")
@@ -227,7 +219,7 @@ def run_push(cfg: config_lib.Config, args: argparse.Namespace) -> int:
         return 2
     try:
         folder = push.build(cfg, repo_id)
-    except push.PushError as e:
+    except (push.PushError, ExportError) as e:  # ExportError: doctor refused the model folder
         print(f"error: {e}", file=sys.stderr)
         return 1
     files = sorted(p for p in folder.iterdir())
@@ -289,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from accelerate import PartialState
 
-    from train import data, export, guard, runs, sft, template
+    from train import data, evaluate, export, guard, runs, sft, template
     from train.model import load
 
     out = Path(cfg.output_dir)
@@ -318,9 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs.write_json(out / "run.json", record)
                 config_lib.save(cfg, out / "config.yaml")
                 (out / "eval_prompts.json").write_text(json.dumps(setup.data.eval_prompts))
-                report_file = out / "report.json"
-                if args.command == "train" and not (resuming and "base" in _entries(report_file)):
-                    report_file.unlink(missing_ok=True)
+                if args.command == "train" and not (resuming and "base" in evaluate.read_report(out)):
+                    (out / "report.json").unlink(missing_ok=True)
                     run_eval(
                         cfg, setup.model, setup.tokenizer, setup.data.eval_prompts, "base", cfg.model.name
                     )

@@ -13,7 +13,7 @@ from typing import TextIO
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextStreamer
 
-from train.evaluate import classify
+from train.evaluate import classify, stop_ids_of
 from train.template import IM_END, special_texts, with_system
 
 HELP = "commands: /system TEXT (set the system message), /reset (new conversation), /exit"
@@ -45,9 +45,7 @@ def reply(
     ).to(model.device)
     out_ids = model.generate(**batch, max_new_tokens=max_new_tokens, streamer=_Printer(tokenizer, out))
     new = out_ids[0, batch["input_ids"].shape[1] :].tolist()
-    stop = model.generation_config.eos_token_id
-    stop_ids = set(stop if isinstance(stop, list) else [stop])
-    n, stopped, _ = classify(new, stop_ids, tokenizer.convert_tokens_to_ids(IM_END), max_new_tokens)
+    n, stopped, _ = classify(new, stop_ids_of(model), tokenizer.convert_tokens_to_ids(IM_END), max_new_tokens)
     return tokenizer.decode(new[:n], skip_special_tokens=True), stopped
 
 

@@ -76,6 +76,18 @@ def classify(
     return len(new_ids), False, len(new_ids) >= max_new_tokens
 
 
+def stop_ids_of(model: PreTrainedModel) -> set[int]:
+    """The ids generate() stops on: the model's own generation_config, as a user's generate() would."""
+    stop = model.generation_config.eos_token_id
+    return set(stop if isinstance(stop, list) else [stop])
+
+
+def read_report(out_dir: Path) -> dict:
+    """report.json of a run folder (one entry per evaluated model); empty before the first eval."""
+    path = out_dir / "report.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def left_pad(rows: list[list[int]], pad_id: int, device) -> dict[str, torch.Tensor]:
     width = max(len(r) for r in rows)
     return {
@@ -107,8 +119,7 @@ def generate(
     two, with the same replies."""
     model.eval()
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
-    stop = model.generation_config.eos_token_id
-    stop_ids = set(stop if isinstance(stop, list) else [stop])
+    stop_ids = stop_ids_of(model)
     encoded = [
         tokenizer.apply_chat_template(
             p["messages"], add_generation_prompt=True, tokenize=True, return_dict=True
@@ -272,7 +283,7 @@ def write_report(out_dir: Path, name: str, metrics: dict, replies: list[Reply], 
     """Merge this model's metrics into `report.json` (one entry per model) and its replies into samples."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.json"
-    report = json.loads(path.read_text()) if path.is_file() else {}
+    report = read_report(out_dir)
     by_id = {p["id"]: p for p in prompts}
     report[name] = {
         **metrics,

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from train import doctor, report
+from train import report
 from train.config import Config, to_dict
+from train.evaluate import read_report
+from train.export import check
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +110,7 @@ def build(cfg: Config, repo_id: str) -> Path:
     if not (source / ("adapter_config.json" if cfg.push.what == "adapter" else "config.json")).is_file():
         raise PushError(f"{source}: nothing to push; run `make train` first (push.what={cfg.push.what})")
     if cfg.push.what == "model":
-        checks = doctor.diagnose(source)
-        text, ok = doctor.report(checks)
-        if not ok:
-            raise PushError(f"{source}: doctor found problems, not pushing:\n{text}")
+        check(source)  # a folder that would ramble on is not pushed
     folder = out / "push"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -122,8 +121,7 @@ def build(cfg: Config, repo_id: str) -> Path:
         adapter_config = json.loads((folder / "adapter_config.json").read_text())
         adapter_config["base_model_name_or_path"] = cfg.push.base_model or cfg.model.name
         (folder / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
-    entries = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else {}
-    entries = {k: v for k, v in entries.items() if "stop_rate" in v}
+    entries = {k: v for k, v in read_report(out).items() if "stop_rate" in v}
     (folder / "README.md").write_text(card(cfg, repo_id, entries))
     (folder / "training_config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return folder
