@@ -88,11 +88,18 @@ def read_report(out_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def left_pad(rows: list[list[int]], pad_id: int, device) -> dict[str, torch.Tensor]:
+def pad(rows: list[list[int]], pad_id: int, device, left: bool) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask of rows padded to one width: on the left for generation (the new tokens
+    follow every prompt directly), on the right for scoring (positions stay as unpadded)."""
     width = max(len(r) for r in rows)
+    side = lambda r, fill: [fill] * (width - len(r))
     return {
-        "input_ids": torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device),
-        "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device),
+        "input_ids": torch.tensor(
+            [side(r, pad_id) + r if left else r + side(r, pad_id) for r in rows], device=device
+        ),
+        "attention_mask": torch.tensor(
+            [side(r, 0) + [1] * len(r) if left else [1] * len(r) + side(r, 0) for r in rows], device=device
+        ),
     }
 
 
@@ -134,7 +141,7 @@ def generate(
         going.sort(key=lambda i: len(encoded[i]))
         for start in range(0, len(going), batch_size):
             idx = going[start : start + batch_size]
-            batch = left_pad([encoded[i] + new[i] for i in idx], pad_id, model.device)
+            batch = pad([encoded[i] + new[i] for i in idx], pad_id, model.device, left=True)
             steps = budget - len(new[idx[0]])  # rows still going have all generated the same number
             out = model.generate(**batch, max_new_tokens=steps, **(sampling or {"do_sample": False}))
             for row, i in zip(out[:, batch["input_ids"].shape[1] :].tolist(), idx):
@@ -235,13 +242,8 @@ def teacher_forced(
     nll, n_tokens, probs, top1 = 0.0, 0, [], []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        width = max(len(ids) for ids, _, _ in batch)
-        pad = tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _, _ in batch])
-        attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _, _ in batch])
-        hidden = getattr(base, base.base_model_prefix)(
-            input_ids=input_ids.to(base.device), attention_mask=attention.to(base.device), use_cache=False
-        ).last_hidden_state
+        padded = pad([ids for ids, _, _ in batch], tokenizer.pad_token_id or 0, base.device, left=False)
+        hidden = getattr(base, base.base_model_prefix)(**padded, use_cache=False).last_hidden_state
         # right padding: positions are as unpadded; position p predicts token p + 1
         where = [(row, p) for row, (_, first, last) in enumerate(batch) for p in range(first - 1, last)]
         targets = torch.tensor([batch[row][0][p + 1] for row, p in where], device=hidden.device)
