@@ -1,5 +1,6 @@
 """The trained-positions head must give the model's own loss and train the output rows of the new tokens."""
 
+import pytest
 import torch
 from peft import get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -57,9 +58,44 @@ def test_chunked_scoring_matches_one_chunk(gemma_like, monkeypatch):
     pm, tok, _ = peft_model(gemma_like)
     ids = torch.randint(5, 200, (2, 12))
     whole = pm(input_ids=ids, labels=ids, fused_lm_head=True)
-    monkeypatch.setattr(head, "MAX_LOGIT_ELEMENTS", 3 * pm.get_output_embeddings().weight.shape[0])
+    monkeypatch.setattr(head, "CHUNK_ELEMENTS", 3 * pm.get_output_embeddings().weight.shape[0])
     chunked = pm(input_ids=ids, labels=ids, fused_lm_head=True)
     torch.testing.assert_close(chunked.loss, whole.loss)
+
+
+def _autograd_reference(hidden, targets, weight, indices, rows, softcap):
+    """The same scores through plain autograd on the full logits (what head.score replaces)."""
+    logp = torch.log_softmax(head.project(hidden, weight, indices, rows, softcap).float(), -1)
+    return (
+        logp.gather(1, targets[:, None]).squeeze(1),
+        -(logp.exp() * logp).sum(-1),
+        logp.argmax(-1) == targets,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("softcap", [None, 3.0])
+@pytest.mark.parametrize("keep_logits", [True, False])
+def test_score_gradients_match_autograd(dtype, softcap, keep_logits, monkeypatch):
+    """The closed-form backward (kept or recomputed logits, several chunks) against autograd's log-softmax."""
+    monkeypatch.setattr(head, "CHUNK_ELEMENTS", 5 * 50)  # 5 rows per chunk
+    monkeypatch.setattr(head, "KEEP_LOGIT_ELEMENTS", 10**9 if keep_logits else 0)
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(50, 16, generator=g).to(dtype)
+    indices = torch.tensor([47, 3])
+    rows0 = torch.randn(2, 16, generator=g)
+    hidden0 = torch.randn(13, 16, generator=g).to(dtype)
+    targets = torch.tensor([47, 3, 1, 2, 47, 5, 6, 7, 8, 9, 3, 11, 12])
+    upstream = torch.randn(13, generator=g)
+    results = []
+    for fn in (head.score, _autograd_reference):
+        hidden, rows = hidden0.clone().requires_grad_(), rows0.clone().requires_grad_()
+        log_probs, entropy, top1 = fn(hidden, targets, weight, indices, rows, softcap)
+        (log_probs * upstream).sum().backward()
+        results.append((log_probs, entropy, top1, hidden.grad, rows.grad))
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    for ours, reference in zip(*results):
+        torch.testing.assert_close(ours.float(), reference.float(), **tol)
 
 
 def test_output_row_of_im_end_gets_gradient_through_the_head(gemma_like):
@@ -74,3 +110,35 @@ def test_output_row_of_im_end_gets_gradient_through_the_head(gemma_like):
     grad = adapter.trainable_tokens_delta["default"].grad
     row = adapter.token_indices["default"].index(tokens.im_end_id)
     assert grad[row].abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_rows_lookup_matches_peft(gemma_like, dtype):
+    """Input embedding with the trainable rows looked up in place: PEFT's values and row gradients."""
+    from train import token_rows
+
+    pm, tok, tokens = peft_model(gemma_like)
+    pm = pm.to(dtype)
+    for layer in pm.modules():  # trainable rows stay fp32, as in training
+        if hasattr(layer, "trainable_tokens_delta"):
+            layer.trainable_tokens_delta.float()
+    embed = pm.get_base_model().get_input_embeddings()
+    ids = torch.tensor([[5, tokens.im_start_id, 9, tokens.im_end_id, tokens.im_start_id], [7, 8, 9, 10, 11]])
+    results = []
+    for patch in (False, True):
+        if patch:
+            assert token_rows.install(pm) == 1
+        rows = embed.token_adapter.trainable_tokens_delta["default"]
+        rows.grad = None
+        out = embed(ids)
+        (out.float() * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        results.append((out, rows.grad.clone()))
+    (peft_out, peft_grad), (ours_out, ours_grad) = results
+    torch.testing.assert_close(ours_out, peft_out, atol=0, rtol=0)
+    tol = {"atol": 1e-6, "rtol": 1e-6} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
+    torch.testing.assert_close(ours_grad, peft_grad, **tol)
+    assert ours_grad.abs().sum() > 0
+    layer = embed.token_adapter
+    layer.merge()  # merged (as during the monitor's generation checks): PEFT's own path, same values
+    torch.testing.assert_close(embed(ids), peft_out, atol=0, rtol=0)
+    layer.unmerge()

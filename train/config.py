@@ -119,6 +119,11 @@ class TrainingConfig:
     seed: int = _f(42, "Seed for weights init and data order")
     group_by_length: bool = _f(True, "Batch examples of similar length together: less padding, faster steps")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory; worth it above ~1B params on GPU")
+    padding_free: bool = _f(
+        False,
+        "Concatenate a batch into one row with per-example position ids (no padding, no cross-attention); "
+        "pays off with flash-attention on GPU, not on CPU (bench/NOTES.md)",
+    )
     report_to: str = _f("none", "Tracker: none or wandb (opt-in)")
     save_steps: int = _f(50, "Checkpoint every N steps (0: none), in <output_dir>/checkpoints")
     save_total_limit: int = _f(2, "Checkpoints kept (the oldest are deleted)")

@@ -18,12 +18,15 @@ import types
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from trl.trainer.utils import FusedCausalLMOutput
 
-# Rows of logits per chunk: bounds the fp32 [rows, vocab] buffers to ~1 GiB at a 262k vocabulary.
-MAX_LOGIT_ELEMENTS = 2**28
+# Logit elements per chunk (rows x vocabulary): ~64 rows at a 262k vocabulary, so the fp32 temporaries of a chunk
+# stay near 256 MiB however many positions are trained.
+CHUNK_ELEMENTS = 2**24
+# The chunks' logits are kept for the backward (in the weights' dtype) up to this many elements (1 GiB in bf16);
+# beyond it they are recomputed there, one more projection, as TRL's chunked head does.
+KEEP_LOGIT_ELEMENTS = 2**29
 
 
 def output_layer(model: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -59,36 +62,71 @@ def project(
     return logits
 
 
-def _score(hidden, targets, weight, indices, rows, softcap):
-    logp = torch.log_softmax(project(hidden, weight, indices, rows, softcap).float(), dim=-1)
-    log_probs = logp.gather(1, targets[:, None]).squeeze(1)
-    with torch.no_grad():
-        entropy = -(logp.exp() * logp).sum(-1)
-        is_top1 = logp.argmax(-1) == targets
-    return log_probs, entropy, is_top1
+class _TrainedLogProbs(torch.autograd.Function):
+    """log p(target), entropy and top-1 hit per row, chunk by chunk, never holding [rows, vocab] in fp32.
+
+    Only log p(target) has a gradient, and it has a closed form: d log p_t / d z = onehot(t) - softmax(z), so the
+    backward needs the chunk's logits and log-sum-exp, not autograd's saved fp32 log-softmax (twice the memory of
+    the bf16 logits, and a second full pass). The gradient reaches the hidden states and the trainable rows; the
+    frozen weight gets none."""
+
+    @staticmethod
+    def forward(ctx, hidden, targets, weight, indices, rows, softcap):
+        chunk = max(1, CHUNK_ELEMENTS // weight.shape[0])
+        keep = hidden.shape[0] * weight.shape[0] <= KEEP_LOGIT_ELEMENTS
+        log_probs, entropy, is_top1, lse, kept = [], [], [], [], []
+        for i in range(0, hidden.shape[0], chunk):
+            logits = project(hidden[i : i + chunk], weight, indices, rows, softcap)
+            z = logits.float()
+            t = targets[i : i + chunk, None]
+            lse.append(torch.logsumexp(z, -1))
+            log_probs.append(z.gather(1, t).squeeze(1) - lse[-1])
+            is_top1.append(z.argmax(-1) == t.squeeze(1))
+            p = (z - lse[-1][:, None]).exp_()
+            entropy.append(lse[-1] - p.mul_(z).sum(-1))
+            if keep:
+                kept.append(logits)
+        ctx.softcap, ctx.chunk = softcap, chunk
+        ctx.save_for_backward(hidden, targets, weight, indices, rows, torch.cat(lse), *kept)
+        entropy, is_top1 = torch.cat(entropy), torch.cat(is_top1)
+        ctx.mark_non_differentiable(entropy, is_top1)
+        return torch.cat(log_probs), entropy, is_top1
+
+    @staticmethod
+    def backward(ctx, grad_log_probs, _entropy, _top1):
+        hidden, targets, weight, indices, rows, lse, *kept = ctx.saved_tensors
+        if grad_log_probs is None:
+            return None, None, None, None, None, None
+        chunk, softcap = ctx.chunk, ctx.softcap
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_rows = torch.zeros_like(rows) if rows is not None and ctx.needs_input_grad[4] else None
+        for n, i in enumerate(range(0, hidden.shape[0], chunk)):
+            h, g = hidden[i : i + chunk], grad_log_probs[i : i + chunk].float()
+            with torch.no_grad():
+                logits = kept[n] if kept else project(h, weight, indices, rows, softcap)
+            z = logits.float()
+            grad = (z - lse[i : i + chunk, None]).exp_().mul_(-g[:, None])  # -g * softmax
+            grad.scatter_add_(1, targets[i : i + chunk, None], g[:, None])  # + g at the target
+            if softcap:
+                grad.mul_(1 - (z / softcap) ** 2)  # through softcap * tanh(x / softcap)
+            grad = grad.to(weight.dtype)
+            if indices is not None:
+                grad_of_rows = grad[:, indices]
+                grad[:, indices] = 0  # those columns came from `rows`, not from `weight`
+                if grad_rows is not None:
+                    grad_rows += (grad_of_rows.t() @ h).to(rows.dtype)
+            if grad_hidden is not None:
+                grad_hidden[i : i + chunk] = grad @ weight
+                if indices is not None:
+                    grad_hidden[i : i + chunk] += grad_of_rows @ rows.to(weight.dtype)
+        return grad_hidden, None, None, None, grad_rows, None
 
 
 def score(
     hidden: torch.Tensor, targets: torch.Tensor, weight, indices, rows, softcap
 ) -> tuple[torch.Tensor, ...]:
-    """Per-row log p(target), entropy and top-1 hit, in chunks recomputed on backward to bound memory."""
-    chunk = max(1, MAX_LOGIT_ELEMENTS // weight.shape[0])
-    if hidden.shape[0] <= chunk:
-        return _score(hidden, targets, weight, indices, rows, softcap)
-    parts = [
-        checkpoint(
-            _score,
-            hidden[i : i + chunk],
-            targets[i : i + chunk],
-            weight,
-            indices,
-            rows,
-            softcap,
-            use_reentrant=False,
-        )
-        for i in range(0, hidden.shape[0], chunk)
-    ]
-    return tuple(torch.cat(p) for p in zip(*parts))
+    """Per-row log p(target) (differentiable), entropy and top-1 hit."""
+    return _TrainedLogProbs.apply(hidden, targets, weight.detach(), indices, rows, softcap)
 
 
 def install(model: PreTrainedModel) -> None:

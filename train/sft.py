@@ -12,7 +12,7 @@ from peft import get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from train import guard, head, runs, template
+from train import guard, head, runs, speed, template, token_rows
 from train import model as model_lib
 from train import prepare as prepare_lib
 from train.config import Config, to_dict
@@ -59,9 +59,12 @@ def sft_args(cfg: Config, on_cuda: bool) -> SFTConfig:
         # Rows come tokenised with `assistant_masks` (train/template.py: replies and their <|im_end|>); TRL turns
         # them into labels. (`assistant_only_loss` is for rows TRL tokenises itself.)
         assistant_only_loss=False,
-        max_length=cfg.data.max_length,
+        # Rows are already cut to data.max_length at a turn boundary; TRL refuses the limit with padding_free.
+        max_length=None if t.padding_free else cfg.data.max_length,
         # Batches of similar length waste less compute on padding.
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        # One row per batch, position ids restarting per example (transformers masks across them).
+        padding_free=t.padding_free,
         # Checkpoints (LoRA, token rows, optimizer, scheduler, RNG) to resume from; guard.py marks complete ones.
         save_strategy="steps" if t.save_steps > 0 else "no",
         save_steps=t.save_steps or 500,
@@ -117,6 +120,7 @@ def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
     peft_model = get_peft_model(
         prepared.model, model_lib.lora_config(cfg.lora, prepared.tokens.new_token_ids, prepared.model)
     )
+    token_rows.install(peft_model)  # see train/token_rows.py
     dataset = prepared.data.train.select_columns(["input_ids", "assistant_masks"])
     e = cfg.eval
     preemption, finite = guard.Preemption(), guard.FiniteGuard()
@@ -139,7 +143,16 @@ def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
         args=sft_args(cfg, model_lib.device().type == "cuda"),
         train_dataset=dataset,
         processing_class=prepared.tokenizer,
-        callbacks=[*(callbacks or []), monitor, guard.CheckpointMarker(), preemption, finite, *tracking],
+        callbacks=[
+            # first, so that its step clock stops before the monitor's checks and the checkpoint marker run
+            speed.Throughput(Path(cfg.output_dir) / "speed.json", prepared.tokenizer.pad_token_id),
+            *(callbacks or []),
+            monitor,
+            guard.CheckpointMarker(),
+            preemption,
+            finite,
+            *tracking,
+        ],
     )
     monitor.trainer = trainer
     head.install(peft_model.get_base_model())  # replaces the head SFTTrainer patched in; see train/head.py

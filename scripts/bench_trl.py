@@ -1,0 +1,90 @@
+"""The baseline of `make bench`: plain TRL, as a user would write it, on the same model, data and LoRA settings.
+
+    python scripts/bench_trl.py [--config configs/quickstart.yaml] [--steps 12] [--out runs/bench/trl.json]
+        [--sft gradient_checkpointing=false ...] [config overrides, e.g. model.dtype=float32]
+
+Same inputs as `python -m train sft`: the base model with the ChatML tokens added, the tokenised rows (input_ids
+and assistant_masks, so both train on exactly the same tokens), the same LoRA config (its trainable token rows
+included) and the run's steps, batch size, learning rate, schedule and max length. Everything else is SFTConfig's
+default (bf16 autocast, gradient checkpointing, random order, padding to the longest row). Throughput is measured
+by the same callback as ours (train/speed.py) and written to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from trl import SFTConfig, SFTTrainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train import config as config_lib  # noqa: E402
+from train import evaluate, monitor, sft, speed  # noqa: E402
+from train import model as model_lib  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="configs/quickstart.yaml")
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--out", default="runs/bench/trl.json")
+    p.add_argument("--sft", nargs="*", default=[], help="SFTConfig overrides as key=value (yaml values)")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.dtype=float32")
+    args = p.parse_args()
+
+    cfg = config_lib.load(args.config, args.overrides)
+    prepared = sft.setup(cfg)  # base model + ChatML tokens + tokenised rows: identical for both arms
+    t = cfg.training
+    overrides = {k: config_lib.yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.sft)}
+    sft_args = SFTConfig(
+        output_dir=str(Path(args.out).with_suffix("")),
+        max_steps=args.steps,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,
+        max_length=cfg.data.max_length,
+        seed=t.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),  # SFTConfig's bf16 default refuses a CPU otherwise
+        **overrides,
+    )
+    model = prepared.model
+    meter = speed.Throughput(None, prepared.tokenizer.pad_token_id)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_args,
+        train_dataset=prepared.data.train.select_columns(["input_ids", "assistant_masks"]),
+        processing_class=prepared.tokenizer,
+        peft_config=model_lib.lora_config(cfg.lora, prepared.tokens.new_token_ids, model),
+        callbacks=[meter],
+    )
+    # TRL 1.16's fused LM head reads `lm_head.bias`, which PEFT's trainable-token wrapper of a tied head lacks
+    # ('TrainableTokensWrapper' object has no attribute 'bias'); the smallest fix that lets the plain script run:
+    head = trainer.model.get_base_model().get_output_embeddings()
+    if not hasattr(head, "bias"):
+        head.bias = None
+    trainer.train()
+    result = {"arm": "trl", "sft_overrides": overrides, "dtype": str(model.dtype), **meter.summary()}
+    result["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    # the held-out conversations ours scores at its last step (eval.monitor_conversations), scored the same way
+    with monitor.fast_inference(trainer.model):
+        scores = evaluate.teacher_forced(
+            trainer.model, prepared.tokenizer, prepared.data.eval_prompts[: cfg.eval.monitor_conversations]
+        )
+    result["eval"] = {k: scores[k] for k in ("eval_loss", "stop_token_prob", "stop_token_top1")}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
