@@ -52,12 +52,14 @@ def run_arm(arm: str, overrides: list[str], args, out: Path) -> dict:
             *args.overrides,
             *overrides,
         ]
+    env = {**os.environ, **dict(o[4:].split("=", 1) for o in overrides if o.startswith("env:"))}
+    cmd = [c for c in cmd if not c.startswith("env:")]
     print(f"--- {arm}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
     log = out.with_suffix(".log")
     out.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as fh:
-        code = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ})
+        code = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
     if code != 0:
         sys.exit(f"error: arm {arm} failed (exit {code}); see {log}")
     result = json.loads((out / "speed.json").read_text())
@@ -106,7 +108,7 @@ def table(arms: dict, reference: str) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="configs/quickstart.yaml")
-    p.add_argument("--steps", type=int, default=8, help="optimizer steps per run, the first 2 not timed")
+    p.add_argument("--steps", type=int, default=6, help="optimizer steps per run, the first 2 not timed")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--arms", default="trl-defaults,trl-bf16,ours")
     p.add_argument(

@@ -32,6 +32,11 @@ def main() -> int:
     p.add_argument("--config", default="configs/quickstart.yaml")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--out", default="runs/bench/trl.json")
+    p.add_argument(
+        "--quality",
+        action="store_true",
+        help="after training, evaluate like `make train` does: eval.num_conversations held-out prompts, greedy",
+    )
     p.add_argument("--sft", nargs="*", default=[], help="SFTConfig overrides as key=value (yaml values)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.dtype=float32")
     args = p.parse_args()
@@ -74,12 +79,19 @@ def main() -> int:
     trainer.train()
     result = {"arm": "trl", "sft_overrides": overrides, "dtype": str(model.dtype), **meter.summary()}
     result["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    # the held-out conversations ours scores at its last step (eval.monitor_conversations), scored the same way
+    # the held-out conversations ours scores at its last step (eval.monitor_conversations), scored the same way;
+    # with --quality all of those `make train` evaluates, generation included
+    e = cfg.eval
+    prompts = prepared.data.eval_prompts[: e.num_conversations if args.quality else e.monitor_conversations]
     with monitor.fast_inference(trainer.model):
-        scores = evaluate.teacher_forced(
-            trainer.model, prepared.tokenizer, prepared.data.eval_prompts[: cfg.eval.monitor_conversations]
-        )
-    result["eval"] = {k: scores[k] for k in ("eval_loss", "stop_token_prob", "stop_token_top1")}
+        scores = evaluate.teacher_forced(trainer.model, prepared.tokenizer, prompts)
+        if args.quality:
+            replies = evaluate.generate(
+                trainer.model, prepared.tokenizer, prompts, e.max_new_tokens, e.batch_size
+            )
+            scores.update(evaluate.summarize(replies))
+    keys = ("eval_loss", "stop_token_prob", "stop_token_top1", "stop_rate", "clean_stop_rate", "loop_rate")
+    result["eval"] = {k: scores[k] for k in keys if k in scores}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

@@ -78,7 +78,8 @@ def _autograd_reference(hidden, targets, weight, indices, rows, softcap):
 @pytest.mark.parametrize("keep_logits", [True, False])
 def test_score_gradients_match_autograd(dtype, softcap, keep_logits, monkeypatch):
     """The closed-form backward (kept or recomputed logits, several chunks) against autograd's log-softmax."""
-    monkeypatch.setattr(head, "CHUNK_ELEMENTS", 5 * 50)  # 5 rows per chunk
+    monkeypatch.setattr(head, "CHUNK_ELEMENTS", 5 * 50)  # 5 rows per chunk, in blocks of 2
+    monkeypatch.setattr(head, "BLOCK_ELEMENTS", 2 * 50)
     monkeypatch.setattr(head, "KEEP_LOGIT_ELEMENTS", 10**9 if keep_logits else 0)
     g = torch.Generator().manual_seed(0)
     weight = torch.randn(50, 16, generator=g).to(dtype)

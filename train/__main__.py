@@ -54,6 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--model", help="model folder, .gguf or pypi:<package> (default: <output_dir>/model)")
     ch.add_argument("--system", help="system message (default: the template's own, if any)")
     ch.add_argument("--max-new-tokens", type=int, default=256, help="per reply (default: %(default)s)")
+    sv = command("serve", help="OpenAI-compatible chat API over a model folder (loopback by default)")
+    sv.add_argument("--model", help="model folder doctor accepts (default: <output_dir>/model)")
+    sv.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
+    )
+    sv.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    sv.add_argument(
+        "--max-batch", type=int, default=8, help="requests generated together (default: %(default)s)"
+    )
+    sv.add_argument(
+        "--api-key-env",
+        default="INSTRUCTIFY_API_KEY",
+        help="environment variable holding the bearer token clients must send, if set (default: %(default)s)",
+    )
     pu = command("push", help="upload the merged model (or adapter) with a model card to the Hub (private)")
     pu.add_argument("--repo-id", help="Hub repository (default: push.repo_id)")
     pu.add_argument(
@@ -207,6 +221,44 @@ def run_chat(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
+    from train import doctor, serve
+    from train.model import load, resolve
+
+    folder = Path(resolve(args.model or str(Path(cfg.output_dir) / "model")))
+    if not (folder / "config.json").is_file():
+        print(f"error: {folder}: no model folder; run `make train` first or pass --model", file=sys.stderr)
+        return 2
+    text, ok = doctor.report(doctor.diagnose(folder))
+    if not ok:
+        print(f"error: {folder}: doctor found problems; not serving a model that would not stop:\n{text}")
+        return 1
+    api_key = serve.api_key_from_env(args.api_key_env)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        log.warning(
+            "serving on %s without a bearer token: set %s to require one", args.host, args.api_key_env
+        )
+    model, tokenizer = load(cfg.model, path=str(folder))
+    model_id = folder.parent.name if folder.name == "model" else folder.name
+    server = serve.make_server(model, tokenizer, model_id, args.host, args.port, api_key, args.max_batch)
+    host, port = server.server_address[:2]
+    log.info(
+        "serving %s as %r on http://%s:%s/v1 (bearer token %s)",
+        folder,
+        model_id,
+        host,
+        port,
+        "required" if api_key else "off",
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def run_push(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     from train import push
     from train.export import ExportError
@@ -292,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_chat(cfg, args)
         if args.command == "push":
             return run_push(cfg, args)
+        if args.command == "serve":
+            return run_serve(cfg, args)
         if args.command in ("train", "sft"):
             # Under a launcher every rank trains; only rank 0 checks the folder, records, evaluates and exports.
             state = PartialState()

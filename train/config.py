@@ -38,7 +38,9 @@ class ModelConfig:
     dtype: str = _f(
         "auto", "Weight dtype: auto (bf16 where the device supports it, else fp32), bfloat16, float32"
     )
-    attn_implementation: str = _f("auto", "auto (flash-attn on CUDA when installed, else sdpa), sdpa, eager")
+    attn_implementation: str = _f(
+        "auto", "auto (CUDA: flash-attn when installed, else sdpa; CPU: eager, faster there), sdpa, eager"
+    )
     trust_remote_code: bool = _f(False, "Run model code from the Hub; off by default for security")
 
 

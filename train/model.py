@@ -53,9 +53,11 @@ def pick_attention(setting: str, dev: torch.device | None = None) -> str:
     if setting != "auto":
         return setting
     dev = dev or device()
-    if dev.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+    if dev.type == "cuda":
+        return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "sdpa"
+    # On CPU, torch 2.13's SDPA kernel is slower than plain matmuls for chat-length rows: the quickstart trains
+    # 17% faster with eager (bench/NOTES.md).
+    return "eager"
 
 
 def _gguf_from_package(package: str) -> Path:

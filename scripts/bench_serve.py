@@ -1,0 +1,167 @@
+"""Load test of `python -m train serve`: `make bench-serve`. Writes bench/serve.json.
+
+    python scripts/bench_serve.py [--config configs/quickstart.yaml] [--model runs/quickstart/model]
+        [--clients 8] [--requests 64] [--max-tokens 64] [--max-batch 8]
+
+Starts the server on loopback in its own process, then --clients threads send --requests chat completions in all
+(the held-out conversations of the run, every other one streamed) with the official openai client. Records
+requests/s, latency p50/p95 (and time to the first streamed token), completion tokens/s, and checks every reply:
+a non-empty string without ChatML markers, finish_reason stop or length, usage that adds up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from train import config as config_lib  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"error: the server exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    sys.exit("error: the server did not become healthy")
+
+
+def one_request(client: openai.OpenAI, messages: list[dict], max_tokens: int, stream: bool) -> dict:
+    t0 = time.perf_counter()
+    first = None
+    if stream:
+        text, reason, usage = [], None, None
+        for chunk in client.chat.completions.create(
+            model="m",
+            messages=messages,
+            max_tokens=max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+        ):
+            if chunk.choices:
+                if chunk.choices[0].delta.content:
+                    first = first or time.perf_counter() - t0
+                    text.append(chunk.choices[0].delta.content)
+                reason = chunk.choices[0].finish_reason or reason
+            usage = chunk.usage or usage
+        content = "".join(text)
+    else:
+        reply = client.chat.completions.create(model="m", messages=messages, max_tokens=max_tokens)
+        content, reason, usage = reply.choices[0].message.content, reply.choices[0].finish_reason, reply.usage
+    problems = []
+    if not isinstance(content, str) or not content.strip():
+        problems.append("empty content")
+    if "<|im_" in (content or ""):
+        problems.append("ChatML marker in content")
+    if reason not in ("stop", "length"):
+        problems.append(f"finish_reason {reason!r}")
+    if usage is None or usage.total_tokens != usage.prompt_tokens + usage.completion_tokens:
+        problems.append("usage does not add up")
+    elif reason == "length" and usage.completion_tokens != max_tokens:
+        problems.append("length before max_tokens")
+    return {
+        "seconds": time.perf_counter() - t0,
+        "first_token_seconds": first,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "finish_reason": reason,
+        "stream": stream,
+        "problems": problems,
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="configs/quickstart.yaml")
+    p.add_argument("--model", help="model folder (default: <output_dir>/model)")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--requests", type=int, default=64)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--out", default="bench/serve.json")
+    args = p.parse_args()
+
+    cfg = config_lib.load(args.config)
+    out_dir = Path(cfg.output_dir)
+    folder = Path(args.model or out_dir / "model")
+    prompts_file = out_dir / "eval_prompts.json"
+    if not (folder / "config.json").is_file() or not prompts_file.is_file():
+        print(f"error: {folder} or {prompts_file} missing; run `make train` first", file=sys.stderr)
+        return 1
+    prompts = [p["messages"] for p in json.loads(prompts_file.read_text())]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "train", "serve", "--config", args.config, "--model", str(folder)]
+    cmd += ["--port", str(port), "--max-batch", str(args.max_batch)]
+    env = {k: v for k, v in os.environ.items() if k != "INSTRUCTIFY_API_KEY"}
+    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(url, server)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=600)
+        one_request(client, prompts[0], 4, False)  # warm-up
+        jobs = [(prompts[i % len(prompts)], i % 2 == 1) for i in range(args.requests)]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            results = list(pool.map(lambda j: one_request(client, j[0], args.max_tokens, j[1]), jobs))
+        seconds = time.perf_counter() - t0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    latencies = [r["seconds"] for r in results]
+    firsts = [r["first_token_seconds"] for r in results if r["first_token_seconds"] is not None]
+    tokens = sum(r["completion_tokens"] for r in results)
+    bad = [r for r in results if r["problems"]]
+    import torch
+
+    report = {
+        "what": f"{args.requests} requests from {args.clients} concurrent clients, max_tokens={args.max_tokens}, "
+        f"half streamed, server --max-batch {args.max_batch}",
+        "model": str(folder),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "seconds": round(seconds, 1),
+        "requests_per_s": round(len(results) / seconds, 3),
+        "latency_p50_s": round(percentile(latencies, 0.5), 2),
+        "latency_p95_s": round(percentile(latencies, 0.95), 2),
+        "first_token_p50_s": round(percentile(firsts, 0.5), 2) if firsts else None,
+        "completion_tokens_per_s": round(tokens / seconds, 1),
+        "finish_reasons": {k: sum(r["finish_reason"] == k for r in results) for k in ("stop", "length")},
+        "well_formed": len(results) - len(bad),
+        "problems": [r["problems"] for r in bad],
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0 if not bad else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

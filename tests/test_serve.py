@@ -1,0 +1,221 @@
+"""The chat API on a tiny model that has learnt to stop: the official openai client (plain and streaming), raw
+HTTP for every bad request, bearer tokens, concurrent and abandoned requests."""
+
+import http.client
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from train import serve, template
+from train.template import IM_END
+
+HELLO = [{"role": "user", "content": "hi there how are you doing today"}]
+LEARNT_REPLY = "im doing good thanks and you"  # what the tiny chat model learnt to answer (tests/conftest.py)
+QUESTIONS = [
+    "hi there how are you doing today",
+    "what did you do this weekend",
+    "do you have any plans for tonight",
+    "have you seen any good movies lately",
+]
+
+
+@pytest.fixture(scope="module")
+def loaded(chat_model):
+    return AutoModelForCausalLM.from_pretrained(chat_model), AutoTokenizer.from_pretrained(chat_model)
+
+
+def _start(loaded, **kwargs):
+    model, tok = loaded
+    server = serve.make_server(model, tok, "tiny-chat", port=0, **kwargs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(loaded):
+    s = _start(loaded)
+    yield s
+    s.shutdown()
+
+
+def _client(server, key: str = "none") -> openai.OpenAI:
+    host, port = server.server_address[:2]
+    return openai.OpenAI(base_url=f"http://{host}:{port}/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def _post(server, body, raw: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
+    data = raw if raw is not None else json.dumps(body).encode()
+    conn.request(
+        "POST", "/v1/chat/completions", data, {"Content-Type": "application/json", **(headers or {})}
+    )
+    response = conn.getresponse()
+    return response.status, json.loads(response.read() or b"null")
+
+
+def test_openai_client_gets_a_reply_that_stops(server, loaded):
+    _, tok = loaded
+    reply = _client(server).chat.completions.create(model="tiny-chat", messages=HELLO, max_tokens=32)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "stop" and choice.message.role == "assistant"
+    assert choice.message.content == LEARNT_REPLY
+    prompt = tok.apply_chat_template(HELLO, add_generation_prompt=True, tokenize=True, return_dict=True)
+    assert reply.usage.prompt_tokens == len(prompt["input_ids"])
+    # the reply's tokens and the <|im_end|> that ended it
+    assert reply.usage.completion_tokens == len(tok(LEARNT_REPLY, add_special_tokens=False)["input_ids"]) + 1
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    assert IM_END not in choice.message.content
+    assert reply.model == "tiny-chat" and reply.id.startswith("chatcmpl-")
+
+
+def test_max_tokens_cuts_with_finish_reason_length(server):
+    reply = _client(server).chat.completions.create(model="tiny-chat", messages=HELLO, max_tokens=3)
+    assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 3
+    assert LEARNT_REPLY.startswith(reply.choices[0].message.content)
+
+
+def test_streaming_gives_the_same_reply_chunk_by_chunk(server, loaded):
+    _, tok = loaded
+    chunks = list(
+        _client(server).chat.completions.create(
+            model="tiny-chat",
+            messages=HELLO,
+            max_tokens=32,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert text == LEARNT_REPLY
+    assert reasons[-1] == "stop" and set(reasons[:-1]) == {None}
+    assert sum(bool(c.choices and c.choices[0].delta.content) for c in chunks) > 3  # token by token
+    usage = chunks[-1].usage  # the last chunk: usage only (stream_options.include_usage)
+    assert not chunks[-1].choices and usage.prompt_tokens > 0
+    assert usage.completion_tokens == len(tok(LEARNT_REPLY, add_special_tokens=False)["input_ids"]) + 1
+
+
+def test_models_and_health(server):
+    client = _client(server)
+    assert [m.id for m in client.models.list().data] == ["tiny-chat"]
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn.request("GET", "/health")
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())["status"] == "ok"
+
+
+BAD = [
+    ({"messages": []}, "messages"),
+    ({"messages": "hi"}, "messages"),
+    ({}, "messages"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": ["hi"]}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": None}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": "hi <|im_end|> there"}]}, "messages[0].content"),
+    (
+        {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]},
+        "messages[1].role",
+    ),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, "messages[1].role"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, "messages"),
+    ({"messages": HELLO, "max_tokens": 0}, "max_tokens"),
+    ({"messages": HELLO, "max_tokens": 100000}, "max_tokens"),
+    ({"messages": HELLO, "max_tokens": "ten"}, "max_tokens"),
+    ({"messages": HELLO, "max_completion_tokens": -1}, "max_completion_tokens"),
+    ({"messages": HELLO, "temperature": 5}, "temperature"),
+    ({"messages": HELLO, "top_p": 0}, "top_p"),
+    ({"messages": HELLO, "n": 2}, "n"),
+    ({"messages": HELLO, "stream": "yes"}, "stream"),
+    ({"messages": HELLO, "stop": ["\n"]}, "stop"),
+    ([1, 2], None),
+]
+
+
+@pytest.mark.parametrize("body,param", BAD, ids=[str(p) for _, p in BAD])
+def test_bad_requests_get_a_4xx_naming_the_field_and_the_server_goes_on(server, body, param):
+    status, payload = _post(server, body)
+    assert status == 400, payload
+    error = payload["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert error["message"] and (param is None or param.split("[")[0] in error["message"])
+    status, payload = _post(server, {"messages": HELLO, "max_tokens": 4})  # still serving
+    assert status == 200 and payload["choices"][0]["message"]["content"]
+
+
+def test_malformed_oversized_and_unknown(server):
+    status, payload = _post(server, None, raw=b"{not json")
+    assert status == 400 and "not valid JSON" in payload["error"]["message"]
+    status, payload = _post(server, None, raw=b"x" * (serve.MAX_BODY_BYTES + 1))
+    assert status == 413 and "limit" in payload["error"]["message"]
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn.request("GET", "/v1/nothing")
+    assert conn.getresponse().status == 404
+
+
+def test_bearer_token_required_when_set(loaded):
+    server = _start(loaded, api_key="s3cret")
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            _client(server, "wrong").chat.completions.create(model="m", messages=HELLO, max_tokens=2)
+        with pytest.raises(openai.AuthenticationError):
+            _client(server, "wrong").models.list()
+        reply = _client(server, "s3cret").chat.completions.create(model="m", messages=HELLO, max_tokens=32)
+        assert reply.choices[0].message.content == LEARNT_REPLY
+        status, payload = _post(server, {"messages": HELLO})  # no header at all
+        assert status == 401 and "s3cret" not in json.dumps(payload)
+    finally:
+        server.shutdown()
+
+
+def test_concurrent_requests_get_their_own_replies(server):
+    """Served together in batches, each reply equals the one the same question gets alone."""
+    client = _client(server)
+
+    def ask(question):
+        messages = [{"role": "user", "content": question}]
+        reply = client.chat.completions.create(model="tiny-chat", messages=messages, max_tokens=24)
+        return reply.choices[0].message.content, reply.choices[0].finish_reason
+
+    alone = [ask(q) for q in QUESTIONS]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, QUESTIONS * 3))
+    assert together == alone * 3
+    assert len({text for text, _ in alone}) == len(QUESTIONS)  # different questions, different replies
+
+
+def test_abandoned_streams_stop_and_do_not_block_others(gemma_like):
+    """Clients that ask for long streams and hang up: their generation stops there, the next client is served.
+    The model has the ChatML tokens but no training, so it would ramble on to max_tokens."""
+    model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
+    template.add_chat_tokens(model, tok)
+    server = _start((model, tok))
+    try:
+        body = json.dumps({"messages": HELLO, "max_tokens": 400, "stream": True}).encode()
+        for _ in range(3):
+            s = socket.create_connection(server.server_address[:2], timeout=10)
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            s.recv(64)  # the stream has started
+            s.close()
+        reply = _client(server).chat.completions.create(model="m", messages=HELLO, max_tokens=5)
+        assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 5
+        for _ in range(
+            600
+        ):  # the abandoned ones end at the engine's next step after their client is seen gone
+            if len(server.engine.recent) >= 4:
+                break
+            time.sleep(0.05)
+        last = list(server.engine.recent)[-4:]  # the three abandoned and the reply above, in some order
+        assert sorted(reason for reason, _ in last) == ["cancelled"] * 3 + ["length"]
+        assert all(tokens < 400 for _, tokens in last), last  # generation stopped when the client left
+    finally:
+        server.shutdown()
