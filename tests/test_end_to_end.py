@@ -68,6 +68,7 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
         "metrics.png",
         "curve.png",
         "curve.jsonl",
+        "speed.json",
         "samples-base.jsonl",
         "samples-trained.jsonl",
         "samples-reference.jsonl",

@@ -40,6 +40,9 @@ MAX_TOKENS_LIMIT = 4096  # per request; a client asking for more gets a 400 nami
 DEFAULT_MAX_TOKENS = 256
 MAX_BODY_BYTES = 1 << 20
 API_KEY_ENV = "INSTRUCTIFY_API_KEY"
+# A fast tokenizer used from several threads at once can fail with "Already borrowed" (it mutates its
+# truncation/padding state while encoding): request threads encode, the generation thread decodes.
+TOKENIZER_LOCK = threading.Lock()
 
 
 class RequestError(ValueError):
@@ -139,9 +142,10 @@ def parse_request(
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise RequestError("stream_options must be an object", "stream_options")
-    prompt_ids = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True, return_dict=True
-    )["input_ids"]
+    with TOKENIZER_LOCK:
+        prompt_ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
     if len(prompt_ids) + max_tokens > defaults["context"]:
         raise RequestError(
             f"the conversation is {len(prompt_ids)} tokens; with {key}={max_tokens} it exceeds the model's "
@@ -180,7 +184,8 @@ class _Fanout(BaseStreamer):
             if token in self.stop_ids:
                 self._end(k, "stop")
                 continue
-            text = self.tokenizer.decode(self.ids[k], skip_special_tokens=True)
+            with TOKENIZER_LOCK:
+                text = self.tokenizer.decode(self.ids[k], skip_special_tokens=True)
             if not text.endswith("\ufffd"):  # hold back a partly decoded character
                 if text[len(self.sent[k]) :]:
                     self.jobs[k].events.put(("text", text[len(self.sent[k]) :]))
@@ -190,9 +195,10 @@ class _Fanout(BaseStreamer):
 
     def _end(self, k: int, reason: str) -> None:
         self.done[k] = reason
-        text = self.tokenizer.decode(
-            [t for t in self.ids[k] if t not in self.stop_ids], skip_special_tokens=True
-        )
+        with TOKENIZER_LOCK:
+            text = self.tokenizer.decode(
+                [t for t in self.ids[k] if t not in self.stop_ids], skip_special_tokens=True
+            )
         if text[len(self.sent[k]) :]:
             self.jobs[k].events.put(("text", text[len(self.sent[k]) :]))
         self.jobs[k].events.put(("end", reason, len(self.ids[k])))
@@ -240,7 +246,9 @@ class Engine:
             compatible = job.sampling == first.sampling and job.seed is None and first.seed is None
             (batch if compatible and len(batch) < self.max_batch else keep).append(job)
         self.held = keep
-        return [j for j in batch if not j.cancelled.is_set()] or batch[:0]
+        gone = [j for j in batch if j.cancelled.is_set()]  # their clients left while they waited
+        self.recent.extend(("cancelled", 0) for _ in gone)
+        return [j for j in batch if not j.cancelled.is_set()]
 
     def _drain(self) -> list[Job]:
         jobs = []
