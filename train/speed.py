@@ -1,5 +1,6 @@
 """Training throughput: tokens/s, step time, padding share, peak memory and MFU, measured the same way for any
-Trainer (ours and the plain TRL baseline in scripts/bench_trl.py), written to `<output_dir>/speed.json`.
+Trainer (ours and the plain TRL baseline in scripts/bench_trl.py), written to `<output_dir>/speed.json`; under a
+launcher the figures are rank 0's (multiply tokens/s by the number of processes).
 
 Why our own: transformers counts `num_input_tokens_seen` but not the trained (label) tokens, the padding share,
 per-step times without the first steps, or MFU on a LoRA basis.
