@@ -6,6 +6,9 @@ padding-free batch scores exactly as a padded one (no example attends to another
 """
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +20,8 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from train import config, head, sft, speed, template, token_rows
 from train.config import LoraConfig
 from train.model import lora_config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _rows(tok, n: int = 6) -> list[dict]:
@@ -114,3 +119,28 @@ def test_flops_per_token_and_peak_table(gemma_like):
     assert speed.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert speed.peak_flops("NVIDIA H200") == 989e12
     assert speed.peak_flops("Some CPU") is None
+
+
+@pytest.mark.slow
+def test_bench_compares_plain_trl_and_ours_on_a_tiny_model(tiny_config, tmp_path):
+    """`make bench`'s driver end to end: both kinds of arm run, are measured the same way, and are compared."""
+    out = tmp_path / "results.json"
+    args = [sys.executable, "scripts/bench_train.py", "--config", str(tiny_config("bench")), "--steps", "3"]
+    args += [
+        "--rounds",
+        "1",
+        "--arms",
+        "trl-defaults,ours",
+        "--out",
+        str(out),
+        "--runs-dir",
+        str(tmp_path / "r"),
+    ]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["arms"]) == {"trl-defaults", "ours"} and set(report["ratios"]) == {"ours/trl-defaults"}
+    for arm in report["arms"].values():
+        assert arm["tokens_per_s"] > 0 and arm["trained_tokens_per_s"] > 0 and arm["train_peak_rss_mb"] > 100
+        assert arm["eval"]["eval_loss"] > 0 and arm["runs"][0]["steps_timed"] == 1
+    assert "| trl-defaults |" in out.with_suffix(".md").read_text()
