@@ -246,9 +246,10 @@ class Engine:
             compatible = job.sampling == first.sampling and job.seed is None and first.seed is None
             (batch if compatible and len(batch) < self.max_batch else keep).append(job)
         self.held = keep
-        gone = [j for j in batch if j.cancelled.is_set()]  # their clients left while they waited
-        self.recent.extend(("cancelled", 0) for _ in gone)
-        return [j for j in batch if not j.cancelled.is_set()]
+        ready = [j for j in batch if not j.cancelled.is_set()]
+        # the others' clients left while they waited: recorded as cancelled, never generated
+        self.recent.extend(("cancelled", 0) for _ in range(len(batch) - len(ready)))
+        return ready
 
     def _drain(self) -> list[Job]:
         jobs = []
