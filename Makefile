@@ -12,7 +12,7 @@ NPROC  ?=
 REFERENCE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval lint clean
+.PHONY: help setup launch-check train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -29,13 +29,23 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## Create .venv and install the project (done automatically by the other targets)
 
-# ACCELERATE=configs/accelerate/ddp.yaml NPROC=8: train/sft under `accelerate launch` (rank 0 evaluates, exports)
+# ACCELERATE=configs/accelerate/ddp.yaml NPROC=8: train/sft under `accelerate launch` (rank 0 evaluates, exports).
+# On a machine without CUDA the ddp config runs on the CPU (gloo). First, a check with the same rules as each rank
+# (a config that cannot run here stops with what to use instead) and, for a DeepSpeed config on a CUDA machine,
+# the .[deepspeed] extra.
 LAUNCH = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) $(if $(NPROC),--num_processes $(NPROC)) -m train,$(BIN)/python -m train)
 
-train: setup ## Base eval, SFT, export, trained eval, report (CONFIG, ARGS; ACCELERATE, NPROC)
+launch-check: setup
+ifneq ($(ACCELERATE),)
+	@if grep -q '^distributed_type: *DEEPSPEED' $(ACCELERATE) && $(BIN)/python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' \
+		&& ! $(BIN)/python -c 'import deepspeed' 2>/dev/null; then $(BIN)/pip install -q -e ".[deepspeed]"; fi
+	@$(BIN)/python -m train.distributed $(ACCELERATE) $(NPROC)
+endif
+
+train: launch-check ## Base eval, SFT, export, trained eval, report (CONFIG, ARGS; ACCELERATE, NPROC)
 	$(LAUNCH) train --config $(CONFIG) $(ARGS)
 
-sft: setup ## Fine-tune only: writes <output_dir>/adapter (ACCELERATE, NPROC as for train)
+sft: launch-check ## Fine-tune only: writes <output_dir>/adapter (ACCELERATE, NPROC as for train)
 	$(LAUNCH) sft --config $(CONFIG) $(ARGS)
 
 export: setup ## Merge the adapter into <output_dir>/model

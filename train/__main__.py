@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from accelerate import PartialState
 
-    from train import data, evaluate, export, guard, runs, sft, template
+    from train import data, distributed, evaluate, export, guard, runs, sft, template
     from train.model import load
 
     out = Path(cfg.output_dir)
@@ -348,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_serve(cfg, args)
         if args.command in ("train", "sft"):
             # Under a launcher every rank trains; only rank 0 checks the folder, records, evaluates and exports.
+            world = distributed.start()  # one job over every rank, or an error before anything is written
+            processes = distributed.processes(world)
             state = PartialState()
+            if state.is_main_process:
+                log.info("distributed: %s", distributed.describe(world))
             resuming = cfg.training.resume != "no"
             if state.is_main_process:
                 runs.claim(out, cfg.overwrite, cfg.training.resume)
@@ -357,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             if state.is_main_process:
                 for line in setup.data.report["lines"]:
                     log.info("data: %s", line)
-                record = runs.record(cfg, setup.data.fingerprint)
+                record = runs.record(cfg, setup.data.fingerprint, processes)
                 if resuming and (out / "run.json").is_file():
                     for warning in runs.check_resume(json.loads((out / "run.json").read_text()), record):
                         log.warning("%s", warning)
@@ -389,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
             del model
             run_reference(cfg, prompts, getattr(args, "reference", None))
             _print_report(out, cfg.eval.show_samples)
+    except distributed.LaunchError as e:
+        if os.environ.get("RANK", "0") == "0":  # every rank finds the same problem: say it once
+            print(f"error: {e}", file=sys.stderr)
+        return 1
     except (guard.Preempted, guard.Diverged) as e:
         print(f"stopped: {e}", file=sys.stderr)
         return e.exit_code

@@ -15,6 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import TrainerCallback
 
+from train.distributed import any_rank, barrier
 from train.runs import MARKER
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class CheckpointMarker(TrainerCallback):
     complete."""
 
     def on_save(self, args, state, control, **kwargs):
+        barrier()  # every rank has written its part (its RNG state) before the folder is called complete
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
@@ -81,6 +83,10 @@ class Preemption(TrainerCallback):
         log.warning("%s received: saving a checkpoint after this step, then stopping", self.signal)
 
     def on_step_end(self, args, state, control, **kwargs):
+        # Every rank must stop at the same step (a rank that trains on alone waits forever in its next
+        # all-reduce), so a signal that reached any rank counts for all.
+        if any_rank(bool(self.signal)) and not self.signal:
+            self.signal = "signal on another rank"
         if self.signal:
             self.step = state.global_step
             control.should_save = True

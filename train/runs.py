@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 MARKER = "COMPLETE"  # written last into a checkpoint folder: one without it was cut off while saving
 RUN_FILES = ("config.yaml", "run.json", "eval_prompts.json", "rejected.jsonl", "curve.jsonl", "report.json")
-RUN_FILES += ("report.md", "metrics.png", "curve.png")
+RUN_FILES += ("report.md", "metrics.png", "curve.png", "data_parallel.jsonl")
 RUN_DIRS = ("adapter", "model", "checkpoints", "push")
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 # A resume may change these (a longer run, another eval); anything else in the config must match.
@@ -70,8 +70,9 @@ def _git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def record(cfg: Config, data_fingerprint: str) -> dict:
-    """What produced a run: resolved config, data fingerprint, package versions, git commit. No environment."""
+def record(cfg: Config, data_fingerprint: str, processes: list[dict] | None = None) -> dict:
+    """What produced a run: resolved config, data fingerprint, package versions, git commit, and the processes
+    that trained it (world size, distributed type, each rank's host and device). No environment."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -85,6 +86,17 @@ def record(cfg: Config, data_fingerprint: str) -> dict:
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "packages": versions,
+        **({"distributed": _distributed(processes)} if processes else {}),
+    }
+
+
+def _distributed(processes: list[dict]) -> dict:
+    first = processes[0]
+    return {
+        "world_size": first["world_size"],
+        "distributed_type": first["distributed_type"],
+        "backend": first["backend"],
+        "processes": [{k: p[k] for k in ("rank", "local_rank", "host", "device")} for p in processes],
     }
 
 
@@ -104,6 +116,12 @@ def check_resume(previous: dict, current: dict) -> list[str]:
         raise RunError(
             "training.resume: the data (or tokenizer, template, data settings) differs from the run being "
             "resumed; restore it, or start a new run (another output_dir, or overwrite=true)"
+        )
+    worlds = [r.get("distributed", {}).get("world_size", 1) for r in (previous, current)]
+    if worlds[0] != worlds[1]:
+        raise RunError(
+            f"training.resume: the run was trained by {worlds[0]} process(es), this launch has {worlds[1]}: the "
+            "global batch and the data each step sees would change. Resume with the same number of processes"
         )
     old, new = _flatten(previous.get("config", {})), _flatten(current["config"])
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE)

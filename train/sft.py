@@ -12,7 +12,7 @@ from peft import get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from train import guard, head, runs, speed, template, token_rows
+from train import distributed, guard, head, runs, speed, template, token_rows
 from train import model as model_lib
 from train import prepare as prepare_lib
 from train.config import Config, to_dict
@@ -31,6 +31,7 @@ class Setup:
 
 def setup(cfg: Config) -> Setup:
     """Load the base model, give it ChatML, and prepare (or read from cache) the tokenised conversations."""
+    distributed.start()  # refuses a launch that cannot run here before anything is loaded
     set_seed(cfg.training.seed)
     model, tokenizer = model_lib.load(cfg.model)
     tokens = template.add_chat_tokens_from(cfg.template, model, tokenizer)
@@ -116,6 +117,7 @@ class TrackConfig(TrainerCallback):
 
 def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
     """Fine-tune and write the adapter (LoRA + trained token rows) and tokenizer to `<output_dir>/adapter`."""
+    world = distributed.start()
     set_seed(cfg.training.seed)
     peft_model = get_peft_model(
         prepared.model, model_lib.lora_config(cfg.lora, prepared.tokens.new_token_ids, prepared.model)
@@ -128,6 +130,12 @@ def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
     if cfg.training.report_to == "wandb":
         os.environ.setdefault("WANDB_PROJECT", "instructify")
         tracking.append(TrackConfig(cfg, prepared.data.fingerprint))
+    if world.world_size > 1:
+        tracking.append(
+            distributed.StepRecord(
+                Path(cfg.output_dir) / "data_parallel.jsonl", prepared.tokenizer.pad_token_id
+            )
+        )
     monitor = ConformanceMonitor(
         prepared.tokenizer,
         prepared.data.eval_prompts,
@@ -154,6 +162,7 @@ def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
             *tracking,
         ],
     )
+    distributed.verify(trainer, world)  # the trainer's own accelerator, not the launcher's word
     monitor.trainer = trainer
     head.install(peft_model.get_base_model())  # replaces the head SFTTrainer patched in; see train/head.py
     checkpoints = Path(cfg.output_dir) / "checkpoints"
