@@ -219,3 +219,69 @@ def test_abandoned_streams_stop_and_do_not_block_others(gemma_like):
         assert all(tokens < 400 for _, tokens in last), last  # generation stopped when the client left
     finally:
         server.shutdown()
+
+
+def _burst(server, n: int, body: dict) -> tuple[list, float]:
+    """n plain clients at once, no retries: each gets (status, headers, payload) or the exception it saw; also
+    the slowest /health seen during the burst."""
+    start = threading.Barrier(n + 1)
+
+    def one(_):
+        start.wait()
+        try:
+            conn = http.client.HTTPConnection(*server.server_address[:2], timeout=120)
+            conn.request(
+                "POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"}
+            )
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), json.loads(response.read())
+        except Exception as error:  # a reset or a timeout: no HTTP answer
+            return error
+
+    with ThreadPoolExecutor(n) as pool:
+        answers = pool.map(one, range(n))
+        start.wait()
+        slowest = 0.0
+        for _ in range(10):
+            t0 = time.perf_counter()
+            conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+            conn.request("GET", "/health")
+            assert conn.getresponse().status == 200
+            slowest = max(slowest, time.perf_counter() - t0)
+            time.sleep(0.05)
+        return list(answers), slowest
+
+
+def test_a_burst_gets_an_answer_each_and_429s_above_max_pending(loaded):
+    """120 clients at once: every one gets an HTTP answer, a reply or an immediate 429 with Retry-After and an
+    OpenAI-style error; /health answers fast meanwhile; /metrics counts both."""
+    server = _start(loaded, max_batch=4, max_pending=16)
+    try:
+        answers, slowest_health = _burst(server, 120, {"messages": HELLO, "max_tokens": 16})
+        errors = [a for a in answers if isinstance(a, Exception)]
+        assert not errors, errors[:3]
+        statuses = [status for status, _, _ in answers]
+        assert set(statuses) == {200, 429} and statuses.count(200) >= 4 + 16
+        for status, headers, payload in answers:
+            if status == 429:
+                assert int(headers["Retry-After"]) >= 1
+                assert (
+                    payload["error"]["type"] == "rate_limit_error"
+                    and "--max-pending" in payload["error"]["message"]
+                )
+            else:
+                assert (
+                    payload["choices"][0]["message"]["content"]
+                    == LEARNT_REPLY[: len(payload["choices"][0]["message"]["content"])]
+                )
+        assert slowest_health < 1.0
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+        conn.request("GET", "/metrics")
+        metrics = conn.getresponse().read().decode()
+        assert f'instructify_chat_responses_total{{status="429"}} {statuses.count(429)}' in metrics
+        assert f'instructify_chat_responses_total{{status="200"}} {statuses.count(200)}' in metrics
+        assert "instructify_requests_waiting 0" in metrics and "instructify_batch_running 0" in metrics
+        tokens = int(metrics.split("\ninstructify_generated_tokens_total ")[1].split()[0])
+        assert tokens == sum(p["usage"]["completion_tokens"] for s, _, p in answers if s == 200)
+    finally:
+        server.shutdown()

@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         help="environment variable holding the bearer token clients must send, if set (default: %(default)s)",
     )
     pu = command("push", help="upload the merged model (or adapter) with a model card to the Hub (private)")
+    sv.add_argument(
+        "--max-pending",
+        type=int,
+        default=64,
+        help="requests allowed to wait for a row; more get 429 with Retry-After (default: %(default)s)",
+    )
     pu.add_argument("--repo-id", help="Hub repository (default: push.repo_id)")
     pu.add_argument(
         "--dry-run", action="store_true", help="write <output_dir>/push and show its files and card only"
@@ -241,7 +247,16 @@ def run_serve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
         )
     model, tokenizer = load(cfg.model, path=str(folder))
     model_id = folder.parent.name if folder.name == "model" else folder.name
-    server = serve.make_server(model, tokenizer, model_id, args.host, args.port, api_key, args.max_batch)
+    server = serve.make_server(
+        model,
+        tokenizer,
+        model_id,
+        args.host,
+        args.port,
+        api_key,
+        args.max_batch,
+        max_pending=args.max_pending,
+    )
     host, port = server.server_address[:2]
     log.info(
         "serving %s as %r on http://%s:%s/v1 (bearer token %s)",

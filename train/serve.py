@@ -39,10 +39,19 @@ ROLES = ("system", "user", "assistant")
 MAX_TOKENS_LIMIT = 4096  # per request; a client asking for more gets a 400 naming max_tokens
 DEFAULT_MAX_TOKENS = 256
 MAX_BODY_BYTES = 1 << 20
+MAX_PENDING = 64  # requests waiting for a row; more get an immediate 429 with Retry-After
 API_KEY_ENV = "INSTRUCTIFY_API_KEY"
 # A fast tokenizer used from several threads at once can fail with "Already borrowed" (it mutates its
 # truncation/padding state while encoding): request threads encode, the generation thread decodes.
 TOKENIZER_LOCK = threading.Lock()
+
+
+class Overloaded(Exception):
+    """More requests wait than --max-pending allows: answered 429 with Retry-After (seconds)."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RequestError(ValueError):
@@ -166,8 +175,8 @@ def parse_request(
 class _Fanout(BaseStreamer):
     """Receives each decoding step's tokens for the whole batch and hands every job its own new text."""
 
-    def __init__(self, jobs: list[Job], tokenizer: PreTrainedTokenizerBase, stop_ids: set[int]):
-        self.jobs, self.tokenizer, self.stop_ids = jobs, tokenizer, stop_ids
+    def __init__(self, jobs: list[Job], tokenizer: PreTrainedTokenizerBase, stop_ids: set[int], engine):
+        self.jobs, self.tokenizer, self.stop_ids, self.engine = jobs, tokenizer, stop_ids, engine
         self.ids: list[list[int]] = [[] for _ in jobs]
         self.sent = [""] * len(jobs)
         self.done: list[str | None] = [None] * len(jobs)  # finish reason once a job is over
@@ -177,6 +186,9 @@ class _Fanout(BaseStreamer):
         if not self.prompt_seen:  # generate() first passes the prompts
             self.prompt_seen = True
             return
+        made = sum(d is None for d in self.done)
+        self.engine.tokens.append((time.monotonic(), made))
+        self.engine.tokens_total += made
         for k, token in enumerate(value.reshape(-1).tolist()):
             if self.done[k] is not None:
                 continue
@@ -224,8 +236,23 @@ class _JobsDone(StoppingCriteria):
 class Engine:
     """One thread owns the model; requests queue up and are generated in batches of compatible settings."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_batch: int = 8):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_batch: int = 8,
+        max_pending: int = MAX_PENDING,
+    ):
         self.model, self.tokenizer, self.max_batch = model.eval(), tokenizer, max_batch
+        self.max_pending = max_pending
+        self.admit_lock = threading.Lock()
+        self.waiting = 0  # submitted and not yet generating
+        self.running = 0  # rows in the batch being generated
+        self.tokens = deque(
+            maxlen=4096
+        )  # (time, tokens) of each decoding step: tokens/s over the last seconds
+        self.tokens_total = 0
+        self.finished: deque[float] = deque(maxlen=1000)  # when the last requests ended
         self.stop_ids = stop_ids_of(model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
         self.pending: queue.Queue[Job] = queue.Queue()
@@ -235,8 +262,29 @@ class Engine:
         self.thread.start()
 
     def submit(self, job: Job) -> Job:
+        with self.admit_lock:
+            if self.waiting >= self.max_pending:
+                raise Overloaded(
+                    f"{self.waiting} requests are waiting (the server's --max-pending); try again later",
+                    self.retry_after(),
+                )
+            self.waiting += 1
         self.pending.put(job)
         return job
+
+    def retry_after(self) -> int:
+        """Seconds until the waiting requests are likely served, from the pace of the last minute's replies."""
+        since = time.monotonic() - 60
+        rate = sum(t > since for t in self.finished) / 60
+        return int(min(60, max(1, self.waiting / rate))) if rate else 5
+
+    def tokens_per_s(self, window: float = 10.0) -> float:
+        since = time.monotonic() - window
+        return sum(n for t, n in self.tokens if t > since) / window
+
+    def _took(self, jobs: list[Job]) -> None:
+        with self.admit_lock:
+            self.waiting -= len(jobs)
 
     def _next_batch(self) -> list[Job]:
         first = self.held.pop(0) if self.held else self.pending.get()
@@ -246,6 +294,7 @@ class Engine:
             compatible = job.sampling == first.sampling and job.seed is None and first.seed is None
             (batch if compatible and len(batch) < self.max_batch else keep).append(job)
         self.held = keep
+        self._took(batch)
         ready = [j for j in batch if not j.cancelled.is_set()]
         # the others' clients left while they waited: recorded as cancelled, never generated
         self.recent.extend(("cancelled", 0) for _ in range(len(batch) - len(ready)))
@@ -264,12 +313,25 @@ class Engine:
             batch = self._next_batch()
             if not batch:
                 continue
+            self.running = len(batch)
             try:
                 self.generate(batch)
             except Exception as error:  # a failed batch ends its requests with an error; the server goes on
                 log.exception("generation failed")
                 for job in batch:
                     job.events.put(("error", f"generation failed: {type(error).__name__}: {error}"))
+            self.running = 0
+            self.finished.extend([time.monotonic()] * len(batch))
+
+    def stats(self) -> dict:
+        return {
+            "waiting": self.waiting,
+            "running": self.running,
+            "max_batch": self.max_batch,
+            "max_pending": self.max_pending,
+            "tokens_total": self.tokens_total,
+            "tokens_per_s": round(self.tokens_per_s(), 2),
+        }
 
     @torch.no_grad()
     def generate(self, jobs: list[Job]) -> None:
@@ -277,7 +339,7 @@ class Engine:
         if jobs[0].seed is not None:
             torch.manual_seed(jobs[0].seed)
         inputs = pad([j.prompt_ids for j in jobs], self.pad_id, self.model.device, left=True)
-        streamer = _Fanout(jobs, self.tokenizer, self.stop_ids)
+        streamer = _Fanout(jobs, self.tokenizer, self.stop_ids, self)
         sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
         self.model.generate(
             **inputs,
@@ -310,9 +372,11 @@ def make_server(
     api_key: str | None = None,
     max_batch: int = 8,
     max_body: int = MAX_BODY_BYTES,
+    max_pending: int = MAX_PENDING,
 ) -> ThreadingHTTPServer:
     """The HTTP server (not yet serving: call serve_forever, or run it in a thread as the tests do)."""
-    engine = Engine(model, tokenizer, max_batch)
+    engine = Engine(model, tokenizer, max_batch, max_pending)
+    statuses: dict[int, int] = {}  # chat completion requests answered, by HTTP status
     forbidden = special_texts(tokenizer)
     defaults = _model_defaults(model)
     created = int(time.time())
@@ -330,10 +394,25 @@ def make_server(
         def log_message(self, fmt, *args):  # through logging, never the Authorization header
             log.info("%s %s", self.address_string(), fmt % args)
 
-        def _json(self, status: int, payload: dict) -> None:
+        def send_response(self, code, message=None):
+            if self.command == "POST":  # one thread per request; the GIL keeps the count whole enough
+                statuses[code] = statuses.get(code, 0) + 1
+            super().send_response(code, message)
+
+        def _json(self, status: int, payload: dict, headers: dict | None = None) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _text(self, status: int, text: str) -> None:
+            data = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -361,6 +440,8 @@ def make_server(
         def do_GET(self):
             if self.path == "/health":
                 return self._json(200, {"status": "ok", "model": model_id})
+            if self.path == "/metrics":
+                return self._text(200, metrics_text(engine.stats(), statuses))
             if not self._authorized():
                 return None
             if self.path == "/v1/models":
@@ -392,9 +473,15 @@ def make_server(
                 settings = parse_request(body, tokenizer, forbidden, defaults)
             except RequestError as e:
                 return self._error(e)
-            job = engine.submit(
-                Job(settings["prompt_ids"], settings["max_tokens"], settings["sampling"], settings["seed"])
-            )
+            try:
+                job = engine.submit(
+                    Job(
+                        settings["prompt_ids"], settings["max_tokens"], settings["sampling"], settings["seed"]
+                    )
+                )
+            except Overloaded as e:
+                error = {"message": str(e), "type": "rate_limit_error", "param": None, "code": "server_busy"}
+                return self._json(429, {"error": error}, {"Retry-After": str(e.retry_after)})
             reply_id = f"chatcmpl-{uuid.uuid4().hex}"
             if settings["stream"]:
                 return self._stream(job, reply_id, settings)
@@ -475,10 +562,31 @@ def make_server(
             except (BrokenPipeError, ConnectionResetError):
                 job.cancelled.set()  # the client is gone: its row stops at the next decoding step
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        # every connection the OS accepts gets an answer: a backlog of socketserver's default 5 resets a burst
+        request_queue_size = max(128, 2 * (max_pending + max_batch))
+        daemon_threads = True
+
+    server = Server((host, port), Handler)
     server.engine = engine
     return server
+
+
+def metrics_text(stats: dict, statuses: dict[int, int]) -> str:
+    """Prometheus text exposition of the engine's state and the answers given so far."""
+    lines = [
+        "# TYPE instructify_requests_waiting gauge",
+        f"instructify_requests_waiting {stats['waiting']}",
+        "# TYPE instructify_batch_running gauge",
+        f"instructify_batch_running {stats['running']}",
+        "# TYPE instructify_generated_tokens_total counter",
+        f"instructify_generated_tokens_total {stats['tokens_total']}",
+        "# TYPE instructify_generated_tokens_per_second gauge",
+        f"instructify_generated_tokens_per_second {stats['tokens_per_s']}",
+        "# TYPE instructify_chat_responses_total counter",
+    ]
+    lines += [f'instructify_chat_responses_total{{status="{k}"}} {v}' for k, v in sorted(statuses.items())]
+    return "\n".join(lines) + "\n"
 
 
 def api_key_from_env(name: str = API_KEY_ENV) -> str | None:
