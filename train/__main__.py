@@ -31,7 +31,13 @@ def _parser() -> argparse.ArgumentParser:
 
     command("train", help="every stage: base eval, sft, export, trained eval, before/after table")
     command("sft", help="fine-tune and write <output_dir>/adapter")
-    command("export", help="merge the adapter into <output_dir>/model")
+    exp = command("export", help="merge the adapter into <output_dir>/model; --gguf also writes a GGUF")
+    exp.add_argument(
+        "--gguf",
+        metavar="bf16|f16|q8_0",
+        help="also write <output_dir>/<name>-<dtype>.gguf and an Ollama Modelfile (from model/ when it exists)",
+    )
+    exp.add_argument("--model", help="with --gguf: the model folder to write (default: <output_dir>/model)")
     command("prepare", help="tokenise and cache the training data; print token-length statistics")
     ins = command("inspect", help="show each training example with the trained tokens highlighted")
     ins.add_argument(
@@ -302,6 +308,14 @@ def run_push(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_gguf_source(args: argparse.Namespace, out: Path) -> Path | None:
+    """The folder `export --gguf` converts without merging again: --model, or an existing <output_dir>/model."""
+    if not args.gguf:
+        return None
+    folder = Path(args.model) if args.model else out / "model"
+    return folder if args.model or (folder / "config.json").is_file() else None
+
+
 def run_doctor(path: str) -> int:
     from train import doctor
     from train.model import resolve
@@ -392,8 +406,12 @@ def main(argv: list[str] | None = None) -> int:
             sft.train(cfg, setup)
             if args.command == "sft" or not state.is_main_process:
                 return 0
-        if args.command in ("train", "export"):
+        if args.command == "train" or (args.command == "export" and not run_gguf_source(args, out)):
             export.export(cfg)
+        if args.command == "export" and args.gguf:
+            from train import gguf_export
+
+            gguf_export.export_gguf(run_gguf_source(args, out) or out / "model", args.gguf)
         if args.command in ("train", "eval"):
             folder = Path(getattr(args, "model", None) or out / "model")
             prompts_file = out / "eval_prompts.json"

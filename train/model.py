@@ -107,7 +107,8 @@ def resolve(name: str) -> str:
         gguf = Path(name).expanduser()
         if not gguf.is_file():
             raise FileNotFoundError(f"model.name: GGUF file {name} not found")
-        target = cache_dir() / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
+        stat = gguf.stat()  # a file rewritten under the same name (export --gguf) is converted again
+        target = cache_dir() / "models" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}"
         return str(target if (target / "config.json").is_file() else _convert_gguf(gguf, target))
     return name  # a local folder or a Hub id
 
