@@ -1,6 +1,7 @@
 """The chat API on a tiny model that has learnt to stop: the official openai client (plain and streaming), raw
 HTTP for every bad request, bearer tokens, concurrent and abandoned requests."""
 
+import contextlib
 import http.client
 import json
 import socket
@@ -283,5 +284,113 @@ def test_a_burst_gets_an_answer_each_and_429s_above_max_pending(loaded):
         assert "instructify_requests_waiting 0" in metrics and "instructify_batch_running 0" in metrics
         tokens = int(metrics.split("\ninstructify_generated_tokens_total ")[1].split()[0])
         assert tokens == sum(p["usage"]["completion_tokens"] for s, _, p in answers if s == 200)
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def impatient(loaded):
+    """A server that gives clients one second to send their request."""
+    s = _start(loaded, request_timeout=1.0)
+    yield s
+    s.shutdown()
+
+
+def _raw(server, data: bytes, then_wait: float = 10, half_close: bool = False) -> bytes:
+    """Send raw bytes, then read until the server closes the connection (or then_wait passes)."""
+    s = socket.create_connection(server.server_address[:2], timeout=then_wait)
+    s.sendall(data)
+    if half_close:
+        s.shutdown(socket.SHUT_WR)
+    received = b""
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while chunk := s.recv(65536):
+            received += chunk
+    s.close()
+    return received
+
+
+def test_half_sent_headers_are_answered_408_and_closed(impatient):
+    """Sixty slowloris connections: each gets a 408 within about the timeout; others are served meanwhile."""
+    conns = []
+    for _ in range(60):
+        s = socket.create_connection(impatient.server_address[:2], timeout=10)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nContent-Ty")
+        conns.append(s)
+    t0 = time.perf_counter()
+    status, payload = _post(impatient, {"messages": HELLO, "max_tokens": 4})
+    assert status == 200
+    answers = [s.recv(4096) for s in conns]
+    assert time.perf_counter() - t0 < 5
+    assert all(a.startswith(b"HTTP/1.0 408") and b"within 1 s" in a for a in answers), answers[:2]
+    for s in conns:
+        assert s.recv(10) == b""  # closed
+        s.close()
+
+
+def test_a_body_shorter_or_longer_than_its_content_length(impatient):
+    body = json.dumps({"messages": HELLO, "max_tokens": 4}).encode()
+    head = b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: "
+    stalled = _raw(impatient, head + b"%d\r\n\r\n" % (len(body) + 100) + body)  # and then nothing
+    assert stalled.startswith(b"HTTP/1.0 408")
+    ended = _raw(impatient, head + b"%d\r\n\r\n" % (len(body) + 100) + body, half_close=True)
+    assert ended.startswith(b"HTTP/1.0 400") and b"Content-Length said" in ended
+    longer = _raw(impatient, head + b"%d\r\n\r\n" % (len(body) - 5) + body)
+    assert longer.startswith(b"HTTP/1.0 400") and b"not valid JSON" in longer
+
+
+ODD = [
+    (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', "not valid JSON"),  # Latin-1, not UTF-8
+    (b"\xff\xfe{}", "not valid JSON"),
+    (b'"a string"', "must be a JSON object"),
+    (b"3", "must be a JSON object"),
+    (b"null", "must be a JSON object"),
+    (b"[" * 100_000, "nested too deeply"),
+    (b'{"messages": ' + b"[" * 100_000, "nested too deeply"),
+]
+
+
+@pytest.mark.parametrize(
+    "raw,message", ODD, ids=["latin-1", "bom-ish", "string", "number", "null", "deep", "deep2"]
+)
+def test_odd_bodies_get_a_400(server, raw, message):
+    status, payload = _post(server, None, raw=raw)
+    assert status == 400 and message in payload["error"]["message"], payload
+
+
+def test_content_as_text_parts_is_joined_and_other_parts_are_refused(server):
+    parts = [{"type": "text", "text": "hi there how are you"}, {"type": "text", "text": "doing today"}]
+    status, payload = _post(server, {"messages": [{"role": "user", "content": parts}], "max_tokens": 32})
+    assert status == 200
+    joined = [{"role": "user", "content": "hi there how are you\ndoing today"}]
+    status, alone = _post(server, {"messages": joined, "max_tokens": 32})
+    assert payload["choices"][0]["message"] == alone["choices"][0]["message"]
+    assert payload["usage"] == alone["usage"]
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    status, payload = _post(server, {"messages": [{"role": "user", "content": [parts[0], image]}]})
+    assert status == 400 and payload["error"]["param"] == "messages[0].content"
+    assert "'image_url'" in payload["error"]["message"] and "content[1]" in payload["error"]["message"]
+
+
+def test_a_stream_nobody_reads_is_timed_out_and_its_row_freed(gemma_like):
+    """A client that asks for a long stream and stops reading (its socket still open): once our writes have been
+    blocked for the timeout, its row is cancelled rather than generating on to max_tokens."""
+    model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
+    template.add_chat_tokens(model, tok)
+    model.register_forward_pre_hook(lambda *_: time.sleep(0.005))  # ~400 tokens in 2 s, a small model's pace
+    server = _start((model, tok), request_timeout=0.5)
+    try:
+        body = json.dumps({"messages": HELLO, "max_tokens": 400, "stream": True}).encode()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        s.connect(server.server_address[:2])
+        s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        for _ in range(600):  # and never read
+            if server.engine.recent:
+                break
+            time.sleep(0.05)
+        s.close()
+        [(reason, tokens)] = list(server.engine.recent)
+        assert reason == "cancelled" and tokens < 400
     finally:
         server.shutdown()

@@ -82,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
         default=64,
         help="requests allowed to wait for a row; more get 429 with Retry-After (default: %(default)s)",
     )
+    sv.add_argument(
+        "--request-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send its request (else 408), and for each write of the reply "
+        "(else its generation is cancelled) (default: %(default)s)",
+    )
     pu.add_argument("--repo-id", help="Hub repository (default: push.repo_id)")
     pu.add_argument(
         "--dry-run", action="store_true", help="write <output_dir>/push and show its files and card only"
@@ -262,6 +269,7 @@ def run_serve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
         api_key,
         args.max_batch,
         max_pending=args.max_pending,
+        request_timeout=args.request_timeout,
     )
     host, port = server.server_address[:2]
     log.info(

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -40,6 +41,8 @@ MAX_TOKENS_LIMIT = 4096  # per request; a client asking for more gets a 400 nami
 DEFAULT_MAX_TOKENS = 256
 MAX_BODY_BYTES = 1 << 20
 MAX_PENDING = 64  # requests waiting for a row; more get an immediate 429 with Retry-After
+REQUEST_TIMEOUT = 30.0  # seconds a client has to send its whole request, and for each write of a reply
+STREAM_SEND_BUFFER = 16384  # bytes the kernel holds for a stream: a client that stops reading stalls it soon
 API_KEY_ENV = "INSTRUCTIFY_API_KEY"
 # A fast tokenizer used from several threads at once can fail with "Already borrowed" (it mutates its
 # truncation/padding state while encoding): request threads encode, the generation thread decodes.
@@ -77,7 +80,7 @@ def _check_messages(messages: object, forbidden: tuple[str, ...]) -> list[dict]:
     message is the user's (the model writes the next assistant turn); no special-token text in any content."""
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages must be a non-empty list of {role, content} objects", "messages")
-    expected = "user"
+    expected, checked = "user", []
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
@@ -87,8 +90,12 @@ def _check_messages(messages: object, forbidden: tuple[str, ...]) -> list[dict]:
             raise RequestError(
                 f"{where}.role is {role!r}; expected one of {', '.join(ROLES)}", f"{where}.role"
             )
+        if isinstance(content, list):
+            content = _text_of_parts(content, f"{where}.content")
         if not isinstance(content, str):
-            raise RequestError(f"{where}.content must be a string", f"{where}.content")
+            raise RequestError(
+                f"{where}.content must be a string or a list of text parts", f"{where}.content"
+            )
         found = next((t for t in forbidden if t in content), None)
         if found:
             raise RequestError(
@@ -101,6 +108,7 @@ def _check_messages(messages: object, forbidden: tuple[str, ...]) -> list[dict]:
                 raise RequestError(
                     f"{where}.role: system is only allowed as the first message", f"{where}.role"
                 )
+            checked.append({"role": role, "content": content})
             continue
         if role != expected:
             raise RequestError(
@@ -108,12 +116,30 @@ def _check_messages(messages: object, forbidden: tuple[str, ...]) -> list[dict]:
                 f"{where}.role",
             )
         expected = "assistant" if role == "user" else "user"
+        checked.append({"role": role, "content": content})
     if messages[-1].get("role") != "user":
         raise RequestError(
             f"messages[{len(messages) - 1}] must be the user's: the model answers the last message",
             "messages",
         )
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    return checked
+
+
+def _text_of_parts(parts: list, where: str) -> str:
+    """OpenAI's content parts, as many clients send them: text parts are joined by newlines (as vLLM does);
+    any other part (image_url, input_audio, file) is refused by name, since the model reads text only."""
+    texts = []
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind is not None and kind != "text":
+            raise RequestError(
+                f"{where}[{j}] is a {kind!r} part; this model reads text only: send text parts", where
+            )
+        else:
+            raise RequestError(f"{where}[{j}] must be {{'type': 'text', 'text': '...'}}", where)
+    return "\n".join(texts)
 
 
 def _number(body: dict, key: str, default, low: float, high: float, integer: bool = False):
@@ -373,10 +399,13 @@ def make_server(
     max_batch: int = 8,
     max_body: int = MAX_BODY_BYTES,
     max_pending: int = MAX_PENDING,
+    request_timeout: float = REQUEST_TIMEOUT,
 ) -> ThreadingHTTPServer:
     """The HTTP server (not yet serving: call serve_forever, or run it in a thread as the tests do)."""
     engine = Engine(model, tokenizer, max_batch, max_pending)
     statuses: dict[int, int] = {}  # chat completion requests answered, by HTTP status
+    reading: dict = {}  # handler -> time by which its whole request must have arrived
+    reading_lock = threading.Lock()
     forbidden = special_texts(tokenizer)
     defaults = _model_defaults(model)
     created = int(time.time())
@@ -384,12 +413,33 @@ def make_server(
     class Handler(BaseHTTPRequestHandler):
         server_version = "instructify"
         protocol_version = "HTTP/1.0"  # one request per connection; a stream ends when the connection closes
+        # while the request arrives, the reaper's deadline comes first (and answers 408); then each write
+        timeout = request_timeout + 5
+        timed_out = False
+
+        def setup(self):
+            super().setup()
+            with reading_lock:
+                reading[self] = time.monotonic() + request_timeout
 
         def handle(self):
-            with contextlib.suppress(
-                BrokenPipeError, ConnectionResetError
-            ):  # the client left before the answer
+            with contextlib.suppress(OSError):  # the client left, or stalled, before the answer
                 super().handle()
+
+        def finish(self):
+            with reading_lock:
+                reading.pop(self, None)
+            with contextlib.suppress(OSError):
+                super().finish()
+
+        def _request_read(self) -> bool:
+            """The request is in: the reaper leaves this connection alone. False if it timed out meanwhile."""
+            with reading_lock:
+                reading.pop(self, None)
+                if self.timed_out:
+                    return False
+            self.connection.settimeout(request_timeout)  # a client that stops reading our reply
+            return True
 
         def log_message(self, fmt, *args):  # through logging, never the Authorization header
             log.info("%s %s", self.address_string(), fmt % args)
@@ -438,6 +488,8 @@ def make_server(
             return False
 
         def do_GET(self):
+            if not self._request_read():
+                return None
             if self.path == "/health":
                 return self._json(200, {"status": "ok", "model": model_id})
             if self.path == "/metrics":
@@ -450,6 +502,8 @@ def make_server(
             return self._error(RequestError(f"no such path {self.path}", status=404))
 
         def do_POST(self):
+            if self.timed_out:
+                return None
             if not self._authorized():
                 return None
             if self.path != "/v1/chat/completions":
@@ -465,10 +519,18 @@ def make_server(
                         left -= len(chunk)
                 message = f"the body is {length} bytes; the limit is {max_body}"
                 return self._error(RequestError(message, status=413))
+            data = self.rfile.read(length)
+            if not self._request_read():
+                return None
+            if len(data) < length:
+                message = f"the body ended after {len(data)} bytes; its Content-Length said {length}"
+                return self._error(RequestError(message))
             try:
-                body = json.loads(self.rfile.read(length) or b"null")
+                body = json.loads(data or b"null")
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 return self._error(RequestError(f"the body is not valid JSON: {e}"))
+            except RecursionError:
+                return self._error(RequestError("the body is JSON nested too deeply"))
             try:
                 settings = parse_request(body, tokenizer, forbidden, defaults)
             except RequestError as e:
@@ -524,6 +586,8 @@ def make_server(
             return self._json(200, payload)
 
         def _stream(self, job: Job, reply_id: str, settings: dict) -> None:
+            # a small send buffer, so that a client that stops reading blocks our write (and times out) soon
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
@@ -559,14 +623,42 @@ def make_server(
                             )
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
-                job.cancelled.set()  # the client is gone: its row stops at the next decoding step
+            except OSError:  # gone, or not reading for request_timeout: its row stops at the next step
+                job.cancelled.set()
 
     class Server(ThreadingHTTPServer):
         # every connection the OS accepts gets an answer: a backlog of socketserver's default 5 resets a burst
         request_queue_size = max(128, 2 * (max_pending + max_batch))
         daemon_threads = True
 
+    def time_out(handler) -> None:
+        """Answer 408 to a client that has not sent its whole request in time (slowloris, a body shorter than
+        its Content-Length) and close the connection; its handler thread then wakes up and ends."""
+        error = {"message": f"the request did not arrive within {request_timeout:g} s", "type": "timeout"}
+        data = json.dumps({"error": error | {"param": None, "code": None}}).encode()
+        head = (
+            f"HTTP/1.0 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {len(data)}"
+        )
+        with contextlib.suppress(OSError):
+            handler.connection.send(
+                f"{head}\r\nConnection: close\r\n\r\n".encode() + data, socket.MSG_DONTWAIT
+            )
+        with contextlib.suppress(OSError):
+            handler.connection.shutdown(socket.SHUT_RDWR)
+
+    def reap() -> None:
+        while True:
+            time.sleep(min(0.25, request_timeout / 4))
+            now = time.monotonic()
+            with reading_lock:
+                late = [h for h, deadline in reading.items() if deadline < now]
+                for handler in late:
+                    handler.timed_out = True
+                    del reading[handler]
+            for handler in late:
+                time_out(handler)
+
+    threading.Thread(target=reap, name="request-timeouts", daemon=True).start()
     server = Server((host, port), Handler)
     server.engine = engine
     return server
