@@ -78,7 +78,7 @@ config: setup ## Print the resolved config (CONFIG, ARGS)
 test: setup ## Run the test suite (tiny models built offline)
 	$(BIN)/python -m pytest -q tests $(ARGS)
 
-bench: setup ## Training speed vs plain TRL, side by side (12 min on 2 CPU cores); writes bench/results.{json,md}
+bench: setup ## Training speed vs plain TRL: same fixed batches, and each arm's own order; writes bench/results.{json,md}
 	$(BIN)/python scripts/bench_train.py --config $(CONFIG) $(ARGS)
 
 bench-serve: setup ## Load test of `serve` on <output_dir>/model (after make train): 8 clients; writes bench/serve.json

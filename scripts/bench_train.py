@@ -1,17 +1,25 @@
 """Training speed against plain TRL, side by side: `make bench`. Writes bench/results.json and bench/results.md.
 
-    python scripts/bench_train.py [--config configs/quickstart.yaml] [--steps 8] [--rounds 2]
+    python scripts/bench_train.py [--config configs/quickstart.yaml] [--steps 6] [--rounds 2] [--own-steps 52]
         [--arms trl-defaults,trl-bf16,ours] [--variant "no-grouping=training.group_by_length=false" ...]
 
-Each arm trains the configuration's model, data, LoRA settings and max length for --steps optimizer steps, in its
-own process (so peak memory is its own), arms alternating round by round so that a slower or faster spell of the
-machine hits all of them. The first 2 steps of every run are warm-up and not timed. Arms:
-  trl-defaults  scripts/bench_trl.py, SFTTrainer defaults; TRL loads models in float32 unless told otherwise
-  trl-bf16      the same with the weights in bfloat16
-  ours          python -m train sft, our settings
-  <variant>     ours with config overrides, to measure one lever at a time (bench/NOTES.md)
+Two comparisons, each arm in its own process (so peak memory is its own), the first 2 steps of every run warm-up:
+  fixed batches  every arm trains on the same batches: a seeded random draw of rows taken in order (the kernels'
+                 speed on identical work); --rounds rounds, arms alternating so that a slower or faster spell of
+                 the machine hits all of them.
+  own order      each arm in the order its users get: TRL's random order for --steps steps (a random draw is
+                 representative from the first step), ours length-grouped for --own-steps steps (one whole cycle
+                 of length groups: within a group batches run longest first, so a short window would flatter it).
+The headline ratio is the lower of the two. Arms:
+  trl-defaults    scripts/bench_trl.py, SFTTrainer defaults; TRL loads models in float32 unless told otherwise,
+                  with SDPA attention (what from_pretrained gives a plain script)
+  trl-bf16        the same with the weights in bfloat16
+  trl-bf16-eager  a lever, not a baseline: trl-bf16 with our CPU attention (eager)
+  ours            python -m train sft (scripts/bench_ours.py on the fixed batches), our settings
+  <variant>       ours with config overrides, to measure one lever at a time (bench/NOTES.md)
 Peak memory is the largest within the training steps (evaluation and set-up left out), RSS on CPU, allocated
-memory on GPU. After the last step every run scores the same held-out conversations teacher-forced (eval_loss, stop_token_prob).
+memory on GPU. After the last step every run scores the same held-out conversations teacher-forced (eval_loss,
+stop_token_prob).
 """
 
 from __future__ import annotations
@@ -28,26 +36,33 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = {
-    "trl-defaults": ["model.dtype=float32"],
-    "trl-bf16": ["model.dtype=bfloat16"],
+    "trl-defaults": ["model.dtype=float32", "model.attn_implementation=sdpa"],
+    "trl-bf16": ["model.dtype=bfloat16", "model.attn_implementation=sdpa"],
 }
+TRL_LEVERS = {"trl-bf16-eager": ["model.dtype=bfloat16", "model.attn_implementation=eager"]}
+TRL_ARMS = {**BASELINES, **TRL_LEVERS}
 EVAL_CONVERSATIONS = 64
 SUMMED = ("tokens_per_s", "trained_tokens_per_s", "step_seconds_mean")
 
 
-def run_arm(arm: str, overrides: list[str], args, out: Path) -> dict:
+def run_arm(arm: str, overrides: list[str], args, out: Path, fixed: bool, steps: int) -> dict:
     """One training run in a fresh process; returns its speed.json plus the final teacher-forced scores."""
     common = [f"output_dir={out}", "overwrite=true", f"eval.monitor_conversations={EVAL_CONVERSATIONS}"]
-    if arm in BASELINES:
-        cmd = [sys.executable, "scripts/bench_trl.py", "--config", args.config, "--steps", str(args.steps)]
+    if arm in TRL_ARMS:
+        cmd = [sys.executable, "scripts/bench_trl.py", "--config", args.config, "--steps", str(steps)]
+        cmd += ["--fixed-batches"] * fixed
         cmd += ["--out", str(out / "speed.json"), *common, *args.overrides, *overrides]
     else:
-        cmd = [sys.executable, "-m", "train", "sft", "--config", args.config, *common]
+        cmd = [
+            sys.executable,
+            *(["scripts/bench_ours.py", "--steps", str(steps)] if fixed else ["-m", "train", "sft"]),
+        ]
+        cmd += ["--config", args.config, *common]
         cmd += [
-            f"training.max_steps={args.steps}",
+            f"training.max_steps={steps}",
             "training.logging_steps=1",
             "training.save_steps=0",
-            f"eval.monitor_every={args.steps}",  # a teacher-forced check at step 0 and at the last step
+            f"eval.monitor_every={steps}",  # a teacher-forced check at step 0 and at the last step
             "eval.monitor_generate_every=0",
             *args.overrides,
             *overrides,
@@ -63,7 +78,7 @@ def run_arm(arm: str, overrides: list[str], args, out: Path) -> dict:
     if code != 0:
         sys.exit(f"error: arm {arm} failed (exit {code}); see {log}")
     result = json.loads((out / "speed.json").read_text())
-    if arm not in BASELINES:  # the monitor's last check
+    if arm not in TRL_ARMS:  # the monitor's last check
         last = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()][-1]
         result["eval"] = {k: last[k] for k in ("eval_loss", "stop_token_prob", "stop_token_top1")}
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
@@ -75,6 +90,8 @@ def combine(runs: list[dict]) -> dict:
     """Rounds of one arm: the median of the rates, the largest peak memory, every run's figures kept."""
     out = {k: round(statistics.median(r[k] for r in runs), 2) for k in SUMMED}
     out["padding_share"] = runs[0]["padding_share"]
+    out["tokens_per_step"] = round(statistics.median(r["tokens"] / r["steps_timed"] for r in runs), 1)
+    out["steps_timed"] = runs[0]["steps_timed"]
     for key in ("train_peak_rss_mb", "train_peak_gpu_mb", "peak_rss_mb"):
         if key in runs[0]:
             out[key] = max(r[key] for r in runs)
@@ -87,7 +104,16 @@ def combine(runs: list[dict]) -> dict:
 
 
 def table(arms: dict, reference: str) -> str:
-    cols = ["arm", "tokens/s", "trained tokens/s", "s/step", "padding", "peak RSS MB"]
+    cols = [
+        "arm",
+        "tokens/s",
+        "trained tokens/s",
+        "s/step",
+        "tokens/step",
+        "steps timed",
+        "padding",
+        "peak RSS MB",
+    ]
     gpu = any("train_peak_gpu_mb" in a for a in arms.values())
     mfu = any("mfu_full" in a for a in arms.values())
     cols += ["peak GPU MB"] * gpu + ["MFU 6N", "MFU 4N"] * mfu + ["eval_loss", "stop p", f"x {reference}"]
@@ -95,7 +121,14 @@ def table(arms: dict, reference: str) -> str:
     base = arms[reference]["tokens_per_s"]
     for name, a in arms.items():
         e = a.get("eval") or {}
-        row = [name, a["tokens_per_s"], a["trained_tokens_per_s"], a["step_seconds_mean"]]
+        row = [
+            name,
+            a["tokens_per_s"],
+            a["trained_tokens_per_s"],
+            a["step_seconds_mean"],
+            a["tokens_per_step"],
+        ]
+        row.append(a["steps_timed"])
         row += [f"{a['padding_share']:.1%}", round(a["train_peak_rss_mb"])]
         row += [round(a.get("train_peak_gpu_mb", 0))] * gpu
         row += [f"{a.get('mfu_full', 0):.1%}", f"{a.get('mfu_lora', 0):.1%}"] * mfu
@@ -109,7 +142,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="configs/quickstart.yaml")
     p.add_argument("--steps", type=int, default=6, help="optimizer steps per run, the first 2 not timed")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="rounds of the fixed-batch comparison")
+    p.add_argument(
+        "--own-steps", type=int, default=52, help="steps of ours in its own (length-grouped) order; 0: skip"
+    )
     p.add_argument("--arms", default="trl-defaults,trl-bf16,ours")
     p.add_argument(
         "--variant", action="append", default=[], help="NAME=override[,override...]: ours with them"
@@ -128,43 +164,68 @@ def main() -> int:
         name, _, overrides = v.partition("=")
         arms[name] = overrides.split(",")
     for name in arms:
-        if name in BASELINES:
-            arms[name] = BASELINES[name]
+        if name in TRL_ARMS:
+            arms[name] = TRL_ARMS[name]
         elif name != "ours" and not arms[name]:
-            p.error(
-                f"unknown arm {name!r}: use trl-defaults, trl-bf16, ours, or --variant {name}=<overrides>"
-            )
+            known = ", ".join([*TRL_ARMS, "ours"])
+            p.error(f"unknown arm {name!r}: use {known}, or --variant {name}=<overrides>")
     started = time.perf_counter()
-    results: dict[str, list[dict]] = {name: [] for name in arms}
+    runs_dir = Path(args.runs_dir)
+    fixed: dict[str, list[dict]] = {name: [] for name in arms}
     for r in range(args.rounds):
         order = list(arms) if r % 2 == 0 else list(reversed(arms))  # alternate who goes first
         for name in order:
-            results[name].append(run_arm(name, arms[name], args, Path(args.runs_dir) / f"{name}-{r}"))
-    combined = {name: combine(runs) for name, runs in results.items()}
-    reference = next((a for a in ("trl-defaults", "trl-bf16") if a in combined), next(iter(combined)))
+            fixed[name].append(
+                run_arm(name, arms[name], args, runs_dir / f"{name}-fixed-{r}", True, args.steps)
+            )
+    own: dict[str, list[dict]] = {}
+    for name in arms:
+        steps = args.steps if name in TRL_ARMS else args.own_steps
+        if steps:
+            own[name] = [run_arm(name, arms[name], args, runs_dir / f"{name}-own", False, steps)]
+    comparisons = {"fixed_batches": fixed, "own_order": own}
+    combined = {kind: {n: combine(rs) for n, rs in c.items()} for kind, c in comparisons.items() if c}
+    ratios = {
+        kind: {
+            f"{a}/{b}": round(arms_[a]["tokens_per_s"] / arms_[b]["tokens_per_s"], 2)
+            for a in arms_
+            for b in BASELINES
+            if b in arms_ and a not in TRL_ARMS
+        }
+        for kind, arms_ in combined.items()
+    }
+    headline = {
+        key: min(r[key] for r in ratios.values() if key in r)
+        for key in {k for r in ratios.values() for k in r}
+    }
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU"
     report = {
-        "what": f"{args.config}, {args.steps} steps per run (2 warm-up), {args.rounds} rounds, alternating",
+        "what": (
+            f"{args.config}: fixed batches ({args.steps} steps per run, 2 warm-up, {args.rounds} rounds, "
+            f"alternating) and each arm's own order (TRL random, {args.steps} steps; ours length-grouped, "
+            f"{args.own_steps} steps)"
+        ),
         "machine": f"{device}, {os.cpu_count()} cores, torch {torch.__version__}",
         "overrides": args.overrides,
         "seconds": round(time.perf_counter() - started),
-        "ratios": {
-            f"{a}/{b}": round(combined[a]["tokens_per_s"] / combined[b]["tokens_per_s"], 2)
-            for a in combined
-            for b in BASELINES
-            if b in combined and a not in BASELINES
-        },
-        "arms": combined,
+        "headline": headline,  # the lower of the two comparisons' ratios
+        "ratios": ratios,
+        **combined,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    md = f"# {report['what']}\n\n{report['machine']}\n\n{table(combined, reference)}\n"
+    sections = [f"# {report['what']}", report["machine"]]
+    for kind, arms_ in combined.items():
+        reference = next((a for a in BASELINES if a in arms_), next(iter(arms_)))
+        sections += [f"## {kind.replace('_', ' ')}", table(arms_, reference)]
+    sections.append(f"headline (the lower of the two): {headline}")
+    md = "\n\n".join(sections) + "\n"
     out.with_suffix(".md").write_text(md)
     print(md)
-    print(f"ratios: {report['ratios']}; wrote {out} and {out.with_suffix('.md')} in {report['seconds']} s")
+    print(f"headline: {headline}; wrote {out} and {out.with_suffix('.md')} in {report['seconds']} s")
     return 0
 
 

@@ -6,14 +6,17 @@
 Same inputs as `python -m train sft`: the base model with the ChatML tokens added, the tokenised rows (input_ids
 and assistant_masks, so both train on exactly the same tokens), the same LoRA config (its trainable token rows
 included) and the run's steps, batch size, learning rate, schedule and max length. Everything else is SFTConfig's
-default (bf16 autocast, gradient checkpointing, random order, padding to the longest row). Throughput is measured
-by the same callback as ours (train/speed.py) and written to --out.
+default (bf16 autocast, gradient checkpointing, random order, padding to the longest row). `make bench` loads the
+model with SDPA attention, what `from_pretrained` gives a plain TRL script (`model.attn_implementation=sdpa`; our
+CPU default is eager). With --fixed-batches it trains on the bench's fixed draw of rows in order instead of its
+random order. Throughput is measured by the same callback as ours (train/speed.py) and written to --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -27,6 +30,22 @@ from train import evaluate, monitor, sft, speed  # noqa: E402
 from train import model as model_lib  # noqa: E402
 
 
+def fixed_rows(available: int, count: int, seed: int) -> list[int]:
+    """The bench's fixed batches: a seeded random draw of rows (random, so its lengths are the data's mix), taken in
+    order by every arm, so that every arm trains on exactly the same batches."""
+    rng, rows = random.Random(seed), []
+    while (
+        len(rows) < count
+    ):  # more rows than the data holds: another shuffled pass, as a sampler's next epoch
+        rows += rng.sample(range(available), available)
+    return rows[:count]
+
+
+def fixed_count(cfg, steps: int) -> int:
+    t = cfg.training
+    return steps * t.per_device_batch_size * t.gradient_accumulation_steps
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="configs/quickstart.yaml")
@@ -37,6 +56,11 @@ def main() -> int:
         action="store_true",
         help="after training, evaluate like `make train` does: eval.num_conversations held-out prompts, greedy",
     )
+    p.add_argument(
+        "--fixed-batches",
+        action="store_true",
+        help="train on the bench's fixed draw of rows, in order (the same batches as every other arm)",
+    )
     p.add_argument("--sft", nargs="*", default=[], help="SFTConfig overrides as key=value (yaml values)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.dtype=float32")
     args = p.parse_args()
@@ -45,6 +69,10 @@ def main() -> int:
     prepared = sft.setup(cfg)  # base model + ChatML tokens + tokenised rows: identical for both arms
     t = cfg.training
     overrides = {k: config_lib.yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.sft)}
+    train_rows = prepared.data.train
+    if args.fixed_batches:
+        train_rows = train_rows.select(fixed_rows(len(train_rows), fixed_count(cfg, args.steps), t.seed))
+        overrides["train_sampling_strategy"] = "sequential"
     sft_args = SFTConfig(
         output_dir=str(Path(args.out).with_suffix("")),
         max_steps=args.steps,
@@ -66,7 +94,7 @@ def main() -> int:
     trainer = SFTTrainer(
         model=model,
         args=sft_args,
-        train_dataset=prepared.data.train.select_columns(["input_ids", "assistant_masks"]),
+        train_dataset=train_rows.select_columns(["input_ids", "assistant_masks"]),
         processing_class=prepared.tokenizer,
         peft_config=model_lib.lora_config(cfg.lora, prepared.tokens.new_token_ids, model),
         callbacks=[meter],

@@ -113,7 +113,8 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
     assert (run / "samples-reference.jsonl").stat().st_mtime_ns == stamps["reference"]
     assert (run / "samples-trained.jsonl").stat().st_mtime_ns > stamps["trained"]
 
-    # plain transformers: template, eos in all three places, default generate() stops on <|im_end|>
+    # plain transformers: template, eos in all three places (that a default generate() then stops is
+    # tests/test_export.py's, on a model trained long enough to stop)
     model = AutoModelForCausalLM.from_pretrained(run / "model")
     tok = AutoTokenizer.from_pretrained(run / "model")
     im_end = tok.convert_tokens_to_ids("<|im_end|>")

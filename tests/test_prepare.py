@@ -46,9 +46,15 @@ def test_prepare_caches_and_reports_lengths(cfg_path, capsys):
 
 
 def test_length_stats():
-    stats = prepare.length_stats([10, 10, 20, 20], batch_size=2)
-    assert stats["padding_share_grouped"] == 0 and stats["p50"] == 20 and stats["max"] == 20
-    assert stats["tokens"] == 60
+    # nearest-rank percentiles of five lengths: the 3rd (p50) and the 5th (p90: 0.9 x 5 rounds up to 5)
+    stats = prepare.length_stats([40, 10, 50, 30, 20], batch_size=5)
+    assert (stats["p50"], stats["p90"], stats["max"], stats["tokens"]) == (30, 50, 50, 150)
+    # one batch of 5 padded to 50: 250 slots for 150 tokens, whatever the order
+    assert stats["padding_share_random"] == stats["padding_share_grouped"] == pytest.approx(1 - 150 / 250)
+    # batches of 2: sorted [10, 20] [30, 40] [50] pad 10 + 10 + 0 of 170 slots
+    assert prepare.length_stats([40, 10, 50, 30, 20], batch_size=2)["padding_share_grouped"] == pytest.approx(
+        20 / 170
+    )
 
 
 def test_inspect_jsonl_equals_what_the_collator_trains_on(cfg_path, tmp_path):

@@ -21,6 +21,17 @@ def test_config_reference_is_current():
         assert f"| `{key}` |" in README, key
 
 
+def test_readme_figures_equal_the_json_they_came_from():
+    """Regenerate with `python scripts/readme_figures.py` after a bench or a quickstart run."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import readme_figures
+
+    for name, (path, _) in readme_figures.BLOCKS.items():
+        if f"<!-- figures:{name}:start -->" in README:
+            assert path.is_file(), f"README quotes {name} figures but {path} is missing"
+    assert readme_figures.render(README) == README
+
+
 def test_every_make_target_in_the_readme_exists():
     makefile = (ROOT / "Makefile").read_text()
     targets = set(re.findall(r"^([a-z-]+):", makefile, re.MULTILINE))

@@ -39,8 +39,10 @@ def test_report_shows_every_model_side_by_side_with_the_curve(tmp_path):
     ]
     assert [r.split(" |")[0] for r in rows[:3]] == ["| base", "| trained", "| reference"]
     assert rows[1].startswith("| trained | 4 | 100.0% (51%-100%) | 100.0%")
-    assert "| 0 | 0.0% | - | 9.100 |" in md or "| 0 | 0.0% |" in md
-    assert "| 10 | 60.0% |" in md and "![curve](curve.png)" in md
+    # the curve table: one column per metric any check logged, "-" where a check did not compute it
+    assert "| step | stop_token_prob | eval_loss | stop_rate |" in md
+    assert "| 0 | 0.0% | 9.100 | - |" in md and "| 10 | 60.0% | 3.200 | 90.0% |" in md
+    assert "![curve](curve.png)" in md
     # the same prompt answered by each model, with flags
     sample = md.split("#### prompt `p0`")[1].split("####")[0]
     assert "**trained** (3 tokens; stopped)" in sample and "**base** (64 tokens; runaway, leak)" in sample

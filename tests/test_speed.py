@@ -109,13 +109,25 @@ def test_throughput_counts_every_token_of_an_epoch(tiny_config, padding_free):
 
 
 def test_flops_per_token_and_peak_table(gemma_like):
-    model = AutoModelForCausalLM.from_pretrained(gemma_like, dtype=torch.float32)
-    cfg = model.config
-    matmuls = sum(p.numel() for n, p in model.named_parameters() if "norm" not in n)  # tied: embedding = head
-    norms = sum(p.numel() for n, p in model.named_parameters() if "norm" in n)
-    attention = 12 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * 10
-    flops = speed.flops_per_token(model, 10)
-    assert flops == {"full": 6 * (matmuls + norms) + attention, "lora": 4 * (matmuls + norms) + attention}
+    """Both conventions against torch's own FLOP counter on a real forward and backward (eager attention: the
+    T x T score and value matmuls run in full, as the PaLM attention term counts them): `full` is a step that
+    trains every weight, `lora` one where the weights are frozen and only input gradients flow."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = AutoModelForCausalLM.from_pretrained(gemma_like, dtype=torch.float32, attn_implementation="eager")
+    length = 10
+    ids = torch.randint(0, model.config.vocab_size, (1, length))
+
+    def counted(train_weights: bool) -> float:
+        for p in model.parameters():
+            p.requires_grad_(train_weights)
+        embeds = model.get_input_embeddings()(ids).detach().requires_grad_()
+        with FlopCounterMode(display=False) as counter:
+            model(inputs_embeds=embeds).logits.sum().backward()
+        return counter.get_total_flops() / length
+
+    flops = speed.flops_per_token(model, length)
+    assert flops == {"full": counted(True), "lora": counted(False)}
     assert speed.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert speed.peak_flops("NVIDIA H200") == 989e12
     assert speed.peak_flops("Some CPU") is None
@@ -123,24 +135,28 @@ def test_flops_per_token_and_peak_table(gemma_like):
 
 @pytest.mark.slow
 def test_bench_compares_plain_trl_and_ours_on_a_tiny_model(tiny_config, tmp_path):
-    """`make bench`'s driver end to end: both kinds of arm run, are measured the same way, and are compared."""
+    """`make bench`'s driver end to end: both kinds of arm run on the same fixed batches and in their own order,
+    are measured the same way, and are compared; the headline is the lower ratio."""
     out = tmp_path / "results.json"
     args = [sys.executable, "scripts/bench_train.py", "--config", str(tiny_config("bench")), "--steps", "3"]
-    args += [
-        "--rounds",
-        "1",
-        "--arms",
-        "trl-defaults,ours",
-        "--out",
-        str(out),
-        "--runs-dir",
-        str(tmp_path / "r"),
-    ]
+    args += ["--rounds", "1", "--own-steps", "4", "--arms", "trl-defaults,ours"]
+    args += ["--out", str(out), "--runs-dir", str(tmp_path / "r")]
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["arms"]) == {"trl-defaults", "ours"} and set(report["ratios"]) == {"ours/trl-defaults"}
-    for arm in report["arms"].values():
+    fixed, own = report["fixed_batches"], report["own_order"]
+    assert set(fixed) == set(own) == {"trl-defaults", "ours"}
+    for arm in [*fixed.values(), *own.values()]:
         assert arm["tokens_per_s"] > 0 and arm["trained_tokens_per_s"] > 0 and arm["train_peak_rss_mb"] > 100
-        assert arm["eval"]["eval_loss"] > 0 and arm["runs"][0]["steps_timed"] == 1
-    assert "| trl-defaults |" in out.with_suffix(".md").read_text()
+        assert arm["eval"]["eval_loss"] > 0
+    assert fixed["ours"]["steps_timed"] == fixed["trl-defaults"]["steps_timed"] == 1
+    assert own["ours"]["steps_timed"] == 2 and own["trl-defaults"]["steps_timed"] == 1
+    # the same batches in both arms of the fixed comparison: the same tokens and trained tokens per step
+    a, b = fixed["ours"]["runs"][0], fixed["trl-defaults"]["runs"][0]
+    assert (a["tokens"], a["trained_tokens"]) == (b["tokens"], b["trained_tokens"])
+    ratios = report["ratios"]
+    assert report["headline"]["ours/trl-defaults"] == min(
+        ratios["fixed_batches"]["ours/trl-defaults"], ratios["own_order"]["ours/trl-defaults"]
+    )
+    md = out.with_suffix(".md").read_text()
+    assert "## fixed batches" in md and "## own order" in md and "| trl-defaults |" in md

@@ -132,10 +132,11 @@ def check_resume(previous: dict, current: dict) -> list[str]:
             + ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in refused)
             + "; restore those keys, or start a new run"
         )
+    old_packages = previous.get("packages", {})
     versions = [
-        f"{name} {previous['packages'].get(name)} -> {v}"
+        f"{name} {old_packages.get(name)} -> {v}"
         for name, v in current["packages"].items()
-        if previous.get("packages", {}).get(name) != v
+        if old_packages.get(name) != v
     ]
     return [f"resuming with changed {k}" for k in changed] + (
         [f"resuming with other package versions: {', '.join(versions)}"] if versions else []

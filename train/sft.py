@@ -38,7 +38,8 @@ def setup(cfg: Config) -> Setup:
     return Setup(model, tokenizer, tokens, prepare_lib.prepare(cfg, tokenizer, tokens))
 
 
-def sft_args(cfg: Config, on_cuda: bool) -> SFTConfig:
+def sft_args(cfg: Config, on_cuda: bool, sampling: str | None = None) -> SFTConfig:
+    """`sampling` overrides the data order (`sequential` for the benchmark's fixed batches)."""
     t = cfg.training
     return SFTConfig(
         output_dir=str(Path(cfg.output_dir) / "checkpoints"),
@@ -63,7 +64,7 @@ def sft_args(cfg: Config, on_cuda: bool) -> SFTConfig:
         # Rows are already cut to data.max_length at a turn boundary; TRL refuses the limit with padding_free.
         max_length=None if t.padding_free else cfg.data.max_length,
         # Batches of similar length waste less compute on padding.
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        train_sampling_strategy=sampling or ("group_by_length" if t.group_by_length else "random"),
         # One row per batch, position ids restarting per example (transformers masks across them).
         padding_free=t.padding_free,
         # Checkpoints (LoRA, token rows, optimizer, scheduler, RNG) to resume from; guard.py marks complete ones.
@@ -115,7 +116,7 @@ class TrackConfig(TrainerCallback):
         self._update()  # in case the run started after train_begin
 
 
-def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
+def train(cfg: Config, prepared: Setup, callbacks: list | None = None, sampling: str | None = None) -> Path:
     """Fine-tune and write the adapter (LoRA + trained token rows) and tokenizer to `<output_dir>/adapter`."""
     world = distributed.start()
     set_seed(cfg.training.seed)
@@ -148,7 +149,7 @@ def train(cfg: Config, prepared: Setup, callbacks: list | None = None) -> Path:
     )
     trainer = SFTTrainer(
         model=peft_model,
-        args=sft_args(cfg, model_lib.device().type == "cuda"),
+        args=sft_args(cfg, model_lib.device().type == "cuda", sampling),
         train_dataset=dataset,
         processing_class=prepared.tokenizer,
         callbacks=[

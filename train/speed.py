@@ -46,7 +46,11 @@ def flops_per_token(model: PreTrainedModel, seq_len: float) -> dict[str, float]:
     input embedding lookup."""
     cfg = model.config.get_text_config()
     embedding = model.get_input_embeddings().weight
-    n = sum(p.numel() for name, p in model.named_parameters() if p is not embedding and "lora_" not in name)
+    n = sum(  # matmul weights are the 2-d ones (norm scales and biases are not matmuls)
+        p.numel()
+        for name, p in model.named_parameters()
+        if p.dim() >= 2 and p is not embedding and "lora_" not in name
+    )
     n += embedding.numel() if model.get_output_embeddings().weight is embedding else 0
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     attention = 12 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim * seq_len

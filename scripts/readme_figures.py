@@ -1,0 +1,166 @@
+"""README's measured figures, rendered from the JSON files that hold them: `python scripts/readme_figures.py`.
+
+    python scripts/readme_figures.py                              # rewrite README's figure blocks from bench/*.json
+    python scripts/readme_figures.py --collect runs/quickstart    # first copy a finished quickstart run's figures
+                                                                  # (report.json, curve.jsonl, speed.json) into
+                                                                  # bench/quickstart.json
+
+Each block sits between `<!-- figures:NAME:start -->` and `<!-- figures:NAME:end -->`; tests/test_readme.py fails
+when a block differs from what its JSON renders to (a bench re-run without this script, or a hand edit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_train import BASELINES, table  # noqa: E402
+
+README = ROOT / "README.md"
+BENCH = ROOT / "bench"
+
+
+def _arms_with_steps(arms: dict) -> dict:
+    """Older results lack tokens per timed step; it follows from each run's own counts."""
+    out = {}
+    for name, a in arms.items():
+        runs = a.get("runs", [])
+        per_step = [r["tokens"] / r["steps_timed"] for r in runs if r.get("steps_timed")]
+        out[name] = {
+            "tokens_per_step": round(sorted(per_step)[len(per_step) // 2], 1) if per_step else None,
+            "steps_timed": runs[0]["steps_timed"] if runs else None,
+            **a,
+        }
+    return out
+
+
+def speed(results: dict) -> str:
+    if "arms" in results:  # the earlier method: one window of each arm's own first steps
+        comparisons = {"a 6-step window of each arm's own order (the earlier method)": results["arms"]}
+        ratios = {"own order": results["ratios"]}
+    else:
+        comparisons = {
+            k.replace("_", " "): results[k] for k in ("fixed_batches", "own_order") if k in results
+        }
+        ratios = {k.replace("_", " "): v for k, v in results["ratios"].items()}
+    parts = [f"Measured by `make bench` ({results['what']}; {results['machine']}, {results['seconds']} s):"]
+    for kind, arms in comparisons.items():
+        reference = next(a for a in BASELINES if a in arms)
+        parts += [f"**{kind}**", table(_arms_with_steps(arms), reference)]
+    lines = []
+    for kind, r in ratios.items():
+        lines.append(f"{kind}: " + ", ".join(f"{k} **{v:.2f}x**" for k, v in sorted(r.items())))
+    if "headline" in results:
+        lines.append(
+            "headline, the lower of the two: "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in results["headline"].items())
+        )
+    arms = next(iter(comparisons.values()))
+    if all(a.get("eval") for a in arms.values()):
+        base = arms["trl-defaults"]["eval"]["eval_loss"]
+        diffs = ", ".join(
+            f"{n} {100 * (a['eval']['eval_loss'] - base) / base:+.2f}%"
+            for n, a in arms.items()
+            if n != "trl-defaults"
+        )
+        top = max(a["eval"]["stop_token_prob"] for a in arms.values())
+        lines.append(
+            f"held-out eval_loss after the same steps against trl-defaults: {diffs}; stop_token_prob is at most "
+            f"{top:.1e} in every arm: after so few steps no arm stops yet, so the stop column says nothing"
+        )
+    return "\n\n".join(parts) + "\n\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def eval_speed(data: dict) -> str:
+    gen = ", ".join(f"{g['seconds']} s at batch {g['batch_size']}" for g in data["generation"])
+    return (
+        f"`make bench-eval` ({data['what']}, {data['model']}; {data['machine']}): generation {gen}; the "
+        f"teacher-forced pass over them {data['teacher_forced']['seconds']} s."
+    )
+
+
+def quickstart(data: dict) -> str:
+    from train.report import ordered
+    from train.report import table as report_table
+
+    entries = data["report"]
+    parts = [report_table({name: entries[name] for name in ordered(entries)})]
+    curve = data["curve"]
+    probs = ", ".join(f"{c['stop_token_prob']:.3f} ({c['step']})" for c in curve if "stop_token_prob" in c)
+    stops = ", ".join(f"{c['stop_rate']:.0%} ({c['step']})" for c in curve if "stop_rate" in c)
+    parts.append(
+        f"During training (`curve.jsonl`; step in brackets), the probability of `<|im_end|>` at the end of the gold "
+        f"reply on held-out prompts: {probs}; greedy replies that stop: {stops}."
+    )
+    s = data["speed"]
+    seconds = ", ".join(
+        f"{name} {entries[name]['seconds']} s" for name in ordered(entries) if "seconds" in entries[name]
+    )
+    parts.append(
+        f"Training steps (`speed.json`, {s['steps_timed']} timed): {s['step_seconds_mean']} s per step, "
+        f"{s['tokens'] / s['steps_timed']:.0f} non-pad tokens per step, {s['tokens_per_s']} tokens/s, step peak memory {s['train_peak_rss_mb'] / 1024:.1f} GB. Evaluation of the "
+        f"held-out prompts (`report.json`): {seconds}."
+    )
+    return "\n\n".join(parts)
+
+
+BLOCKS = {
+    "speed": (BENCH / "results.json", speed),
+    "eval-speed": (BENCH / "eval.json", eval_speed),
+    "quickstart": (BENCH / "quickstart.json", quickstart),
+}
+
+
+def render(text: str) -> str:
+    for name, (path, build) in BLOCKS.items():
+        start, end = f"<!-- figures:{name}:start -->", f"<!-- figures:{name}:end -->"
+        if start in text and path.is_file():
+            block = f"{start}\n{build(json.loads(path.read_text()))}\n{end}"
+            text = re.sub(
+                f"{re.escape(start)}.*?{re.escape(end)}", lambda _, b=block: b, text, flags=re.DOTALL
+            )
+    return text
+
+
+def collect(run: Path) -> Path:
+    """The figures README quotes from a finished quickstart run, into bench/quickstart.json."""
+    from train.evaluate import read_report
+    from train.monitor import read_curve
+
+    report = {
+        name: {k: v for k, v in entry.items() if k not in ("samples", "lengths_by_prior_turns")}
+        for name, entry in read_report(run).items()
+    }
+    data = {
+        "run": str(run),
+        "report": report,
+        "curve": read_curve(run / "curve.jsonl"),
+        "speed": json.loads((run / "speed.json").read_text()),
+        "run_json": {k: v for k, v in json.loads((run / "run.json").read_text()).items() if k != "config"},
+    }
+    out = BENCH / "quickstart.json"
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--collect", type=Path, help="a finished quickstart run folder to copy the figures from first"
+    )
+    args = p.parse_args()
+    if args.collect:
+        print(f"wrote {collect(args.collect)}")
+    README.write_text(render(README.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
