@@ -100,13 +100,12 @@ def quickstart(data: dict) -> str:
         f"reply on held-out prompts: {probs}; greedy replies that stop: {stops}."
     )
     s = data["speed"]
-    seconds = ", ".join(
-        f"{name} {entries[name]['seconds']} s" for name in ordered(entries) if "seconds" in entries[name]
-    )
+    run = data["run_json"]
     parts.append(
-        f"Training steps (`speed.json`, {s['steps_timed']} timed): {s['step_seconds_mean']} s per step, "
-        f"{s['tokens'] / s['steps_timed']:.0f} non-pad tokens per step, {s['tokens_per_s']} tokens/s, step peak memory {s['train_peak_rss_mb'] / 1024:.1f} GB. Evaluation of the "
-        f"held-out prompts (`report.json`): {seconds}."
+        f"Training (`speed.json`): {s['steps_timed']} timed steps of {s['tokens'] / s['steps_timed']:.0f} non-pad "
+        f"tokens each on average, {s['padding_share']:.1%} padding (packages: "
+        + ", ".join(f"{k} {v}" for k, v in run["packages"].items())
+        + ")."
     )
     return "\n\n".join(parts)
 
