@@ -99,6 +99,14 @@ def quickstart(data: dict) -> str:
         f"During training (`curve.jsonl`; step in brackets), the probability of `<|im_end|>` at the end of the gold "
         f"reply on held-out prompts: {probs}; greedy replies that stop: {stops}."
     )
+    recount = data.get("loop_rate_recounted", {})
+    if any(abs(recount[n] - entries[n]["loop_rate"]) > 1e-9 for n in recount):
+        parts.append(
+            "Counted as `eval` counts loops now (a sentence said twice is a loop too), on the same replies "
+            "(`samples-*.jsonl`): "
+            + ", ".join(f"{n} {recount[n]:.1%}" for n in ordered(entries) if n in recount)
+            + "."
+        )
     s = data["speed"]
     run = data["run_json"]
     parts.append(
@@ -128,6 +136,20 @@ def render(text: str) -> str:
     return text
 
 
+def loop_recount(run: Path, report: dict) -> dict:
+    """Each model's loop rate on its stored replies (samples-<name>.jsonl) under today's definition (train/evaluate.py
+    `looped`: a token loop as recorded, or a sentence said twice), for runs evaluated before that definition."""
+    from train.evaluate import repeats_sentence
+
+    out = {}
+    for name in report:
+        path = run / f"samples-{name}.jsonl"
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            out[name] = sum(r["loop"] or repeats_sentence(r["text"]) for r in rows) / len(rows)
+    return out
+
+
 def collect(run: Path) -> Path:
     """The figures README quotes from a finished quickstart run, into bench/quickstart.json."""
     from train.evaluate import read_report
@@ -140,6 +162,7 @@ def collect(run: Path) -> Path:
     data = {
         "run": str(run),
         "report": report,
+        "loop_rate_recounted": loop_recount(run, report),
         "curve": read_curve(run / "curve.jsonl"),
         "speed": json.loads((run / "speed.json").read_text()),
         "run_json": {k: v for k, v in json.loads((run / "run.json").read_text()).items() if k != "config"},

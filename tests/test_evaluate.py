@@ -79,6 +79,24 @@ def test_loop_needs_three_repeats_of_eight_tokens():
     assert loops(sentence * 3) and not loops(sentence * 2 + [99]) and not loops(list(range(40)))
 
 
+@pytest.mark.parametrize(
+    "text, loop",
+    [
+        ("I like it. I like it.", True),
+        ("I'm not sure! i'm NOT sure...", True),  # case and punctuation aside
+        ("We went to the lake.\nWe went to the lake", True),  # a line break ends a sentence too
+        ("Yes. Yes. Yes, I think so.", False),  # one-word sentences repeat in ordinary speech
+        ("I like it. I like it a lot.", False),
+        ("I went there, I went there", False),  # one sentence, no sentence said twice
+    ],
+)
+def test_a_sentence_said_twice_is_a_loop(text, loop):
+    from train.evaluate import looped, repeats_sentence
+
+    assert repeats_sentence(text) == loop
+    assert looped(list(range(20)), text) == loop  # no token loop here: the sentence decides
+
+
 def test_clean_stop_and_empty_rates():
     replies = [
         Reply("a", 1, "hello there", 2, True, False),

@@ -25,7 +25,7 @@ class Reply:
     stopped: bool  # ended on the <|im_end|> token before max_new_tokens
     runaway: bool  # hit max_new_tokens without any stop token
     leak: bool = False  # template structure in the text: <|im_start|>, <|im_end|> as text, a role header
-    loop: bool = False  # one 8-token sequence three or more times
+    loop: bool = False  # one 8-token sequence three or more times, or one sentence twice (`looped`)
 
     @property
     def empty(self) -> bool:
@@ -54,6 +54,31 @@ def loops(ids: list[int], n: int = LOOP_NGRAM, repeats: int = LOOP_REPEATS) -> b
         if counts[key] >= repeats:
             return True
     return False
+
+
+# Sentences end at . ! ? followed by space, or at a line break; one of at least 3 words said twice is a loop.
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+SENTENCE_MIN_WORDS = 3
+
+
+def repeats_sentence(text: str, min_words: int = SENTENCE_MIN_WORDS) -> bool:
+    """Whether one sentence of at least `min_words` words occurs twice (case and punctuation aside): a small model's
+    greedy reply often says the same thing again before it stops, which the 8-token count above lets through."""
+    seen = set()
+    for sentence in SENTENCE_END.split(text):
+        words = re.findall(r"\w+", sentence.lower())
+        if len(words) < min_words:
+            continue
+        key = " ".join(words)
+        if key in seen:
+            return True
+        seen.add(key)
+    return False
+
+
+def looped(ids: list[int], text: str) -> bool:
+    """A repetition loop (an 8-token sequence three times) or a sentence said twice."""
+    return loops(ids) or repeats_sentence(text)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -153,7 +178,7 @@ def generate(
         n, stopped, runaway = classify(new[i], stop_ids, im_end_id, max_new_tokens)
         text = tokenizer.decode(new[i][:n], skip_special_tokens=False)
         replies.append(
-            Reply(p["id"], p["prior_turns"], text, n, stopped, runaway, leaks(text), loops(new[i][:n]))
+            Reply(p["id"], p["prior_turns"], text, n, stopped, runaway, leaks(text), looped(new[i][:n], text))
         )
     return replies
 
