@@ -144,7 +144,10 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=6, help="optimizer steps per run, the first 2 not timed")
     p.add_argument("--rounds", type=int, default=2, help="rounds of the fixed-batch comparison")
     p.add_argument(
-        "--own-steps", type=int, default=52, help="steps of ours in its own (length-grouped) order; 0: skip"
+        "--own-steps",
+        type=int,
+        default=52,
+        help="steps of ours in its own (length-grouped) order; 0: no own-order comparison (any arm)",
     )
     p.add_argument("--arms", default="trl-defaults,trl-bf16,ours")
     p.add_argument(
@@ -179,10 +182,9 @@ def main() -> int:
                 run_arm(name, arms[name], args, runs_dir / f"{name}-fixed-{r}", True, args.steps)
             )
     own: dict[str, list[dict]] = {}
-    for name in arms:
+    for name in arms if args.own_steps else []:  # 0: the fixed batches only, every arm
         steps = args.steps if name in TRL_ARMS else args.own_steps
-        if steps:
-            own[name] = [run_arm(name, arms[name], args, runs_dir / f"{name}-own", False, steps)]
+        own[name] = [run_arm(name, arms[name], args, runs_dir / f"{name}-own", False, steps)]
     comparisons = {"fixed_batches": fixed, "own_order": own}
     combined = {kind: {n: combine(rs) for n, rs in c.items()} for kind, c in comparisons.items() if c}
     ratios = {

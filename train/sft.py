@@ -12,7 +12,7 @@ from peft import get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from train import distributed, guard, head, runs, speed, template, token_rows
+from train import distributed, guard, head, runs, sharding, speed, template, token_rows
 from train import model as model_lib
 from train import prepare as prepare_lib
 from train.config import Config, to_dict
@@ -188,7 +188,9 @@ def train(cfg: Config, prepared: Setup, callbacks: list | None = None, sampling:
     out = Path(cfg.output_dir) / "adapter"
     # Only LoRA and the trained token rows: the base and its resize are rebuilt identically at export.
     # (trainer.save_model would also write training_args.bin, a pickle, and the whole resized embedding.)
+    # Sharded (FSDP, ZeRO): every rank takes part in gathering the whole adapter, rank 0 writes it; else None.
+    state_dict = sharding.adapter_state_dict(trainer.accelerator, trainer.model, trainer.model_wrapped)
     if trainer.accelerator.is_main_process:
-        peft_model.save_pretrained(out, save_embedding_layers=False)
+        peft_model.save_pretrained(out, save_embedding_layers=False, state_dict=state_dict)
         prepared.tokenizer.save_pretrained(out)
     return out
