@@ -47,7 +47,7 @@ def reply(prompt: dict, text: str, tokens: int, finish: str, tok, max_new_tokens
         stopped=finish == "stop",
         runaway=finish == "length" or tokens >= max_new_tokens,
         leak=evaluate.leaks(text),
-        loop=evaluate.loops(ids),
+        loop=evaluate.looped(ids, text),
     )
 
 
