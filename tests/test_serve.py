@@ -4,9 +4,13 @@ HTTP for every bad request, bearer tokens, concurrent and abandoned requests."""
 import contextlib
 import http.client
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -175,7 +179,8 @@ def test_bearer_token_required_when_set(loaded):
 
 
 def test_concurrent_requests_get_their_own_replies(server):
-    """Served together in batches, each reply equals the one the same question gets alone."""
+    """Served together, joining the running batch as they come, each reply equals the one the same question
+    gets alone; and they were batched (an engine that serves one request at a time fails here)."""
     client = _client(server)
 
     def ask(question):
@@ -184,18 +189,28 @@ def test_concurrent_requests_get_their_own_replies(server):
         return reply.choices[0].message.content, reply.choices[0].finish_reason
 
     alone = [ask(q) for q in QUESTIONS]
+    server.engine.busiest = server.engine.joined_running = 0
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(ask, QUESTIONS * 3))
     assert together == alone * 3
     assert len({text for text, _ in alone}) == len(QUESTIONS)  # different questions, different replies
+    assert server.engine.busiest >= 4  # decoded together
+    assert server.engine.joined_running > 0  # some joined a batch already decoding
+
+
+def _rambler(gemma_like):
+    """The model has the ChatML tokens but no training, so it rambles on to max_tokens; slowed to a small real
+    model's pace (~100 tokens/s for one row) so that a 400-token reply takes 4 s and more."""
+    model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
+    template.add_chat_tokens(model, tok)
+    model.register_forward_pre_hook(lambda *_: time.sleep(0.01))
+    return model, tok
 
 
 def test_abandoned_streams_stop_and_do_not_block_others(gemma_like):
-    """Clients that ask for long streams and hang up: their generation stops there, the next client is served.
-    The model has the ChatML tokens but no training, so it would ramble on to max_tokens."""
-    model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
-    template.add_chat_tokens(model, tok)
-    server = _start((model, tok))
+    """Clients that ask for long streams and hang up: their generation stops there, the next client is served
+    at once."""
+    server = _start(_rambler(gemma_like))
     try:
         body = json.dumps({"messages": HELLO, "max_tokens": 400, "stream": True}).encode()
         for _ in range(3):
@@ -207,7 +222,9 @@ def test_abandoned_streams_stop_and_do_not_block_others(gemma_like):
             )
             s.recv(64)  # the stream has started
             s.close()
+        t0 = time.perf_counter()
         reply = _client(server).chat.completions.create(model="m", messages=HELLO, max_tokens=5)
+        assert time.perf_counter() - t0 < 3.0  # not after the abandoned ones' 400 tokens (4 s and more)
         assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 5
         for _ in range(
             600
@@ -375,10 +392,7 @@ def test_content_as_text_parts_is_joined_and_other_parts_are_refused(server):
 def test_a_stream_nobody_reads_is_timed_out_and_its_row_freed(gemma_like):
     """A client that asks for a long stream and stops reading (its socket still open): once our writes have been
     blocked for the timeout, its row is cancelled rather than generating on to max_tokens."""
-    model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
-    template.add_chat_tokens(model, tok)
-    model.register_forward_pre_hook(lambda *_: time.sleep(0.005))  # ~400 tokens in 2 s, a small model's pace
-    server = _start((model, tok), request_timeout=0.5)
+    server = _start(_rambler(gemma_like), request_timeout=0.5)
     try:
         body = json.dumps({"messages": HELLO, "max_tokens": 400, "stream": True}).encode()
         s = socket.socket()
@@ -394,3 +408,120 @@ def test_a_stream_nobody_reads_is_timed_out_and_its_row_freed(gemma_like):
         assert reason == "cancelled" and tokens < 400
     finally:
         server.shutdown()
+
+
+def _stream_lines(server, body: dict) -> tuple[socket.socket, object]:
+    s = socket.create_connection(server.server_address[:2], timeout=30)
+    data = json.dumps(body | {"stream": True}).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+    return s, s.makefile("rb")
+
+
+def test_a_short_request_joins_a_running_long_one(gemma_like):
+    """Continuous batching: a short request sent while a long one streams is prefilled into the running batch,
+    finishes long before it, and gets the same reply it gets alone."""
+    server = _start(_rambler(gemma_like))
+    try:
+        short = {"messages": [{"role": "user", "content": "what did you do this weekend"}], "max_tokens": 8}
+        _, alone = _post(server, short)
+        s, lines = _stream_lines(server, {"messages": HELLO, "max_tokens": 400})
+        while not lines.readline().startswith(b"data: {"):  # the long one is decoding
+            pass
+        status, joined = _post(server, short)
+        assert status == 200
+        assert server.engine.rows and server.engine.rows[0].job.max_tokens == 400  # still running
+        assert joined["choices"][0]["message"] == alone["choices"][0]["message"]
+        assert server.engine.joined_running == 1
+        tail = b"".join(iter(lines.readline, b""))
+        assert b'"finish_reason": "length"' in tail and tail.endswith(b"data: [DONE]\n\n")
+        s.close()
+    finally:
+        server.shutdown()
+
+
+def test_a_row_whose_scores_break_fails_alone_and_the_server_goes_on(loaded):
+    """A NaN in one request's scores (here: any prompt holding the token of 'zz'): that request gets a 500, the
+    ones generated in the same batch their usual reply, and the server keeps serving."""
+    model, tok = loaded
+    poison = tok("zz", add_special_tokens=False)["input_ids"][0]
+
+    def nan_rows(module, args, kwargs, output):
+        rows = (kwargs["input_ids"] == poison).any(-1)
+        output.logits[rows] = float("nan")
+        return output
+
+    hook = model.register_forward_hook(nan_rows, with_kwargs=True)
+    server = _start(loaded)
+    try:
+        bodies = [{"messages": HELLO, "max_tokens": 32}] * 3 + [
+            {"messages": [{"role": "user", "content": "zz zz"}], "max_tokens": 32}
+        ]
+        server.engine.busiest = 0
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda b: _post(server, b), bodies))
+        assert server.engine.busiest >= 2
+        assert [status for status, _ in answers] == [200, 200, 200, 500]
+        assert all(p["choices"][0]["message"]["content"] == LEARNT_REPLY for _, p in answers[:3])
+        error = answers[3][1]["error"]
+        assert error["type"] == "server_error" and "not finite" in error["message"]
+        status, payload = _post(server, {"messages": HELLO, "max_tokens": 32})
+        assert status == 200 and payload["choices"][0]["message"]["content"] == LEARNT_REPLY
+    finally:
+        hook.remove()
+        server.shutdown()
+
+
+def test_stopping_ends_what_outlives_the_grace_period_with_a_503(gemma_like):
+    server = _start(_rambler(gemma_like))
+    try:
+        s, lines = _stream_lines(server, {"messages": HELLO, "max_tokens": 400})
+        lines.readline()
+        server.engine.stop(grace=0.2)
+        tail = b"".join(iter(lines.readline, b""))
+        assert b"shutting down" in tail and tail.endswith(b"data: [DONE]\n\n")
+        status, payload = _post(server, {"messages": HELLO, "max_tokens": 4})
+        assert status == 503 and "shutting down" in payload["error"]["message"]
+        s.close()
+    finally:
+        server.shutdown()
+
+
+def test_sigterm_finishes_the_running_requests_and_exits_0(gemma_like, tmp_path):
+    """`python -m train serve` under SIGTERM: the long stream under way completes, new connections are refused,
+    the process exits 0 within its grace period."""
+    model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
+    template.add_chat_tokens(model, tok)  # untrained: it rambles to max_tokens
+    rows = model.get_input_embeddings().weight.data  # doctor wants the ChatML rows set: some others, negated
+    for k, token in enumerate(("<|im_start|>", "<|im_end|>")):  # (on this seeded model it then never stops)
+        rows[tok.convert_tokens_to_ids(token)] = -rows[10 + k]
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "train", "serve", "--model", str(tmp_path / "model"), "--port", str(port)]
+    cmd += ["--grace", "20", "model.dtype=float32"]  # bf16 on a CPU is slow on each new shape the first time
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(1200):
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.1)
+        server = types.SimpleNamespace(server_address=("127.0.0.1", port))
+        s, lines = _stream_lines(server, {"messages": HELLO, "max_tokens": 400})
+        assert lines.readline().startswith(b"HTTP/1.0 200")
+        while not lines.readline().startswith(b'data: {"id"'):  # decoding
+            pass
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        tail = b"".join(iter(lines.readline, b""))
+        assert b'"finish_reason": "length"' in tail and tail.endswith(b"data: [DONE]\n\n")
+        assert proc.wait(timeout=20) == 0, proc.stdout.read().decode()
+        assert time.perf_counter() - t0 < 10
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -71,12 +71,6 @@ def _parser() -> argparse.ArgumentParser:
         "--max-batch", type=int, default=8, help="requests generated together (default: %(default)s)"
     )
     sv.add_argument(
-        "--api-key-env",
-        default="INSTRUCTIFY_API_KEY",
-        help="environment variable holding the bearer token clients must send, if set (default: %(default)s)",
-    )
-    pu = command("push", help="upload the merged model (or adapter) with a model card to the Hub (private)")
-    sv.add_argument(
         "--max-pending",
         type=int,
         default=64,
@@ -89,6 +83,18 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a client has to send its request (else 408), and for each write of the reply "
         "(else its generation is cancelled) (default: %(default)s)",
     )
+    sv.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, seconds the running requests get to finish before they are ended (default: %(default)s)",
+    )
+    sv.add_argument(
+        "--api-key-env",
+        default="INSTRUCTIFY_API_KEY",
+        help="environment variable holding the bearer token clients must send, if set (default: %(default)s)",
+    )
+    pu = command("push", help="upload the merged model (or adapter) with a model card to the Hub (private)")
     pu.add_argument("--repo-id", help="Hub repository (default: push.repo_id)")
     pu.add_argument(
         "--dry-run", action="store_true", help="write <output_dir>/push and show its files and card only"
@@ -280,12 +286,7 @@ def run_serve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
         port,
         "required" if api_key else "off",
     )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve.serve_until_stopped(server, args.grace)
     return 0
 
 

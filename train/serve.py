@@ -6,9 +6,11 @@ generation stops on the model's generation_config eos ids, so `finish_reason` is
 ended on `<|im_end|>` and `length` when it ran into `max_tokens`.
 
 Why our own server rather than vLLM or TGI: neither installs here with the CPU torch build, and the point is to
-try the result of `make train` in the clients users already have, with the same checks as training. One thread
-owns the model and generates queued requests together (same sampling settings, up to --max-batch, left-padded);
-each HTTP thread only reads its request's queue, so a slow or gone streaming client never holds up the others.
+try the result of `make train` in the clients users already have, with the same checks as training. The engine
+(train/engine.py) decodes the running requests together and lets new ones join at each step; each HTTP thread only
+reads its request's queue, so a slow or gone streaming client never holds up the others. Limits: --max-batch rows,
+--max-pending waiting requests (then 429 with Retry-After), --request-timeout to send a request (then 408) and for
+each write of a reply (then the row is cancelled).
 """
 
 from __future__ import annotations
@@ -18,20 +20,16 @@ import hmac
 import json
 import logging
 import os
-import queue
+import signal
 import socket
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from train.evaluate import pad, stop_ids_of
+from train.engine import MAX_PENDING, TOKENIZER_LOCK, Engine, Job, Overloaded
 from train.template import special_texts
 
 log = logging.getLogger(__name__)
@@ -40,21 +38,10 @@ ROLES = ("system", "user", "assistant")
 MAX_TOKENS_LIMIT = 4096  # per request; a client asking for more gets a 400 naming max_tokens
 DEFAULT_MAX_TOKENS = 256
 MAX_BODY_BYTES = 1 << 20
-MAX_PENDING = 64  # requests waiting for a row; more get an immediate 429 with Retry-After
 REQUEST_TIMEOUT = 30.0  # seconds a client has to send its whole request, and for each write of a reply
+GRACE = 30.0  # seconds running requests get to finish after SIGTERM, as Kubernetes' default grace period
 STREAM_SEND_BUFFER = 16384  # bytes the kernel holds for a stream: a client that stops reading stalls it soon
 API_KEY_ENV = "INSTRUCTIFY_API_KEY"
-# A fast tokenizer used from several threads at once can fail with "Already borrowed" (it mutates its
-# truncation/padding state while encoding): request threads encode, the generation thread decodes.
-TOKENIZER_LOCK = threading.Lock()
-
-
-class Overloaded(Exception):
-    """More requests wait than --max-pending allows: answered 429 with Retry-After (seconds)."""
-
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class RequestError(ValueError):
@@ -63,16 +50,6 @@ class RequestError(ValueError):
     def __init__(self, message: str, param: str | None = None, status: int = 400):
         super().__init__(message)
         self.param, self.status = param, status
-
-
-@dataclass
-class Job:
-    prompt_ids: list[int]
-    max_tokens: int
-    sampling: tuple  # (do_sample, temperature, top_p): jobs generate together only when these agree
-    seed: int | None = None
-    events: queue.Queue = field(default_factory=queue.Queue)  # ("text", str) ... then ("end", reason, n)
-    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 def _check_messages(messages: object, forbidden: tuple[str, ...]) -> list[dict]:
@@ -198,187 +175,6 @@ def parse_request(
     }
 
 
-class _Fanout(BaseStreamer):
-    """Receives each decoding step's tokens for the whole batch and hands every job its own new text."""
-
-    def __init__(self, jobs: list[Job], tokenizer: PreTrainedTokenizerBase, stop_ids: set[int], engine):
-        self.jobs, self.tokenizer, self.stop_ids, self.engine = jobs, tokenizer, stop_ids, engine
-        self.ids: list[list[int]] = [[] for _ in jobs]
-        self.sent = [""] * len(jobs)
-        self.done: list[str | None] = [None] * len(jobs)  # finish reason once a job is over
-        self.prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:  # generate() first passes the prompts
-            self.prompt_seen = True
-            return
-        made = sum(d is None for d in self.done)
-        self.engine.tokens.append((time.monotonic(), made))
-        self.engine.tokens_total += made
-        for k, token in enumerate(value.reshape(-1).tolist()):
-            if self.done[k] is not None:
-                continue
-            self.ids[k].append(token)
-            if token in self.stop_ids:
-                self._end(k, "stop")
-                continue
-            with TOKENIZER_LOCK:
-                text = self.tokenizer.decode(self.ids[k], skip_special_tokens=True)
-            if not text.endswith("\ufffd"):  # hold back a partly decoded character
-                if text[len(self.sent[k]) :]:
-                    self.jobs[k].events.put(("text", text[len(self.sent[k]) :]))
-                self.sent[k] = text
-            if len(self.ids[k]) >= self.jobs[k].max_tokens:
-                self._end(k, "length")
-
-    def _end(self, k: int, reason: str) -> None:
-        self.done[k] = reason
-        with TOKENIZER_LOCK:
-            text = self.tokenizer.decode(
-                [t for t in self.ids[k] if t not in self.stop_ids], skip_special_tokens=True
-            )
-        if text[len(self.sent[k]) :]:
-            self.jobs[k].events.put(("text", text[len(self.sent[k]) :]))
-        self.jobs[k].events.put(("end", reason, len(self.ids[k])))
-
-    def end(self) -> None:
-        for k, job in enumerate(self.jobs):
-            if self.done[k] is None:  # cancelled, or generate stopped at its own limit
-                self._end(k, "cancelled" if job.cancelled.is_set() else "length")
-
-
-class _JobsDone(StoppingCriteria):
-    """Per row: done when its job hit its own max_tokens or its client went away."""
-
-    def __init__(self, jobs: list[Job], width: int):
-        self.jobs, self.width = jobs, width
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        made = input_ids.shape[1] - self.width
-        done = [j.cancelled.is_set() or made >= j.max_tokens for j in self.jobs]
-        return torch.tensor(done, device=input_ids.device)
-
-
-class Engine:
-    """One thread owns the model; requests queue up and are generated in batches of compatible settings."""
-
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        max_batch: int = 8,
-        max_pending: int = MAX_PENDING,
-    ):
-        self.model, self.tokenizer, self.max_batch = model.eval(), tokenizer, max_batch
-        self.max_pending = max_pending
-        self.admit_lock = threading.Lock()
-        self.waiting = 0  # submitted and not yet generating
-        self.running = 0  # rows in the batch being generated
-        self.tokens = deque(
-            maxlen=4096
-        )  # (time, tokens) of each decoding step: tokens/s over the last seconds
-        self.tokens_total = 0
-        self.finished: deque[float] = deque(maxlen=1000)  # when the last requests ended
-        self.stop_ids = stop_ids_of(model)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
-        self.pending: queue.Queue[Job] = queue.Queue()
-        self.held: list[Job] = []  # taken from the queue but not compatible with the batch that was running
-        self.recent: deque[tuple[str, int]] = deque(maxlen=1000)  # (finish reason, tokens) of the last jobs
-        self.thread = threading.Thread(target=self._loop, name="generate", daemon=True)
-        self.thread.start()
-
-    def submit(self, job: Job) -> Job:
-        with self.admit_lock:
-            if self.waiting >= self.max_pending:
-                raise Overloaded(
-                    f"{self.waiting} requests are waiting (the server's --max-pending); try again later",
-                    self.retry_after(),
-                )
-            self.waiting += 1
-        self.pending.put(job)
-        return job
-
-    def retry_after(self) -> int:
-        """Seconds until the waiting requests are likely served, from the pace of the last minute's replies."""
-        since = time.monotonic() - 60
-        rate = sum(t > since for t in self.finished) / 60
-        return int(min(60, max(1, self.waiting / rate))) if rate else 5
-
-    def tokens_per_s(self, window: float = 10.0) -> float:
-        since = time.monotonic() - window
-        return sum(n for t, n in self.tokens if t > since) / window
-
-    def _took(self, jobs: list[Job]) -> None:
-        with self.admit_lock:
-            self.waiting -= len(jobs)
-
-    def _next_batch(self) -> list[Job]:
-        first = self.held.pop(0) if self.held else self.pending.get()
-        batch, keep = [first], []
-        candidates = self.held + self._drain()
-        for job in candidates:
-            compatible = job.sampling == first.sampling and job.seed is None and first.seed is None
-            (batch if compatible and len(batch) < self.max_batch else keep).append(job)
-        self.held = keep
-        self._took(batch)
-        ready = [j for j in batch if not j.cancelled.is_set()]
-        # the others' clients left while they waited: recorded as cancelled, never generated
-        self.recent.extend(("cancelled", 0) for _ in range(len(batch) - len(ready)))
-        return ready
-
-    def _drain(self) -> list[Job]:
-        jobs = []
-        while True:
-            try:
-                jobs.append(self.pending.get_nowait())
-            except queue.Empty:
-                return jobs
-
-    def _loop(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if not batch:
-                continue
-            self.running = len(batch)
-            try:
-                self.generate(batch)
-            except Exception as error:  # a failed batch ends its requests with an error; the server goes on
-                log.exception("generation failed")
-                for job in batch:
-                    job.events.put(("error", f"generation failed: {type(error).__name__}: {error}"))
-            self.running = 0
-            self.finished.extend([time.monotonic()] * len(batch))
-
-    def stats(self) -> dict:
-        return {
-            "waiting": self.waiting,
-            "running": self.running,
-            "max_batch": self.max_batch,
-            "max_pending": self.max_pending,
-            "tokens_total": self.tokens_total,
-            "tokens_per_s": round(self.tokens_per_s(), 2),
-        }
-
-    @torch.no_grad()
-    def generate(self, jobs: list[Job]) -> None:
-        do_sample, temperature, top_p = jobs[0].sampling
-        if jobs[0].seed is not None:
-            torch.manual_seed(jobs[0].seed)
-        inputs = pad([j.prompt_ids for j in jobs], self.pad_id, self.model.device, left=True)
-        streamer = _Fanout(jobs, self.tokenizer, self.stop_ids, self)
-        sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
-        self.model.generate(
-            **inputs,
-            max_new_tokens=max(j.max_tokens for j in jobs),
-            do_sample=do_sample,
-            **sampling,
-            pad_token_id=self.pad_id,
-            streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([_JobsDone(jobs, inputs["input_ids"].shape[1])]),
-        )
-        self.recent.extend(zip(streamer.done, map(len, streamer.ids)))
-
-
 def _model_defaults(model: PreTrainedModel) -> dict:
     g = model.generation_config
     context = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 8192
@@ -421,6 +217,7 @@ def make_server(
             super().setup()
             with reading_lock:
                 reading[self] = time.monotonic() + request_timeout
+                self.server.active += 1
 
         def handle(self):
             with contextlib.suppress(OSError):  # the client left, or stalled, before the answer
@@ -429,6 +226,7 @@ def make_server(
         def finish(self):
             with reading_lock:
                 reading.pop(self, None)
+                self.server.active -= 1
             with contextlib.suppress(OSError):
                 super().finish()
 
@@ -542,8 +340,9 @@ def make_server(
                     )
                 )
             except Overloaded as e:
-                error = {"message": str(e), "type": "rate_limit_error", "param": None, "code": "server_busy"}
-                return self._json(429, {"error": error}, {"Retry-After": str(e.retry_after)})
+                kind = "rate_limit_error" if e.status == 429 else "server_error"
+                error = {"message": str(e), "type": kind, "param": None, "code": "server_busy"}
+                return self._json(e.status, {"error": error}, {"Retry-After": str(e.retry_after)})
             reply_id = f"chatcmpl-{uuid.uuid4().hex}"
             if settings["stream"]:
                 return self._stream(job, reply_id, settings)
@@ -569,9 +368,8 @@ def make_server(
                 if event[0] == "text":
                     parts.append(event[1])
                 elif event[0] == "error":
-                    return self._json(
-                        500, {"error": {"message": event[1], "type": "server_error", "param": None}}
-                    )
+                    error = {"message": event[1], "type": "server_error", "param": None, "code": None}
+                    return self._json(event[2], {"error": error})
                 else:
                     _, reason, completion = event
             message = {"role": "assistant", "content": "".join(parts)}
@@ -630,6 +428,7 @@ def make_server(
         # every connection the OS accepts gets an answer: a backlog of socketserver's default 5 resets a burst
         request_queue_size = max(128, 2 * (max_pending + max_batch))
         daemon_threads = True
+        active = 0  # connections being handled
 
     def time_out(handler) -> None:
         """Answer 408 to a client that has not sent its whole request in time (slowloris, a body shorter than
@@ -662,6 +461,30 @@ def make_server(
     server = Server((host, port), Handler)
     server.engine = engine
     return server
+
+
+def serve_until_stopped(server: ThreadingHTTPServer, grace: float = GRACE) -> None:
+    """Serve until SIGTERM (or Ctrl-C); then stop accepting connections, let the admitted requests finish for up
+    to `grace` seconds, end the rest with a 503 and return once their answers are written."""
+
+    def on_signal(signum, frame):
+        log.info(
+            "%s: no new connections; finishing the running requests (up to %g s)",
+            signal.Signals(signum).name,
+            grace,
+        )
+        threading.Thread(
+            target=server.shutdown
+        ).start()  # from another thread: serve_forever must return first
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    server.serve_forever()
+    server.server_close()  # the listening socket: new connections are refused from here on
+    server.engine.stop(grace)
+    deadline = time.monotonic() + 5
+    while server.active and time.monotonic() < deadline:  # the last answers being written
+        time.sleep(0.05)
 
 
 def metrics_text(stats: dict, statuses: dict[int, int]) -> str:
