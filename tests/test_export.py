@@ -152,3 +152,24 @@ def test_the_saved_template_masks_what_training_trained(tmp_path, base, request)
         replies = [m["content"] for m in messages if m["role"] == "assistant"]
         assert tok.decode(trained) == "<|im_end|>".join(replies) + "<|im_end|>", name
         assert trained.count(im_end) == len(replies)
+
+
+@pytest.mark.parametrize("temperature, top_p", [(0.0, 1.0), (0.8, 0.95)])
+def test_export_writes_the_sampling_default(tmp_path, gemma_like, temperature, top_p):
+    path = _config(tmp_path, gemma_like, "sampling", "float32", steps=8, lr=2e-2)
+    overrides = [f"template.temperature={temperature}", f"template.top_p={top_p}"]
+    assert cli.main(["sft", "--config", str(path), *overrides]) == 0
+    assert cli.main(["export", "--config", str(path), *overrides]) == 0
+    written = json.loads((tmp_path / "sampling" / "model" / "generation_config.json").read_text())
+    assert written.get("do_sample", False) == (temperature > 0)
+    assert written.get("temperature") == (temperature or None) and written.get("top_p") == (
+        top_p if temperature else None
+    )
+    # what plain transformers then does by default
+    gen = AutoModelForCausalLM.from_pretrained(tmp_path / "sampling" / "model").generation_config
+    assert gen.do_sample == (temperature > 0)
+
+
+def test_sampling_defaults_out_of_range_are_a_config_error(capsys):
+    assert cli.main(["config", "--config", "configs/quickstart.yaml", "template.temperature=-1"]) == 2
+    assert "`template.temperature` must be >= 0" in capsys.readouterr().err

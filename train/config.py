@@ -58,6 +58,13 @@ class TemplateConfig:
         "reject",
         "Messages holding special-token text like <|im_end|>: reject the row (counted) or escape (plain text)",
     )
+    temperature: float = _f(
+        0.0,
+        "Sampling default of the exported generation_config (0: greedy); eval stays greedy unless eval.do_sample",
+    )
+    top_p: float = _f(
+        1.0, "Nucleus sampling default of the exported generation_config, with template.temperature"
+    )
 
 
 @dataclass
@@ -309,6 +316,11 @@ def _check_choices(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: `data.sources[{i}].weight` must be > 0, got {src.weight}")
     if not 0 < cfg.data.eval_share < 1:
         raise ConfigError(f"{where}: `data.eval_share` must be between 0 and 1, got {cfg.data.eval_share}")
+    if cfg.template.temperature < 0 or not 0 < cfg.template.top_p <= 1:
+        raise ConfigError(
+            f"{where}: `template.temperature` must be >= 0 (0: greedy) and `template.top_p` in (0, 1], got "
+            f"{cfg.template.temperature} and {cfg.template.top_p}"
+        )
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)

@@ -34,6 +34,7 @@ def export(cfg: Config, adapter: Path | None = None, out: Path | None = None) ->
         )
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     template.set_stop_ids(merged, tokens.eos_ids, tokens.pad_id)
+    template.set_sampling(merged, cfg.template.temperature, cfg.template.top_p)
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     check(out)

@@ -262,6 +262,15 @@ def set_stop_ids(model: PreTrainedModel, eos_ids: list[int], pad_id: int) -> Non
     model.generation_config.pad_token_id = pad_id
 
 
+def set_sampling(model: PreTrainedModel, temperature: float, top_p: float) -> None:
+    """generation_config's decoding default: greedy at temperature 0, else sampling (what a plain generate(),
+    pipeline() or vLLM then does unless told otherwise)."""
+    gen = model.generation_config
+    gen.do_sample = temperature > 0
+    gen.temperature = temperature if temperature > 0 else None
+    gen.top_p = top_p if temperature > 0 and top_p < 1 else None
+
+
 def trained_spans(ids: list[int], mask: list[int]) -> list[list[int]]:
     """The runs of consecutive trained tokens: one per assistant reply, each ending on its terminator."""
     spans, current = [], []
