@@ -127,9 +127,11 @@ def _launch(accelerate: str, config: Path, log: Path, *overrides: str) -> dict:
     ]
     cmd += ["--num_processes", "1", "--main_process_port", str(_port())]
     cmd += ["-m", "train", "sft", "--config", str(config), *overrides]
+    # a data cache of its own (shared with its resume): runs started together would replace one another's entry
+    env = {**ENV, "INSTRUCTIFY_CACHE": str(config.with_suffix(".cache"))}
     started = time.perf_counter()
     with log.open("w") as fh:
-        code = subprocess.call(cmd, cwd=ROOT, env=ENV, stdout=fh, stderr=subprocess.STDOUT, timeout=900)
+        code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=900)
     tail = log.read_text()[-2500:] if code else ""
     return {"exit": code, "seconds": round(time.perf_counter() - started, 1), "log_tail": tail}
 
@@ -206,7 +208,10 @@ def runs(tmp_path_factory) -> dict:
             }
             r["export"] = _export(configs[(c, m)])
         if r.get("resume", {}).get("exit") == 0:
-            r["resumed_losses"] = _losses(root / f"{c}-{m}-resumed")
+            resumed = root / f"{c}-{m}-resumed"
+            r["resumed_losses"] = _losses(resumed)
+            speed = json.loads((resumed / "speed.json").read_text())
+            r["resumed_steps_run"] = speed["steps_timed"] + speed["warmup_steps"]  # by this process
     for c, m in todo:  # against single's
         r, base = results[f"{c}/{m}"], results.get(f"single/{m}", {})
         if "adapter" in r and "adapter" in base and sorted(r["adapter"]) == sorted(base["adapter"]):
@@ -239,8 +244,9 @@ def test_config(runs, accelerate, model):
     r = runs[f"{accelerate}/{model}"]
     assert r["run"]["exit"] == 0, r["run"]["log_tail"]
     assert sorted(r["losses"]) == list(range(1, STEPS + 1))
-    # resumed from checkpoint-2: steps 3 and 4 repeat the full run's
+    # resumed from checkpoint-2 (so it ran steps 3 and 4 only): they repeat the full run's
     assert r.get("resume", {}).get("exit") == 0, r.get("resume", {}).get("log_tail")
+    assert r["resumed_steps_run"] == STEPS - SAVE_AT
     for step in range(SAVE_AT + 1, STEPS + 1):
         assert abs(r["resumed_losses"][step] - r["losses"][step]) <= TOLERANCE["resume"] * abs(
             r["losses"][step]
