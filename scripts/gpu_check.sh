@@ -4,7 +4,7 @@
 #
 #   run(command="bash scripts/gpu_check.sh", carry=[".whl", ".gpu"], timeout_s=600)
 #
-# Bounded to BUDGET seconds (default 540) in all, each phase under `timeout`, results written as each phase ends:
+# Bounded to BUDGET seconds (default 555) in all, each phase under `timeout`, results written as each phase ends:
 #   0. install the wheels into /tmp/site, check every requirement against what is installed (env.json)
 #   a. tests/test_gpu.py: the five accelerate configs at one process on the tiny Gemma- and SmolLM2-shaped models
 #      (train, checkpoint + resume, adapter and token rows vs `single`, export + doctor) -> configs.json + .xml
@@ -15,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu-out}
-BUDGET=${BUDGET:-540}
+BUDGET=${BUDGET:-555}
 PY=${PYTHON:-python3}
 LOGS=runs/gpu
 mkdir -p "$OUT" "$LOGS"
@@ -41,7 +41,7 @@ export INSTRUCTIFY_CACHE=/tmp/instructify
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv | tee "$LOGS/gpu.csv"
 
 phase "a: accelerate configs (tests/test_gpu.py)"
-GPU_RESULTS="$LOGS/configs.json" timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rfEs tests/test_gpu.py \
+GPU_RESULTS="$LOGS/configs.json" timeout 210 "$PY" -m pytest -q -p no:cacheprovider -rfEs tests/test_gpu.py \
   --junitxml "$LOGS/configs.xml" >"$LOGS/configs.log" 2>&1
 echo "pytest exit $?"; tail -25 "$LOGS/configs.log"
 

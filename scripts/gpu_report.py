@@ -64,6 +64,23 @@ def config_table(configs: dict, tests: dict) -> str:
     return "\n".join(lines)
 
 
+def salvage(shape: str, path: str) -> dict:
+    """A bench cut off by its time limit writes no JSON: each finished run's own speed.json instead."""
+    runs = {
+        f.parent.name: json.loads(f.read_text())
+        for f in sorted((ROOT / "runs" / f"bench-gpu-{shape}").glob("*/speed.json"))
+    }
+    keys = (
+        "tokens_per_s",
+        "trained_tokens_per_s",
+        "step_seconds_mean",
+        "train_peak_gpu_mb",
+        "mfu_full",
+        "mfu_lora",
+    )
+    return {"missing": path, "finished_runs": {name: {k: r.get(k) for k in keys} for name, r in runs.items()}}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", type=Path, default=ROOT / "runs" / "gpu" / "configs.json")
@@ -78,7 +95,7 @@ def main() -> int:
     shapes = {}
     for spec in args.bench:
         shape, _, path = spec.partition("=")
-        shapes[shape] = json.loads(Path(path).read_text()) if Path(path).is_file() else {"missing": path}
+        shapes[shape] = json.loads(Path(path).read_text()) if Path(path).is_file() else salvage(shape, path)
     env = json.loads(args.env.read_text()) if args.env and args.env.is_file() else {}
     report = {
         "what": "scripts/gpu_check.sh: accelerate configs at one process (tests/test_gpu.py), sharded head/rows on "
@@ -105,6 +122,8 @@ def main() -> int:
             if kind in s:
                 reference = next((a for a in BASELINES if a in s[kind]), next(iter(s[kind])))
                 sections += [f"### {kind.replace('_', ' ')}", table(s[kind], reference)]
+        for name, r in s.get("finished_runs", {}).items():
+            sections.append(f"- {name} (finished before the time limit): {json.dumps(r)}")
         if "headline" in s:
             sections.append(f"headline (the lower of the comparisons): {s['headline']}")
     md = "\n\n".join(sections) + "\n"
