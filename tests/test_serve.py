@@ -525,3 +525,18 @@ def test_sigterm_finishes_the_running_requests_and_exits_0(gemma_like, tmp_path)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_seed_makes_a_sampled_reply_repeatable_alone_or_batched(server):
+    """Each row samples from its own generator: the same seed gives the same reply, whatever else runs with it."""
+    sampled = lambda seed: {"messages": HELLO, "max_tokens": 12, "temperature": 2.0, "seed": seed}
+    alone = [_post(server, sampled(seed))[1]["choices"][0]["message"]["content"] for seed in range(4)]
+    assert len(set(alone)) > 1  # it does sample
+    bodies = [sampled(seed) for seed in range(4)] + [{"messages": HELLO, "max_tokens": 12}] * 4
+    server.engine.busiest = 0
+    with ThreadPoolExecutor(8) as pool:
+        together = [
+            p["choices"][0]["message"]["content"] for _, p in pool.map(lambda b: _post(server, b), bodies)
+        ]
+    assert server.engine.busiest >= 2
+    assert together[:4] == alone and set(together[4:]) == {LEARNT_REPLY[: len(together[4])]}
