@@ -276,10 +276,20 @@ def test_modelfile_template_renders_our_chatml(gemma_chat, tmp_path, system_prom
         assert ollama_render(text, conv) == ours[len(tok.bos_token) :]
 
 
+def test_modelfile_decodes_as_generation_config(tmp_path, gemma_chat):
+    tok = AutoTokenizer.from_pretrained(gemma_chat)
+    path = tmp_path / "run-bf16.gguf"
+    sampled = gguf_export.modelfile(path, tok, {"do_sample": True, "temperature": 0.8, "top_p": 0.95})
+    assert {"PARAMETER temperature 0.8", "PARAMETER top_p 0.95"} <= set(sampled.splitlines())
+    greedy = gguf_export.modelfile(path, tok, {"eos_token_id": [1, 2]}).splitlines()
+    assert "PARAMETER temperature 0" in greedy and not any("top_p" in line for line in greedy)
+
+
 def test_cli_export_gguf(family, capsys):
     assert cli.main(["export", "--model", str(family), "--gguf", "q8_0"]) == 0
     path = family.parent / f"{family.parent.name}-q8_0.gguf"
     assert fields(path)[0]["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q8_0
-    assert (family.parent / "Modelfile").read_text().startswith(f"FROM ./{path.name}\n")
+    modelfile = (family.parent / "Modelfile").read_text()
+    assert modelfile.startswith(f"FROM ./{path.name}\n") and "PARAMETER temperature 0\n" in modelfile
     assert cli.main(["export", "--model", str(family), "--gguf", "fp8"]) == 1
     assert "error: unknown GGUF dtype 'fp8'" in capsys.readouterr().err

@@ -306,6 +306,9 @@ def write_gguf(folder: Path, dtype: str = "bf16", out: Path | None = None) -> Pa
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 would keep the file from other users' engines
         os.replace(tmp, out)  # atomic: a GGUF under its final name is always complete
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -313,15 +316,21 @@ def write_gguf(folder: Path, dtype: str = "bf16", out: Path | None = None) -> Pa
     return out
 
 
-def modelfile(gguf_file: Path, tok: PreTrainedTokenizerBase) -> str:
+def modelfile(gguf_file: Path, tok: PreTrainedTokenizerBase, generation: dict | None = None) -> str:
     """An Ollama Modelfile: our ChatML in Go template syntax (Ollama's llama.cpp runner adds the BOS the GGUF
-    asks for, so the template has none), stop at <|im_end|>, and the run's default system prompt, if any."""
+    asks for, so the template has none), stop at <|im_end|>, the decoding default of generation_config.json
+    (Ollama would otherwise sample at its own temperature), and the run's default system prompt, if any."""
     lines = [
         f"FROM ./{gguf_file.name}",
         'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
         '<|im_start|>assistant\n"""',
         f'PARAMETER stop "{template.IM_END}"',
     ]
+    if generation is not None:
+        sampled = generation.get("do_sample") and generation.get("temperature")
+        lines.append(f"PARAMETER temperature {generation['temperature'] if sampled else 0}")
+        if sampled and generation.get("top_p"):
+            lines.append(f"PARAMETER top_p {generation['top_p']}")
     system = template.default_system(tok, tok.chat_template)
     if system:
         lines.append(f'SYSTEM """{system}"""')
@@ -332,6 +341,8 @@ def export_gguf(folder: Path, dtype: str) -> tuple[Path, Path]:
     """The GGUF beside `folder` and an Ollama `Modelfile` naming it."""
     path = write_gguf(folder, dtype)
     mf = path.parent / "Modelfile"
-    mf.write_text(modelfile(path, AutoTokenizer.from_pretrained(folder)))
+    gen_path = Path(folder) / "generation_config.json"
+    generation = json.loads(gen_path.read_text()) if gen_path.is_file() else None
+    mf.write_text(modelfile(path, AutoTokenizer.from_pretrained(folder), generation))
     log.info("wrote %s: ollama create %s -f %s", mf, path.parent.name, mf)
     return path, mf
