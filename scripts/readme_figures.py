@@ -118,10 +118,29 @@ def quickstart(data: dict) -> str:
     return "\n\n".join(parts)
 
 
+ENGINES = {"before": "whole batches", "after": "continuous"}  # bench_serve.py labels of the two engines
+
+
+def serve(data: dict) -> str:
+    rows = [
+        "| clients (requests) | engine | requests/s | latency p50 | p95 | first streamed token p50 | completion tokens/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    runs = [(label, r) for label in ENGINES if label in data for r in data[label]["runs"]]
+    for label, r in sorted(runs, key=lambda x: (x[1]["clients"], list(ENGINES).index(x[0]))):
+        rows.append(
+            f"| {r['clients']} ({r['requests']}) | {ENGINES[label]} | {r['requests_per_s']:.2f} | "
+            f"{r['latency_p50_s']:.1f} s | {r['latency_p95_s']:.1f} s | {r['first_token_p50_s']:.1f} s | "
+            f"{r['completion_tokens_per_s']:.1f} |"
+        )
+    return "\n".join(rows)
+
+
 BLOCKS = {
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
+    "serve": (BENCH / "serve.json", serve),
 }
 
 

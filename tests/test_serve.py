@@ -518,8 +518,8 @@ def test_sigterm_finishes_the_running_requests_and_exits_0(gemma_like, tmp_path)
         proc.send_signal(signal.SIGTERM)
         tail = b"".join(iter(lines.readline, b""))
         assert b'"finish_reason": "length"' in tail and tail.endswith(b"data: [DONE]\n\n")
-        assert proc.wait(timeout=20) == 0, proc.stdout.read().decode()
-        assert time.perf_counter() - t0 < 10
+        assert proc.wait(timeout=30) == 0, proc.stdout.read().decode()
+        assert time.perf_counter() - t0 < 20  # within the grace period (a loaded CI machine took 10.7 s here)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=5)
     finally:
