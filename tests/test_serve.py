@@ -279,7 +279,9 @@ def test_a_burst_gets_an_answer_each_and_429s_above_max_pending(loaded):
         errors = [a for a in answers if isinstance(a, Exception)]
         assert not errors, errors[:3]
         statuses = [status for status, _, _ in answers]
-        assert set(statuses) == {200, 429} and statuses.count(200) >= 4 + 16
+        # at least a full queue is admitted; how many more depends on how many rows started while the burst came
+        # in (17 to 20 seen), which is timing
+        assert set(statuses) == {200, 429} and statuses.count(200) >= 16
         for status, headers, payload in answers:
             if status == 429:
                 assert int(headers["Retry-After"]) >= 1
