@@ -164,4 +164,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip the interpreter's teardown: once in a CI run a rank aborted there ("terminate called without an active
+    # exception", a C++ thread of the process group still alive at exit) after its work was done.
+    os._exit(code)

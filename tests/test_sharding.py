@@ -34,14 +34,19 @@ def _sharded(kind: str, model: Path, out: Path) -> dict:
         "--master_port",
         str(_port()),
     ]
-    done = subprocess.run(
-        [*launch, "tests/sharded_worker.py", kind, str(model), str(out)],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    for attempt in range(2):
+        done = subprocess.run(
+            [*launch, "tests/sharded_worker.py", kind, str(model), str(out)],
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        # one retry, only for a rank killed by SIGABRT (seen once in CI: "terminate called without an active
+        # exception" from a gloo thread); any other failure, or a second abort, fails the test
+        if done.returncode == 0 or "(SIGABRT)" not in done.stderr or attempt:
+            break
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "result.json").read_text())
 
