@@ -6,13 +6,12 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_distributed import _port
+from test_distributed import _torchrun
 
 ROOT = Path(__file__).parent.parent
 ENV = {
@@ -25,15 +24,7 @@ ENV = {
 
 
 def _sharded(kind: str, model: Path, out: Path) -> dict:
-    launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_port()),
-    ]
+    launch = _torchrun()
     for attempt in range(2):
         done = subprocess.run(
             [*launch, "tests/sharded_worker.py", kind, str(model), str(out)],
