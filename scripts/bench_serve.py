@@ -101,6 +101,17 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def run_model_and_prompts(config: str, model: str | None) -> tuple[Path, list[list[dict]]] | None:
+    """The run's model folder (or `model`) and its held-out prompts' messages; None, said on stderr, if missing."""
+    out_dir = Path(config_lib.load(config).output_dir)
+    folder = Path(model or out_dir / "model")
+    prompts_file = out_dir / "eval_prompts.json"
+    if not (folder / "config.json").is_file() or not prompts_file.is_file():
+        print(f"error: {folder} or {prompts_file} missing; run `make train` first", file=sys.stderr)
+        return None
+    return folder, [p["messages"] for p in json.loads(prompts_file.read_text())]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="configs/quickstart.yaml")
@@ -113,14 +124,10 @@ def main() -> int:
     p.add_argument("--label", default="after", help="the key of these results in --out")
     args = p.parse_args()
 
-    cfg = config_lib.load(args.config)
-    out_dir = Path(cfg.output_dir)
-    folder = Path(args.model or out_dir / "model")
-    prompts_file = out_dir / "eval_prompts.json"
-    if not (folder / "config.json").is_file() or not prompts_file.is_file():
-        print(f"error: {folder} or {prompts_file} missing; run `make train` first", file=sys.stderr)
+    found = run_model_and_prompts(args.config, args.model)
+    if found is None:
         return 1
-    prompts = [p["messages"] for p in json.loads(prompts_file.read_text())]
+    folder, prompts = found
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "train", "serve", "--config", args.config, "--model", str(folder)]

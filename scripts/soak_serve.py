@@ -29,8 +29,13 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench_serve import free_port, one_request, percentile, wait_healthy  # noqa: E402
-from train import config as config_lib  # noqa: E402
+from scripts.bench_serve import (  # noqa: E402
+    free_port,
+    one_request,
+    percentile,
+    run_model_and_prompts,
+    wait_healthy,
+)
 
 
 def rss_mb(pid: int) -> float:
@@ -72,13 +77,10 @@ def main() -> int:
     p.add_argument("--out", default="bench/soak.json")
     args = p.parse_args()
 
-    cfg = config_lib.load(args.config)
-    folder = Path(args.model or Path(cfg.output_dir) / "model")
-    prompts_file = Path(cfg.output_dir) / "eval_prompts.json"
-    if not (folder / "config.json").is_file() or not prompts_file.is_file():
-        print(f"error: {folder} or {prompts_file} missing; run `make train` first", file=sys.stderr)
+    found = run_model_and_prompts(args.config, args.model)
+    if found is None:
         return 1
-    prompts = [p["messages"] for p in json.loads(prompts_file.read_text())]
+    folder, prompts = found
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "train", "serve", "--config", args.config, "--model", str(folder)]

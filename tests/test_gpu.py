@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import torch
 import yaml
 from conftest import TINY_SHAPE, _save, _tokenizer, conversations
 from safetensors.torch import load_file
+from test_distributed import _port
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh)"
@@ -52,12 +52,6 @@ ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "OMP_NUM_THREADS": "2",
 }
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wide_models(root: Path) -> dict[str, Path]:
