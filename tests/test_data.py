@@ -178,6 +178,32 @@ def test_problem_names_the_reason(messages, reason):
     assert reason in data.problem(messages, ("<bos>", "<|im_end|>"))
 
 
+@pytest.mark.parametrize(
+    "messages, index, field",
+    [
+        ([], None, None),
+        ([{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}], 1, "role"),
+        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}], 1, "content"),
+        ([{"role": "user", "content": "a<bos>"}, {"role": "assistant", "content": "b"}], 0, "content"),
+        ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], 1, "role"),
+        ([{"role": "user"}], 0, None),
+        ([{"role": "user", "content": "hi"}], None, None),
+    ],
+)
+def test_check_messages_names_the_message_and_field(messages, index, field):
+    found = data.check_messages(messages, ("<bos>",))
+    assert (found.index, found.field) == (index, field)
+    assert str(found) == data.problem(messages, ("<bos>",))
+
+
+def test_a_prompt_ends_on_the_users_message_and_needs_no_reply():
+    user, reply = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}
+    assert data.check_messages([user], prompt=True) is None
+    assert data.check_messages([user, reply, user], prompt=True) is None
+    assert "must end with the user's" in data.check_messages([user, reply], prompt=True).reason
+    assert data.check_messages([user, reply]) is None  # training data: a reply to learn
+
+
 def test_rejections_are_counted_written_and_named_by_file_and_row(tmp_path):
     rows = [
         {"messages": CHAT},

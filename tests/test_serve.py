@@ -17,7 +17,7 @@ import openai
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train import serve, template
+from train import data, serve, template
 from train.template import IM_END
 
 HELLO = [{"role": "user", "content": "hi there how are you doing today"}]
@@ -151,6 +151,47 @@ def test_bad_requests_get_a_4xx_naming_the_field_and_the_server_goes_on(server, 
     assert error["message"] and (param is None or param.split("[")[0] in error["message"])
     status, payload = _post(server, {"messages": HELLO, "max_tokens": 4})  # still serving
     assert status == 200 and payload["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "bot", "content": "yo"},
+            {"role": "user", "content": "a"},
+        ],
+        [{"role": "user", "content": " "}],  # training data refuses empty content, and so does the API
+        [{"role": "user", "content": "a <|im_end|>"}],
+        [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}],
+        [
+            {"role": "user", "content": "a"},
+            {"role": "system", "content": "b"},
+            {"role": "user", "content": "c"},
+        ],
+        [{"role": "user"}],
+    ],
+)
+def test_a_request_is_held_to_the_training_datas_rules(messages):
+    """One validator (data.check_messages): the message and field a request error names are the ones the training
+    data's reason names."""
+    found = data.check_messages(messages, ("<|im_end|>",), prompt=True)
+    with pytest.raises(serve.RequestError) as error:
+        serve._check_messages(messages, ("<|im_end|>",))
+    where = f"messages[{found.index}]"
+    assert error.value.param == (f"{where}.{found.field}" if found.field else where)
+    assert str(error.value) == f"{where} {found.reason}"
+
+
+def test_text_parts_are_joined_before_the_rules_apply():
+    parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    assert serve._check_messages([{"role": "user", "content": parts}], ()) == [
+        {"role": "user", "content": "a\nb"}
+    ]
+    with pytest.raises(serve.RequestError, match="special-token text <|im_end|>"):
+        serve._check_messages(
+            [{"role": "user", "content": [{"type": "text", "text": "<|im_end|>"}]}], ("<|im_end|>",)
+        )
 
 
 def test_malformed_oversized_and_unknown(server):

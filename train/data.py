@@ -25,7 +25,6 @@ from train.config import DataConfig, SourceConfig
 log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
-FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "two_speaker")
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
 Messages = list[dict[str, str]]
 
@@ -235,13 +234,86 @@ def _text_turns(value: object, role: str) -> Messages:
     return value if isinstance(value, list) else [{"role": role, "content": value}]
 
 
+def _from_messages(row: dict, col) -> Messages:
+    msgs = row.get(col("messages"))
+    if not isinstance(msgs, list):
+        raise DataError(f"lacks a `{col('messages')}` list")
+    role, content = col("role"), col("content")
+    return [
+        {"role": m.get(role), "content": m.get(content)}
+        if isinstance(m, dict)
+        else {"role": None, "content": m}
+        for m in msgs
+    ]
+
+
+def _from_sharegpt(row: dict, col) -> Messages:
+    turns = row.get(col("conversations"))
+    if not isinstance(turns, list):
+        raise DataError(f"lacks a `{col('conversations')}` list")
+    speaker, text = col("from"), col("value")
+    out = []
+    for t in turns:
+        raw = t.get(speaker) if isinstance(t, dict) else None
+        out.append({"role": SHAREGPT_ROLES.get(str(raw).lower(), raw), "content": t.get(text) if raw else t})
+    return out
+
+
+def _from_alpaca(row: dict, col) -> Messages:
+    instruction, extra = row.get(col("instruction")), row.get(col("input"))
+    if not isinstance(instruction, str):
+        raise DataError(f"`{col('instruction')}` is not a string")
+    prompt = f"{instruction}\n\n{extra}" if isinstance(extra, str) and extra.strip() else instruction
+    msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": row.get(col("output"))}]
+    system = row.get(col("system"))
+    return (
+        [{"role": "system", "content": system}, *msgs] if isinstance(system, str) and system.strip() else msgs
+    )
+
+
+def _from_prompt_completion(row: dict, col) -> Messages:
+    return _text_turns(row.get(col("prompt")), "user") + _text_turns(row.get(col("completion")), "assistant")
+
+
+def _from_two_speaker(row: dict, col) -> Messages:
+    turns = row.get(col("turns")) or row.get(col("messages"))
+    if not isinstance(turns, list):
+        raise DataError(f"lacks a `{col('turns')}` list of {{speaker, text}}")
+    speaker, text = col("speaker"), col("text")
+    merged: list[tuple[object, list[str]]] = []
+    for t in turns:
+        who = t.get(speaker, t.get("sender")) if isinstance(t, dict) else None
+        words = t.get(text) if isinstance(t, dict) else None
+        if not isinstance(words, str):
+            raise DataError(f"a turn lacks a `{text}` string")
+        if merged and merged[-1][0] == who:
+            merged[-1][1].append(words.strip())
+        else:
+            merged.append((who, [words.strip()]))
+    first = merged[0][0] if merged else None  # the first speaker is the user
+    return [
+        {"role": "user" if who == first else "assistant", "content": TWO_SPEAKER_JOIN.join(ws)}
+        for who, ws in merged
+    ]
+
+
+# Each format's converter; config's `data.sources[].format` choices are these names and `auto` (a test holds them
+# equal).
+CONVERTERS = {
+    "messages": _from_messages,
+    "sharegpt": _from_sharegpt,
+    "alpaca": _from_alpaca,
+    "prompt_completion": _from_prompt_completion,
+    "two_speaker": _from_two_speaker,
+}
+
+
 def to_messages(row: object, fmt: str, columns: dict) -> Messages:
     """Convert one raw row; raises DataError with the reason for rows this format cannot read."""
     if isinstance(row, _Unreadable):
         raise DataError(row.reason)
     if not isinstance(row, dict):
         raise DataError(f"expected an object, got {type(row).__name__}")
-    col = lambda name: columns.get(name, name)  # noqa: E731
     if fmt == "auto":
         fmt = detect(row, columns)
         if fmt is None:
@@ -249,66 +321,9 @@ def to_messages(row: object, fmt: str, columns: dict) -> Messages:
                 f"cannot tell the format from keys {sorted(row)}; expected messages, conversations, "
                 "instruction/output, prompt/completion or turns; set data.sources[].format or .columns"
             )
-    if fmt == "messages":
-        msgs = row.get(col("messages"))
-        if not isinstance(msgs, list):
-            raise DataError(f"lacks a `{col('messages')}` list")
-        role, content = col("role"), col("content")
-        return [
-            {"role": m.get(role), "content": m.get(content)}
-            if isinstance(m, dict)
-            else {"role": None, "content": m}
-            for m in msgs
-        ]
-    if fmt == "sharegpt":
-        turns = row.get(col("conversations"))
-        if not isinstance(turns, list):
-            raise DataError(f"lacks a `{col('conversations')}` list")
-        speaker, text = col("from"), col("value")
-        out = []
-        for t in turns:
-            raw = t.get(speaker) if isinstance(t, dict) else None
-            out.append(
-                {"role": SHAREGPT_ROLES.get(str(raw).lower(), raw), "content": t.get(text) if raw else t}
-            )
-        return out
-    if fmt == "alpaca":
-        instruction, extra = row.get(col("instruction")), row.get(col("input"))
-        if not isinstance(instruction, str):
-            raise DataError(f"`{col('instruction')}` is not a string")
-        prompt = f"{instruction}\n\n{extra}" if isinstance(extra, str) and extra.strip() else instruction
-        msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": row.get(col("output"))}]
-        system = row.get(col("system"))
-        return (
-            [{"role": "system", "content": system}, *msgs]
-            if isinstance(system, str) and system.strip()
-            else msgs
-        )
-    if fmt == "prompt_completion":
-        return _text_turns(row.get(col("prompt")), "user") + _text_turns(
-            row.get(col("completion")), "assistant"
-        )
-    if fmt == "two_speaker":
-        turns = row.get(col("turns")) or row.get(col("messages"))
-        if not isinstance(turns, list):
-            raise DataError(f"lacks a `{col('turns')}` list of {{speaker, text}}")
-        speaker, text = col("speaker"), col("text")
-        merged: list[tuple[object, list[str]]] = []
-        for t in turns:
-            who = t.get(speaker, t.get("sender")) if isinstance(t, dict) else None
-            words = t.get(text) if isinstance(t, dict) else None
-            if not isinstance(words, str):
-                raise DataError(f"a turn lacks a `{text}` string")
-            if merged and merged[-1][0] == who:
-                merged[-1][1].append(words.strip())
-            else:
-                merged.append((who, [words.strip()]))
-        first = merged[0][0] if merged else None  # the first speaker is the user
-        return [
-            {"role": "user" if who == first else "assistant", "content": TWO_SPEAKER_JOIN.join(ws)}
-            for who, ws in merged
-        ]
-    raise DataError(f"unknown format {fmt!r}")
+    if fmt not in CONVERTERS:
+        raise DataError(f"unknown format {fmt!r}")
+    return CONVERTERS[fmt](row, lambda name: columns.get(name, name))
 
 
 # ---- validation -------------------------------------------------------------------------------------------------
@@ -330,41 +345,71 @@ def _first_chars(special_texts: tuple[str, ...]) -> frozenset[str]:
     return frozenset(t[0] for t in special_texts if t)
 
 
-def problem(messages: object, special_texts: tuple[str, ...] = ()) -> str | None:
-    """Why a conversation cannot be trained on, or None. Each reason is counted in the load report.
+@dataclass(frozen=True)
+class Problem:
+    """Why a conversation cannot be used: `reason`, about message `index` (0-based; None: the conversation) and its
+    `field` (role, content; None: the message), and for training data what to do (`fix`)."""
 
-    `special_texts`: control-token strings (`<|im_end|>`...) that may not appear inside a message; empty to allow
-    them (`template.special_text: escape`, where they are tokenised as plain text).
-    """
+    reason: str
+    index: int | None = None
+    field: str | None = None
+    fix: str = ""
+
+    def __str__(self) -> str:
+        text = self.reason if self.index is None else f"message {self.index + 1} {self.reason}"
+        return f"{text}; {self.fix}" if self.fix else text
+
+
+def check_messages(
+    messages: object, special_texts: tuple[str, ...] = (), prompt: bool = False
+) -> Problem | None:
+    """The one set of rules for a conversation, for training data and for the chat API (train/serve.py): roles from
+    ROLES, system only first, then user and assistant alternating from user, non-empty text content, and none of
+    `special_texts` (control-token strings such as `<|im_end|>`; empty to allow them, as `template.special_text:
+    escape` does, where they are tokenised as plain text) inside a message. A training conversation needs an
+    assistant turn; a `prompt` ends on the user's message, which the model answers."""
     if not isinstance(messages, list) or not messages:
-        return "messages is empty or not a list"
+        return Problem("messages is empty or not a list")
     first_chars = _first_chars(special_texts)
     expected = "user"
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            return f"message {i + 1} lacks role/content"
+            return Problem("lacks role/content", i)
         role, content = m["role"], m["content"]
         if role not in ROLES:
-            return f'message {i + 1} has role "{role}"; expected one of {", ".join(ROLES)}'
+            return Problem(f'has role "{role}"; expected one of {", ".join(ROLES)}', i, "role")
         if not isinstance(content, str) or not content.strip():
-            return f"message {i + 1} has empty or non-string content"
+            return Problem("has empty or non-string content", i, "content")
         if first_chars & set(content):  # cheap pre-check: most messages hold none of these characters
             found = next((t for t in special_texts if t in content), None)
             if found:
-                return (
-                    f"message {i + 1} contains special-token text {found}; "
-                    "set template.special_text: escape to train on it as plain text"
+                return Problem(
+                    f"contains special-token text {found}; it would act as a control token",
+                    i,
+                    "content",
+                    "set template.special_text: escape to train on it as plain text",
                 )
         if role == "system":
             if i != 0:
-                return f"message {i + 1} is system; system is only allowed first"
+                return Problem("is system; system is only allowed first", i, "role")
             continue
         if role != expected:
-            return f"message {i + 1} is {role} where {expected} was expected; turns alternate, starting with user"
+            return Problem(
+                f"is {role} where {expected} was expected; turns alternate, starting with user", i, "role"
+            )
         expected = "assistant" if role == "user" else "user"
-    if not any(m["role"] == "assistant" for m in messages):
-        return "no assistant turn"
+    if prompt and messages[-1]["role"] != "user":
+        return Problem("messages must end with the user's message: the model answers it")
+    if not prompt and not any(m["role"] == "assistant" for m in messages):
+        return Problem("no assistant turn")
     return None
+
+
+def problem(messages: object, special_texts: tuple[str, ...] = ()) -> str | None:
+    """Why a conversation cannot be trained on (check_messages' rules), or None. Each reason is counted in the load
+    report."""
+    found = check_messages(messages, special_texts)
+    return None if found is None else str(found)
 
 
 def load(cfg: DataConfig, special_texts: tuple[str, ...], report: LoadReport) -> list[Conversation]:

@@ -110,20 +110,27 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _recorded(run: dict) -> dict:
+    """The fields of a run.json that a resume compares, with what an absent one means."""
+    return {"data_fingerprint": None, "distributed": {}, "config": {}, "packages": {}, **run}
+
+
 def check_resume(previous: dict, current: dict) -> list[str]:
-    """Refuse a resume on other data or another training setup; return warnings for lesser differences."""
-    if previous.get("data_fingerprint") != current["data_fingerprint"]:
+    """Refuse a resume on other data or another training setup; return warnings for lesser differences.
+    Both records are read the same way: a key an older run.json lacks reads as absent on either side."""
+    previous, current = _recorded(previous), _recorded(current)
+    if previous["data_fingerprint"] != current["data_fingerprint"]:
         raise RunError(
             "training.resume: the data (or tokenizer, template, data settings) differs from the run being "
             "resumed; restore it, or start a new run (another output_dir, or overwrite=true)"
         )
-    worlds = [r.get("distributed", {}).get("world_size", 1) for r in (previous, current)]
+    worlds = [r["distributed"].get("world_size", 1) for r in (previous, current)]
     if worlds[0] != worlds[1]:
         raise RunError(
             f"training.resume: the run was trained by {worlds[0]} process(es), this launch has {worlds[1]}: the "
             "global batch and the data each step sees would change. Resume with the same number of processes"
         )
-    old, new = _flatten(previous.get("config", {})), _flatten(current["config"])
+    old, new = _flatten(previous["config"]), _flatten(current["config"])
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE)
     refused = [k for k in changed if not k.startswith("eval.")]
     if refused:
@@ -132,7 +139,7 @@ def check_resume(previous: dict, current: dict) -> list[str]:
             + ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in refused)
             + "; restore those keys, or start a new run"
         )
-    old_packages = previous.get("packages", {})
+    old_packages = previous["packages"]
     versions = [
         f"{name} {old_packages.get(name)} -> {v}"
         for name, v in current["packages"].items()

@@ -29,12 +29,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from train.data import check_messages
 from train.engine import MAX_PENDING, TOKENIZER_LOCK, Engine, Job, Overloaded
 from train.template import special_texts
 
 log = logging.getLogger(__name__)
 
-ROLES = ("system", "user", "assistant")
 MAX_TOKENS_LIMIT = 4096  # per request; a client asking for more gets a 400 naming max_tokens
 DEFAULT_MAX_TOKENS = 256
 MAX_BODY_BYTES = 1 << 20
@@ -53,53 +53,22 @@ class RequestError(ValueError):
 
 
 def _check_messages(messages: object, forbidden: tuple[str, ...]) -> list[dict]:
-    """The training data's rules: system only first, then user and assistant alternating from user; the last
-    message is the user's (the model writes the next assistant turn); no special-token text in any content."""
-    if not isinstance(messages, list) or not messages:
-        raise RequestError("messages must be a non-empty list of {role, content} objects", "messages")
-    expected, checked = "user", []
-    for i, m in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise RequestError(f"{where} must be an object with role and content", where)
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise RequestError(
-                f"{where}.role is {role!r}; expected one of {', '.join(ROLES)}", f"{where}.role"
-            )
-        if isinstance(content, list):
-            content = _text_of_parts(content, f"{where}.content")
-        if not isinstance(content, str):
-            raise RequestError(
-                f"{where}.content must be a string or a list of text parts", f"{where}.content"
-            )
-        found = next((t for t in forbidden if t in content), None)
-        if found:
-            raise RequestError(
-                f"{where}.content holds the special-token text {found}, which would act as a control token; "
-                "the training data rejects it too",
-                f"{where}.content",
-            )
-        if role == "system":
-            if i != 0:
-                raise RequestError(
-                    f"{where}.role: system is only allowed as the first message", f"{where}.role"
-                )
-            checked.append({"role": role, "content": content})
-            continue
-        if role != expected:
-            raise RequestError(
-                f"{where}.role is {role}, {expected} expected: turns alternate, starting with user",
-                f"{where}.role",
-            )
-        expected = "assistant" if role == "user" else "user"
-        checked.append({"role": role, "content": content})
-    if messages[-1].get("role") != "user":
-        raise RequestError(
-            f"messages[{len(messages) - 1}] must be the user's: the model answers the last message",
-            "messages",
-        )
-    return checked
+    """The training data's rules (train/data.py: check_messages, the same code), the last message the user's;
+    content given as a list of text parts is joined first. A broken rule is a 400 naming the message and field."""
+    if isinstance(messages, list):
+        messages = [
+            {**m, "content": _text_of_parts(m["content"], f"messages[{i}].content")}
+            if isinstance(m, dict) and isinstance(m.get("content"), list)
+            else m
+            for i, m in enumerate(messages)
+        ]
+    found = check_messages(messages, forbidden, prompt=True)
+    if found is not None:
+        if found.index is None:
+            raise RequestError(found.reason, "messages")
+        where = f"messages[{found.index}]"
+        raise RequestError(f"{where} {found.reason}", f"{where}.{found.field}" if found.field else where)
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def _text_of_parts(parts: list, where: str) -> str:

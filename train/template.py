@@ -1,6 +1,6 @@
 """ChatML template, special tokens, eos/pad and generation_config: the pieces that decide whether a model stops.
 
-The rules (see shared PITFALLS): the turn terminator `<|im_end|>` is eos everywhere (tokenizer, config,
+The rules: the turn terminator `<|im_end|>` is eos everywhere (tokenizer, config,
 generation_config), pad is never an eos id (else collators mask the terminator out of the loss), the template used
 for training is the one saved for inference, and the assistant mask covers each reply *and* its `<|im_end|>`.
 """
@@ -117,7 +117,8 @@ def init_rows(
 ) -> None:
     """Start rows `ids` (and any padding rows past `old_rows`) at the mean of the existing rows, or for
     `init="description"` at the mean of the rows of a description's tokens ("end of turn"): a neutral start that
-    trains fast, never random or zero (PITFALLS 10)."""
+    trains fast. Never random or zero: a random row makes the new token's logit noise, a zero row keeps it from
+    ever being predicted, and either way the model learns to stop slowly if at all."""
     with torch.no_grad():
         for layer in _embedding_layers(model):
             w = layer.weight
@@ -204,7 +205,8 @@ def add_chat_tokens(
     new_tokens = list(missing)
     pad = tokenizer.pad_token
     if pad is None or tokenizer.pad_token_id in original_eos or tokenizer.pad_token_id == vocab.get(IM_END):
-        # pad must differ from every eos id, or the closing token is masked out of the loss (PITFALLS 1)
+        # pad must differ from every eos id: collators that mask pad out of the labels would mask the closing
+        # token too, and the model would never learn to stop
         pad = tokenizer.unk_token if tokenizer.unk_token_id not in (*original_eos, None) else PAD
         if pad == PAD and PAD not in vocab:
             new_tokens.append(PAD)
@@ -254,7 +256,8 @@ def add_chat_tokens_from(cfg: TemplateConfig, model: PreTrainedModel | None, tok
 
 
 def set_stop_ids(model: PreTrainedModel, eos_ids: list[int], pad_id: int) -> None:
-    """config and generation_config agree: pipeline(), generate() and vLLM each read one of them (PITFALLS 3)."""
+    """config and generation_config agree: pipeline(), generate() and vLLM each read one of them, and a runtime that
+    reads a stale one never stops."""
     text_config = model.config.get_text_config()
     text_config.eos_token_id = eos_ids[0]
     text_config.pad_token_id = pad_id
@@ -312,7 +315,7 @@ def encode(
 ) -> list[Encoded]:
     """Tokenise conversations exactly as the ChatML template renders them, with the loss mask set where tokens are
     added. Message text is tokenised with `split_special_tokens`, so text like "<|im_end|>" typed inside a message
-    stays plain text and never becomes a control token (PITFALLS 15); tests and `doctor` check the ids and mask equal
+    stays plain text and never becomes a control token (a typed "<|im_end|>" would otherwise end the turn); tests and `doctor` check the ids and mask equal
     `apply_chat_template(..., return_assistant_tokens_mask=True)` on ordinary conversations.
 
     Our own instead of `apply_chat_template`: that renders to text and re-tokenises, which turns such text into
