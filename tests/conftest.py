@@ -150,6 +150,15 @@ def _reply_mask(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     return ids, mask
 
 
+def assistant_mask(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """(input_ids, mask) from the saved template's {% generation %} markers (mask=1 on trained tokens), as
+    transformers gives them: what tests compare train/template.py's own encoder and masks with."""
+    out = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    return list(out["input_ids"]), list(out["assistant_masks"])
+
+
 def _fit_to_stop(model, tokenizer, rows: list[dict], steps: int) -> None:
     """Full fine-tune on the assistant tokens (replies and their <|im_end|>) until the tiny model has learnt
     the conversations by heart: greedy replies then end on <|im_end|> like a trained chat model's."""

@@ -1,4 +1,4 @@
-"""doctor on folders with each mistake, and on the two packaged real models."""
+"""doctor on folders with each mistake, each check alone, and on the two packaged real models."""
 
 import json
 
@@ -27,6 +27,19 @@ def statuses(folder):
     return {c.name: c.status for c in doctor.diagnose(folder)}
 
 
+def alone(check, folder) -> doctor.Check:
+    """One check on its own, over what was read from `folder`."""
+    (found,) = check(doctor.Folder(folder))
+    return found
+
+
+def set_template(folder, text):
+    tok = AutoTokenizer.from_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)  # save_pretrained leaves an old one in place
+    tok.chat_template = text
+    tok.save_pretrained(folder)
+
+
 def edit_json(path, **changes):
     data = json.loads(path.read_text())
     data.update(changes)
@@ -45,8 +58,7 @@ def test_exported_folder_passes(chat_folder, capsys):
 
 def test_generation_config_eos_left_as_base_eos_fails(chat_folder, capsys):
     edit_json(chat_folder / "generation_config.json", eos_token_id=1)
-    result = doctor.diagnose(chat_folder)
-    bad = next(c for c in result if c.name == "eos agrees")
+    bad = alone(doctor.eos_agrees, chat_folder)
     assert bad.status == "FAIL" and "generation_config.json eos_token_id [1] lacks it" in bad.detail
     assert cli.main(["doctor", str(chat_folder)]) == 1
     assert "fix: set eos to <|im_end|>" in capsys.readouterr().out
@@ -56,7 +68,7 @@ def test_pad_equal_to_eos_is_a_warning(chat_folder):
     tok = AutoTokenizer.from_pretrained(chat_folder)
     tok.pad_token = "<|im_end|>"
     tok.save_pretrained(chat_folder)
-    assert statuses(chat_folder)["pad vs eos"] == "WARN"
+    assert alone(doctor.pad_is_not_eos, chat_folder).status == "WARN"
 
 
 def test_untrained_terminator_row_fails(chat_folder):
@@ -65,15 +77,16 @@ def test_untrained_terminator_row_fails(chat_folder):
     with torch.no_grad():
         model.get_input_embeddings().weight[tok.convert_tokens_to_ids("<|im_end|>")] = 0
     model.save_pretrained(chat_folder)
-    check = next(c for c in doctor.diagnose(chat_folder) if c.name == "token <|im_end|>")
-    assert check.status == "FAIL" and "near zero" in check.detail
+    start, end = doctor.control_tokens(doctor.Folder(chat_folder))
+    assert start.status == "PASS" and end.name == "token <|im_end|>"
+    assert end.status == "FAIL" and "near zero" in end.detail
 
 
 def test_double_bos_template_fails(chat_folder):
     tok = AutoTokenizer.from_pretrained(chat_folder)
     tok.chat_template = "{{ bos_token }}" + tok.chat_template
     tok.save_pretrained(chat_folder)
-    assert statuses(chat_folder)["one BOS"] == "FAIL"
+    assert alone(doctor.one_bos, chat_folder).status == "FAIL"
 
 
 def test_mask_without_terminator_fails(chat_folder):
@@ -84,7 +97,94 @@ def test_mask_without_terminator_fails(chat_folder):
         "{%- generation -%}{{ message['content'] }}{%- endgeneration -%}{{ '<|im_end|>' }}",
     )
     tok.save_pretrained(chat_folder)
-    assert statuses(chat_folder)["assistant mask"] == "FAIL"
+    assert alone(doctor.assistant_mask, chat_folder).status == "FAIL"
+
+
+def test_every_check_reports_on_a_folder_without_a_tokenizer(tmp_path):
+    """No check is skipped silently: each one the missing tokenizer makes impossible says so."""
+    checks = doctor.diagnose(tmp_path)
+    assert [c.name for c in checks][:1] == ["tokenizer"] and checks[0].status == "FAIL"
+    assert {c.name for c in checks} == {run.check_name for run in doctor.CHECKS}
+    assert {c.status for c in checks[1:]} == {"SKIP"}
+    text, ok = doctor.report(checks)
+    assert not ok and "1 check(s) failed (10 skipped)" in text
+
+
+def test_check_names_are_distinct():
+    names = [run.check_name for run in doctor.CHECKS]
+    assert len(names) == len(set(names))
+
+
+def test_no_template_fails_and_the_checks_that_need_one_skip(chat_folder):
+    set_template(chat_folder, None)
+    found = {c.name: c for c in doctor.diagnose(chat_folder)}
+    assert found["chat template"].status == "FAIL" and "no chat_template" in found["chat template"].detail
+    assert found["pad vs eos"].status == "PASS"  # needs only the tokenizer
+    assert found["template renders"].status == "SKIP" and found["assistant mask"].status == "SKIP"
+
+
+def test_a_template_that_does_not_render_fails(chat_folder):
+    set_template(chat_folder, "{{ messages[0]['content'] | no_such_filter }}")
+    check = alone(doctor.renders, chat_folder)
+    assert check.status == "FAIL" and "rendering a conversation failed" in check.detail
+
+
+def test_a_generation_prompt_that_is_not_the_reply_header_fails(chat_folder):
+    tok = AutoTokenizer.from_pretrained(chat_folder)
+    # replies are trained after "<|im_start|>assistant\n"; a prompt with another header asks for another turn
+    set_template(
+        chat_folder,
+        tok.chat_template.replace(
+            "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}",
+            "{%- if add_generation_prompt -%}{{ '<|im_start|>model\\n' }}",
+        ),
+    )
+    assert alone(doctor.prompt_is_prefix, chat_folder).status == "FAIL"
+    assert alone(doctor.has_terminator, chat_folder).status == "PASS"
+
+
+def test_a_reply_closed_by_no_special_token_fails(chat_folder):
+    set_template(
+        chat_folder,
+        "{%- for m in messages -%}{{ m['role'] + ': ' + m['content'] + '\\n' }}{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ 'assistant: ' }}{%- endif -%}",
+    )
+    check = alone(doctor.has_terminator, chat_folder)
+    assert check.status == "FAIL" and "no special token closes" in check.detail
+    assert alone(doctor.eos_agrees, chat_folder).status == "SKIP"
+
+
+def test_tokenizer_eos_other_than_the_terminator_fails(chat_folder):
+    tok = AutoTokenizer.from_pretrained(chat_folder)
+    tok.eos_token = "<eos>"
+    tok.save_pretrained(chat_folder)
+    check = alone(doctor.eos_agrees, chat_folder)
+    assert check.status == "FAIL" and "tokenizer eos is <eos>" in check.detail
+
+
+def test_training_tokenisation_that_differs_from_the_template_fails(chat_folder, monkeypatch):
+    assert alone(doctor.encoder_parity, chat_folder).status == "PASS"
+    real = template.encode
+
+    def drops_the_last_token(*args, **kwargs):
+        (enc,) = real(*args, **kwargs)
+        enc.input_ids = enc.input_ids[:-1]
+        return [enc]
+
+    monkeypatch.setattr(template, "encode", drops_the_last_token)
+    assert alone(doctor.encoder_parity, chat_folder).status == "FAIL"
+
+
+def test_parity_skips_and_mask_warns_for_a_template_that_is_not_chatml(chat_folder):
+    # turns closed by <|im_end|> but headed "### role": not ChatML, no markers
+    set_template(
+        chat_folder,
+        "{%- for m in messages -%}{{ '### ' + m['role'] + '\\n' + m['content'] + '<|im_end|>' }}{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ '### assistant\\n' }}{%- endif -%}",
+    )
+    assert alone(doctor.has_terminator, chat_folder).status == "PASS"
+    assert alone(doctor.encoder_parity, chat_folder).status == "SKIP"
+    assert alone(doctor.assistant_mask, chat_folder).status == "WARN"
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from conftest import assistant_mask
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
@@ -212,7 +213,7 @@ def test_teacher_forced_metrics_on_a_tiny_model(gemma_like, batch_size):
     # distribution just before that terminator
     nll, count, probs, top1 = 0.0, 0, [], []
     for conv in convs:
-        ids, mask = template.assistant_mask(tok, conv)
+        ids, mask = assistant_mask(tok, conv)
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
         trained = [i for i, k in enumerate(mask) if k]

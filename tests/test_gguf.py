@@ -191,7 +191,7 @@ def test_bad_input_is_refused_and_leaves_nothing(gemma_like, gemma_chat, tmp_pat
         gguf_export.write_gguf(gemma_chat, "q4_k")
     base = tmp_path / "base" / "model"
     shutil.copytree(gemma_like, base)
-    with pytest.raises(gguf_export.GGUFError, match="doctor found problems.*\n.*FAIL chat template"):
+    with pytest.raises(gguf_export.GGUFError, match=r"doctor found problems[\s\S]*\nFAIL chat template"):
         gguf_export.write_gguf(base, "bf16")
     other = tmp_path / "other" / "model"
     shutil.copytree(gemma_chat, other)

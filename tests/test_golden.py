@@ -3,6 +3,7 @@ added) and SmolLM2-135M-Instruct (ChatML reused). Needs the GGUF conversions (ca
 
 import pytest
 import torch
+from conftest import assistant_mask
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from train import template
@@ -57,7 +58,7 @@ def test_label_mask(chat):
     text = tok.apply_chat_template(CONV, tokenize=False)
     assert enc.input_ids == tok(text, add_special_tokens=False)["input_ids"]
     # transformers' own mask on the saved template agrees, token for token
-    ids, mask = template.assistant_mask(tok, CONV)
+    ids, mask = assistant_mask(tok, CONV)
     assert (ids, mask) == (enc.input_ids, enc.assistant_masks)
     # and the prompt a user renders at inference is a prefix of what was trained on
     prompt = tok.apply_chat_template(CONV[:4], add_generation_prompt=True, tokenize=True, return_dict=True)

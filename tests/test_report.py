@@ -3,6 +3,7 @@
 import json
 
 from train import report
+from train.config import EvalConfig
 from train.evaluate import Reply, summarize, write_report
 from train.monitor import ConformanceMonitor
 
@@ -66,13 +67,19 @@ def test_report_without_curve_or_teacher_forcing(tmp_path):
 
 def test_monitor_checks_at_start_every_n_steps_and_at_the_end(tmp_path):
     prompts = [{"id": "a"}]
-    m = ConformanceMonitor(None, prompts, tmp_path / "c.jsonl", 25, 64, 50, 8, 16)
+    every = {"max_new_tokens": 16, "monitor_conversations": 64, "monitor_generate_conversations": 8}
+    m = ConformanceMonitor(
+        None, prompts, tmp_path / "c.jsonl", EvalConfig(monitor_every=25, monitor_generate_every=50, **every)
+    )
     due = {s: m.due(s, 110) for s in range(111)}
     assert [s for s, (score, _) in due.items() if score] == [0, 25, 50, 75, 100, 110]
     assert [s for s, (_, gen) in due.items() if gen] == [0, 50, 100, 110]
-    off = ConformanceMonitor(None, prompts, tmp_path / "c.jsonl", 0, 64, 0, 8, 16)
+    off = ConformanceMonitor(
+        None, prompts, tmp_path / "c.jsonl", EvalConfig(monitor_every=0, monitor_generate_every=0, **every)
+    )
     assert not any(any(off.due(s, 10)) for s in range(11))
-    assert ConformanceMonitor(None, [], tmp_path / "c.jsonl", 5, 64, 5, 8, 16).due(0, 10) == (False, False)
+    none = EvalConfig(monitor_every=5, monitor_generate_every=5, **every)
+    assert ConformanceMonitor(None, [], tmp_path / "c.jsonl", none).due(0, 10) == (False, False)
 
 
 def test_fast_inference_changes_no_output_and_restores_the_weights(gemma_like):

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import SMOLLM2_STYLE
+from conftest import SMOLLM2_STYLE, assistant_mask
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from train import template
@@ -70,7 +70,7 @@ def test_golden_rendering(gemma_like, smol_like):
 def test_assistant_mask_covers_replies_and_their_terminator_only(gemma_like):
     model, tok = load(gemma_like)
     tokens = template.add_chat_tokens(model, tok)
-    ids, mask = template.assistant_mask(tok, CONV)
+    ids, mask = assistant_mask(tok, CONV)
     spans = template.trained_spans(ids, mask)
     assert [tok.decode(s).strip() for s in spans] == [
         "im doing good<|im_end|>",
@@ -98,7 +98,7 @@ def test_encode_equals_apply_chat_template_ids_and_mask(gemma_like, smol_like):
             tokens = template.add_chat_tokens(model, tok, system_prompt=system_prompt)
             convs = [CONV, CONV[1:3], CONV[1:]]
             for conv, enc in zip(convs, template.encode(tok, convs, tokens)):
-                ids, mask = template.assistant_mask(tok, conv)
+                ids, mask = assistant_mask(tok, conv)
                 assert enc.input_ids == ids and enc.assistant_masks == mask
                 assert enc.ends[-1] == len(ids) and len(enc.ends) == len(conv)
 
@@ -187,3 +187,54 @@ def test_encode_with_max_length_stops_early_but_agrees(gemma_like):
     assert lazy.ends == full.ends[: len(lazy.ends)] and lazy.input_ids == full.input_ids[: lazy.ends[-1]]
     (short,) = template.encode(tok, [CONV[1:3]], tokens, max_length=10_000)
     assert short.input_ids == template.encode(tok, [CONV[1:3]], tokens)[0].input_ids
+
+
+# ---- the three parts of add_chat_tokens, each alone ------------------------------------------------------------
+
+
+def test_choose_tokens_only_chooses(gemma_like, smol_like):
+    _, tok = load(gemma_like)
+    size = len(tok)
+    choice = template.choose_tokens(tok, None, [tok.eos_token_id])
+    assert choice.missing == ["<|im_start|>", "<|im_end|>"] and choice.untrained == []
+    assert len(tok) == size and tok.chat_template is None  # nothing applied yet
+    # a pad that is an eos id is replaced: by unk when unk is no eos id, else by our own <|pad|>
+    tok.pad_token = tok.eos_token
+    choice = template.choose_tokens(tok, None, [tok.eos_token_id])
+    assert choice.pad == tok.unk_token and not choice.add_pad
+    choice = template.choose_tokens(tok, None, [tok.eos_token_id, tok.unk_token_id])
+    assert choice.pad == template.PAD and choice.add_pad
+    model, smol = load(smol_like)  # ChatML tokens present and (here) trained-looking: reused as they are
+    choice = template.choose_tokens(smol, model.get_input_embeddings().weight, [smol.eos_token_id])
+    assert choice.missing == [] and choice.untrained == []
+
+
+def test_apply_rows_grows_to_a_multiple_and_starts_new_rows_at_the_mean(gemma_like):
+    model, tok = load(gemma_like)
+    old = model.get_input_embeddings().weight.detach().clone()
+    tok.add_special_tokens({"extra_special_tokens": ["<|im_start|>"]})
+    new = tok.convert_tokens_to_ids("<|im_start|>")
+    template.apply_rows(model, tok, [new], "mean")
+    emb = model.get_input_embeddings().weight
+    assert emb.shape[0] % template.EMBEDDING_MULTIPLE == 0 and emb.shape[0] > old.shape[0]
+    torch.testing.assert_close(emb[: old.shape[0]], old)
+    torch.testing.assert_close(emb[new], old.mean(0), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(emb[-1], old.mean(0), atol=1e-6, rtol=1e-5)  # padding rows too, never random
+
+
+def test_choose_template_follows_the_tokenizers_bos(gemma_like, smol_like):
+    _, gemma = load(gemma_like)
+    _, smol = load(smol_like)
+    assert (
+        template.choose_template(gemma, "chatml").with_bos
+        and not template.choose_template(smol, "chatml").with_bos
+    )
+    assert gemma.chat_template is None  # chosen, not applied
+    chosen = template.choose_template(smol, "chatml", "be brief")
+    assert chosen.system_prompt == "be brief" and chosen.template == template.chatml_template(
+        False, "be brief"
+    )
+    smol.chat_template = SMOLLM2_STYLE
+    chosen = template.choose_template(smol, "model")
+    assert chosen.system_prompt == "You are a helpful AI assistant named SmolLM"
+    assert "{%- generation -%}" in chosen.template and smol.chat_template == SMOLLM2_STYLE

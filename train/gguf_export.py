@@ -219,7 +219,7 @@ def _write_tokenizer(
     w.add_eot_token_id(im_end)
     if tok.bos_token_id is not None:
         w.add_bos_token_id(tok.bos_token_id)
-    w.add_add_bos_token(template._adds_bos(tok))  # Gemma: one <bos>, which the template writes; SmolLM2: none
+    w.add_add_bos_token(template.adds_bos(tok))  # Gemma: one <bos>, which the template writes; SmolLM2: none
     w.add_add_eos_token(False)
     if vocab.model == "llama":
         w.add_add_space_prefix(False)

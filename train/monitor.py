@@ -17,6 +17,7 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback
 
 from train import evaluate
+from train.config import EvalConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +54,15 @@ def fast_inference(model):
 
 
 class ConformanceMonitor(TrainerCallback):
-    def __init__(
-        self,
-        tokenizer,
-        prompts: list[dict],
-        path: Path,
-        every: int,
-        conversations: int,
-        generate_every: int,
-        generate_conversations: int,
-        max_new_tokens: int,
-    ):
+    def __init__(self, tokenizer, prompts: list[dict], path: Path, settings: EvalConfig):
+        """`settings`: the run's eval section (monitor_every, monitor_conversations, monitor_generate_every,
+        monitor_generate_conversations, max_new_tokens)."""
         self.tokenizer = tokenizer
-        self.scored = prompts[:conversations]
-        self.generated = prompts[:generate_conversations]
+        self.scored = prompts[: settings.monitor_conversations]
+        self.generated = prompts[: settings.monitor_generate_conversations]
         self.path = path
-        self.every, self.generate_every = every, generate_every
-        self.max_new_tokens = max_new_tokens
+        self.every, self.generate_every = settings.monitor_every, settings.monitor_generate_every
+        self.max_new_tokens = settings.max_new_tokens
         self.trainer = None  # set after the trainer is built: checks are logged through it
 
     def due(self, step: int, max_steps: int) -> tuple[bool, bool]:

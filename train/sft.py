@@ -116,45 +116,35 @@ class TrackConfig(TrainerCallback):
         self._update()  # in case the run started after train_begin
 
 
-def train(cfg: Config, prepared: Setup, callbacks: list | None = None, sampling: str | None = None) -> Path:
-    """Fine-tune and write the adapter (LoRA + trained token rows) and tokenizer to `<output_dir>/adapter`."""
+def train(cfg: Config, setup: Setup, callbacks: list | None = None, sampling: str | None = None) -> Path:
+    """Fine-tune `setup` (the base with ChatML and the prepared data) and write the adapter (LoRA + trained token
+    rows) and tokenizer to `<output_dir>/adapter`."""
     world = distributed.start()
     set_seed(cfg.training.seed)
     peft_model = get_peft_model(
-        prepared.model, model_lib.lora_config(cfg.lora, prepared.tokens.new_token_ids, prepared.model)
+        setup.model, model_lib.lora_config(cfg.lora, setup.tokens.new_token_ids, setup.model)
     )
-    token_rows.install(peft_model)  # see train/token_rows.py
-    dataset = prepared.data.train.select_columns(["input_ids", "assistant_masks"])
-    e = cfg.eval
+    dataset = setup.data.train.select_columns(["input_ids", "assistant_masks"])
     preemption, finite = guard.Preemption(), guard.FiniteGuard()
     tracking = []
     if cfg.training.report_to == "wandb":
         os.environ.setdefault("WANDB_PROJECT", "instructify")
-        tracking.append(TrackConfig(cfg, prepared.data.fingerprint))
+        tracking.append(TrackConfig(cfg, setup.data.fingerprint))
     if world.world_size > 1:
         tracking.append(
-            distributed.StepRecord(
-                Path(cfg.output_dir) / "data_parallel.jsonl", prepared.tokenizer.pad_token_id
-            )
+            distributed.StepRecord(Path(cfg.output_dir) / "data_parallel.jsonl", setup.tokenizer.pad_token_id)
         )
     monitor = ConformanceMonitor(
-        prepared.tokenizer,
-        prepared.data.eval_prompts,
-        Path(cfg.output_dir) / "curve.jsonl",
-        e.monitor_every,
-        e.monitor_conversations,
-        e.monitor_generate_every,
-        e.monitor_generate_conversations,
-        e.max_new_tokens,
+        setup.tokenizer, setup.data.eval_prompts, Path(cfg.output_dir) / "curve.jsonl", cfg.eval
     )
     trainer = SFTTrainer(
         model=peft_model,
         args=sft_args(cfg, model_lib.device().type == "cuda", sampling),
         train_dataset=dataset,
-        processing_class=prepared.tokenizer,
+        processing_class=setup.tokenizer,
         callbacks=[
             # first, so that its step clock stops before the monitor's checks and the checkpoint marker run
-            speed.Throughput(Path(cfg.output_dir) / "speed.json", prepared.tokenizer.pad_token_id),
+            speed.Throughput(Path(cfg.output_dir) / "speed.json", setup.tokenizer.pad_token_id),
             *(callbacks or []),
             monitor,
             guard.CheckpointMarker(),
@@ -165,7 +155,11 @@ def train(cfg: Config, prepared: Setup, callbacks: list | None = None, sampling:
     )
     distributed.verify(trainer, world)  # the trainer's own accelerator, not the launcher's word
     monitor.trainer = trainer
-    head.install(peft_model.get_base_model())  # replaces the head SFTTrainer patched in; see train/head.py
+    # Our two speed patches, both here and in this order. SFTTrainer patches its own fused LM head into the model
+    # while it is built, so ours (train/head.py) can only replace it after that; the embedding lookup
+    # (train/token_rows.py) changes nothing SFTTrainer reads or patches and only has to be in before training.
+    token_rows.install(peft_model)
+    head.install(peft_model.get_base_model())
     checkpoints = Path(cfg.output_dir) / "checkpoints"
     start = resume_point(cfg.training.resume, checkpoints)
     try:
@@ -192,5 +186,5 @@ def train(cfg: Config, prepared: Setup, callbacks: list | None = None, sampling:
     state_dict = sharding.adapter_state_dict(trainer.accelerator, trainer.model, trainer.model_wrapped)
     if trainer.accelerator.is_main_process:
         peft_model.save_pretrained(out, save_embedding_layers=False, state_dict=state_dict)
-        prepared.tokenizer.save_pretrained(out)
+        setup.tokenizer.save_pretrained(out)
     return out

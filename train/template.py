@@ -12,6 +12,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -86,7 +87,8 @@ class TemplateError(ValueError):
     """A template or token setup instructify cannot train with; the message says what to use instead."""
 
 
-def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer starts a text with BOS (Gemma does, SmolLM2 not): its template then writes one."""
     bos = tokenizer.bos_token_id
     return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
@@ -140,12 +142,15 @@ def default_system(tok: PreTrainedTokenizerBase, candidate: str) -> str | None:
     return None
 
 
-def chatml_equivalent(
-    tok: PreTrainedTokenizerBase, candidate: str | None = None
-) -> tuple[str, bool, str | None] | None:
-    """(our ChatML template with {% generation %} markers, with_bos, default system prompt) when it renders exactly
-    like `candidate` (default: `tok`'s own template), its BOS and default system prompt included, on probe
-    conversations; else None.
+class ChatmlMatch(NamedTuple):
+    template: str  # our ChatML template, with {% generation %} markers
+    with_bos: bool  # it starts with {{ bos_token }}
+    system_prompt: str | None  # the system message it injects when a conversation has none
+
+
+def chatml_equivalent(tok: PreTrainedTokenizerBase, candidate: str | None = None) -> ChatmlMatch | None:
+    """Our ChatML template (with {% generation %} markers) that renders exactly like `candidate` (default: `tok`'s
+    own template), its BOS and default system prompt included, on probe conversations; else None.
     This is how a user's ChatML template without markers gets them."""
     candidate = candidate or tok.chat_template
     if not candidate:
@@ -163,10 +168,82 @@ def chatml_equivalent(
                 )
                 for a, b, g in ((0, 7, False), (1, 4, True), (1, 6, True))
             ):
-                return ours, with_bos, system
+                return ChatmlMatch(ours, with_bos, system)
     except Exception:  # noqa: BLE001 - a template that fails to render is simply not equivalent
         return None
     return None
+
+
+@dataclass(frozen=True)
+class TokenChoice:
+    missing: list[str]  # ChatML tokens the vocabulary lacks: appended, their rows trained
+    untrained: list[int]  # ChatML tokens present with untrained-looking rows: re-initialised and trained
+    pad: str  # the pad token, never an eos id
+    add_pad: bool  # `pad` is our <|pad|>, appended too
+
+
+def choose_tokens(
+    tokenizer: PreTrainedTokenizerBase, weight: torch.Tensor | None, eos: list[int]
+) -> TokenChoice:
+    """Which ChatML tokens to add or re-train (`weight`: the input embedding, None to judge no rows) and which pad
+    to use. Pad must differ from every eos id (`eos`, the base's) and from <|im_end|>: collators that mask pad out of
+    the labels would mask the closing token too, and the model would never learn to stop."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in (IM_START, IM_END) if t not in vocab]
+    untrained = []
+    for t in (IM_START, IM_END):
+        if weight is not None and t in vocab and (problem := row_problem(weight, vocab[t])):
+            untrained.append(vocab[t])
+            log.warning(
+                "%s is in the vocabulary but looks untrained (%s): re-initialising and training it",
+                t,
+                problem,
+            )
+    pad = tokenizer.pad_token
+    if pad is None or tokenizer.pad_token_id in eos or tokenizer.pad_token_id == vocab.get(IM_END):
+        pad = tokenizer.unk_token if tokenizer.unk_token_id not in (*eos, None) else PAD
+    return TokenChoice(missing, untrained, pad, pad == PAD and PAD not in vocab)
+
+
+def apply_rows(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, trainable: list[int], init: str
+) -> None:
+    """Grow the embeddings to the tokenizer (padded to EMBEDDING_MULTIPLE rows) and start the new rows and
+    `trainable` ones as `init` says (init_rows)."""
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > old_rows:
+        model.resize_token_embeddings(
+            len(tokenizer), pad_to_multiple_of=EMBEDDING_MULTIPLE, mean_resizing=False
+        )
+    if trainable or len(tokenizer) > old_rows:
+        init_rows(model, tokenizer, trainable, old_rows, init)
+
+
+def choose_template(
+    tokenizer: PreTrainedTokenizerBase, source: str, system_prompt: str | None = None
+) -> ChatmlMatch:
+    """Our ChatML template for `source`: chatml, model (the tokenizer's own), or a .jinja path; the latter two must
+    render as ChatML and lend it their BOS and default system prompt (a `system_prompt` given here wins)."""
+    if source == "chatml":
+        with_bos = adds_bos(tokenizer)
+        return ChatmlMatch(chatml_template(with_bos, system_prompt), with_bos, system_prompt)
+    candidate = tokenizer.chat_template if source == "model" else Path(source).read_text()
+    found = chatml_equivalent(tokenizer, candidate)
+    if found is None:
+        what = "the model has no chat template" if not candidate else "it does not render as ChatML"
+        raise TemplateError(
+            f"template.name={source}: {what}; instructify trains ChatML (<|im_start|>role\\n"
+            "content<|im_end|>): use template.name: chatml"
+        )
+    system_prompt = system_prompt or found.system_prompt
+    return ChatmlMatch(chatml_template(found.with_bos, system_prompt), found.with_bos, system_prompt)
+
+
+def _base_eos(model: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The base's stop ids (generation_config's, then the tokenizer's): kept as eos after <|im_end|>."""
+    ids = model.generation_config.eos_token_id if model is not None else None
+    ids = [e for e in (ids if isinstance(ids, list) else [ids]) if e is not None]
+    return ids + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
 
 
 def add_chat_tokens(
@@ -176,77 +253,31 @@ def add_chat_tokens(
     source: str = "chatml",
     init: str = "mean",
 ) -> ChatTokens:
-    """Give `tokenizer` and `model` ChatML: tokens (added, reused, or re-initialised when present but untrained),
-    embeddings, eos, pad, and the template (`source`: chatml, model for the tokenizer's own, or a .jinja path; the
-    latter two must be ChatML and get {% generation %} markers). `model=None` sets up the tokenizer only (inspect,
-    prepare): the token ids are the same, since tokens are appended in a fixed order."""
-    own_template = tokenizer.chat_template
-    vocab = tokenizer.get_vocab()
-    missing = [t for t in (IM_START, IM_END) if t not in vocab]
-    untrained = []
-    for t in (IM_START, IM_END):
-        if (
-            model is not None
-            and t in vocab
-            and (problem := row_problem(model.get_input_embeddings().weight, vocab[t]))
-        ):
-            untrained.append(vocab[t])
-            log.warning(
-                "%s is in the vocabulary but looks untrained (%s): re-initialising and training it",
-                t,
-                problem,
-            )
-    original_eos = model.generation_config.eos_token_id if model is not None else None
-    original_eos = original_eos if isinstance(original_eos, list) else [original_eos]
-    original_eos = [e for e in original_eos if e is not None]
-    if tokenizer.eos_token_id is not None:
-        original_eos.append(tokenizer.eos_token_id)
-
-    new_tokens = list(missing)
-    pad = tokenizer.pad_token
-    if pad is None or tokenizer.pad_token_id in original_eos or tokenizer.pad_token_id == vocab.get(IM_END):
-        # pad must differ from every eos id: collators that mask pad out of the labels would mask the closing
-        # token too, and the model would never learn to stop
-        pad = tokenizer.unk_token if tokenizer.unk_token_id not in (*original_eos, None) else PAD
-        if pad == PAD and PAD not in vocab:
-            new_tokens.append(PAD)
-    if new_tokens:
-        tokenizer.add_special_tokens({"extra_special_tokens": new_tokens}, replace_extra_special_tokens=False)
-    tokenizer.pad_token = pad
-
-    trainable = untrained + tokenizer.convert_tokens_to_ids(list(missing))
+    """Give `tokenizer` and `model` ChatML: tokens (choose_tokens), embedding rows (apply_rows), eos, pad, and the
+    template (choose_template). `model=None` sets up the tokenizer only (inspect, prepare): the token ids are the
+    same, since tokens are appended in a fixed order."""
+    base_eos = _base_eos(model, tokenizer)
+    choice = choose_tokens(
+        tokenizer, model.get_input_embeddings().weight if model is not None else None, base_eos
+    )
+    added = choice.missing + ([PAD] if choice.add_pad else [])
+    if added:
+        tokenizer.add_special_tokens({"extra_special_tokens": added}, replace_extra_special_tokens=False)
+    tokenizer.pad_token = choice.pad
+    trainable = choice.untrained + tokenizer.convert_tokens_to_ids(choice.missing)
     if model is not None:
-        old_rows = model.get_input_embeddings().weight.shape[0]
-        if len(tokenizer) > old_rows:
-            model.resize_token_embeddings(
-                len(tokenizer), pad_to_multiple_of=EMBEDDING_MULTIPLE, mean_resizing=False
-            )
-        if trainable or len(tokenizer) > old_rows:
-            init_rows(model, tokenizer, trainable, old_rows, init)
+        apply_rows(model, tokenizer, trainable, init)
 
     im_start_id, im_end_id = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
-    eos_ids = [im_end_id] + [e for e in dict.fromkeys(original_eos) if e != im_end_id]
+    eos_ids = [im_end_id] + [e for e in dict.fromkeys(base_eos) if e != im_end_id]
     tokenizer.eos_token = IM_END
-    if source == "chatml":
-        with_bos = _adds_bos(tokenizer)
-        tokenizer.chat_template = chatml_template(with_bos, system_prompt)
-    else:
-        candidate = own_template if source == "model" else Path(source).read_text()
-        found = chatml_equivalent(tokenizer, candidate)
-        if found is None:
-            what = "the model has no chat template" if not candidate else "it does not render as ChatML"
-            raise TemplateError(
-                f"template.name={source}: {what}; instructify trains ChatML (<|im_start|>role\\n"
-                "content<|im_end|>): use template.name: chatml"
-            )
-        _, with_bos, default = found
-        system_prompt = system_prompt or default
-        tokenizer.chat_template = chatml_template(with_bos, system_prompt)
+    chosen = choose_template(tokenizer, source, system_prompt)
+    tokenizer.chat_template = chosen.template
     if model is not None:
         set_stop_ids(model, eos_ids, tokenizer.pad_token_id)
-    bos_id = tokenizer.bos_token_id if with_bos else None
+    bos_id = tokenizer.bos_token_id if chosen.with_bos else None
     return ChatTokens(
-        im_start_id, im_end_id, tokenizer.pad_token_id, eos_ids, trainable, bos_id, system_prompt
+        im_start_id, im_end_id, tokenizer.pad_token_id, eos_ids, trainable, bos_id, chosen.system_prompt
     )
 
 
@@ -284,14 +315,6 @@ def trained_spans(ids: list[int], mask: list[int]) -> list[list[int]]:
             spans.append(current)
             current = []
     return spans + ([current] if current else [])
-
-
-def assistant_mask(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """(input_ids, mask) exactly as SFTTrainer tokenises a conversation; mask=1 on trained tokens."""
-    out = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    return list(out["input_ids"]), list(out["assistant_masks"])
 
 
 @dataclass
