@@ -1,5 +1,5 @@
-"""Rewrite the config reference table in README.md from the config dataclasses: `python scripts/config_reference.py`.
-`tests/test_readme.py` fails when the README is out of date."""
+"""Rewrite the config reference table in docs/config-reference.md from the config dataclasses:
+`python scripts/config_reference.py`. `tests/test_readme.py` fails when the page is out of date."""
 
 import re
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from train import config
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "config-reference.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
 
@@ -24,4 +24,4 @@ def render(text: str) -> str:
 
 
 if __name__ == "__main__":
-    README.write_text(render(README.read_text()))
+    PAGE.write_text(render(PAGE.read_text()))

@@ -1,6 +1,6 @@
-"""README's measured figures, rendered from the JSON files that hold them: `python scripts/readme_figures.py`.
+"""The measured figures of README.md and docs/*.md, rendered from the JSON files that hold them.
 
-    python scripts/readme_figures.py                              # rewrite README's figure blocks from bench/*.json
+    python scripts/readme_figures.py                              # rewrite the pages' figure blocks from bench/*.json
     python scripts/readme_figures.py --collect runs/quickstart    # first copy a finished quickstart run's figures
                                                                   # (report.json, curve.jsonl, speed.json) into
                                                                   # bench/quickstart.json
@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_train import BASELINES, table  # noqa: E402
 
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the pages that may quote figures
 BENCH = ROOT / "bench"
 
 
@@ -199,7 +200,11 @@ def main() -> int:
     args = p.parse_args()
     if args.collect:
         print(f"wrote {collect(args.collect)}")
-    README.write_text(render(README.read_text()))
+    for page in PAGES:
+        text = page.read_text()
+        if render(text) != text:
+            page.write_text(render(text))
+            print(f"rewrote {page.relative_to(ROOT)}")
     return 0
 
 

@@ -61,3 +61,59 @@ def test_reference_lists_every_leaf_with_help():
     keys = {k for k, _, _ in rows}
     assert {"model.name", "training.max_steps", "eval.max_new_tokens", "output_dir"} <= keys
     assert all(help for _, _, help in rows)
+
+
+def test_a_value_outside_its_choices_is_an_error_naming_the_key(tmp_path):
+    with pytest.raises(
+        config.ConfigError, match="`model.dtype` is 'fp16'; expected one of auto, bfloat16, float32"
+    ):
+        config.load(None, ["model.dtype=fp16"])
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  sources:\n    - path: x.jsonl\n      format: chatml\n")
+    with pytest.raises(
+        config.ConfigError, match=r"c.yaml: `data.sources\[0\].format` is 'chatml'; expected one of"
+    ):
+        config.load(path)
+    assert config.load(None, ["model.attn_implementation=flash_attention_2"]).model.attn_implementation
+
+
+def test_the_help_of_a_choice_lists_every_allowed_value():
+    """Values live in the Literal annotation; the help (and so `config --keys` and docs/config-reference.md) is
+    generated from it and cannot leave one out."""
+    helps = {key: help for key, _, help in config.describe()}
+    choices = {
+        "model.attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
+        "data.sources[].format": (
+            "auto",
+            "messages",
+            "sharegpt",
+            "alpaca",
+            "prompt_completion",
+            "two_speaker",
+        ),
+        "push.what": ("model", "adapter"),
+    }
+    for key, values in choices.items():
+        assert all(v in helps[key] for v in values), key
+    assert "auto (CUDA: flash-attn when installed" in helps["model.attn_implementation"]
+
+
+def test_data_formats_are_the_config_choices():
+    from typing import get_args, get_type_hints
+
+    from train import data
+
+    assert set(get_args(get_type_hints(config.SourceConfig)["format"])) == {"auto", *data.CONVERTERS}
+
+
+def test_every_dtype_choice_is_one_the_loader_takes_and_nothing_else():
+    from typing import get_args, get_type_hints
+
+    import torch
+
+    from train.model import pick_dtype
+
+    for value in get_args(get_type_hints(config.ModelConfig)["dtype"]):
+        assert pick_dtype(value, torch.device("cpu")) in (torch.bfloat16, torch.float32)
+    with pytest.raises(KeyError):
+        pick_dtype("bf16", torch.device("cpu"))

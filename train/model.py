@@ -37,12 +37,9 @@ def cpu_supports_bf16() -> bool:
 
 
 def pick_dtype(setting: str, dev: torch.device | None = None) -> torch.dtype:
-    if setting in ("bfloat16", "bf16"):
-        return torch.bfloat16
-    if setting in ("float32", "fp32"):
-        return torch.float32
+    """model.dtype (auto, bfloat16 or float32: config.ModelConfig checks it on load) as a torch dtype."""
     if setting != "auto":
-        raise ValueError(f"model.dtype: unknown value {setting!r}; use auto, bfloat16 or float32")
+        return {"bfloat16": torch.bfloat16, "float32": torch.float32}[setting]
     dev = dev or device()
     if dev.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
