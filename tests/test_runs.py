@@ -51,6 +51,18 @@ def test_resume_refuses_other_data_or_setup_and_warns_on_the_rest():
         runs.check_resume(before, runs.record(config.load(None, ["lora.r=8"]), "abc"))
 
 
+def test_a_run_json_without_packages_or_processes_is_read_like_a_full_one():
+    """Both records go through one reading (runs._recorded): an older run.json lacking a key compares as absent."""
+    cfg = config.load(None)
+    now = runs.record(cfg, "abc")
+    old = {k: v for k, v in now.items() if k not in ("packages", "distributed")}
+    assert runs.check_resume(old, now) == [
+        f"resuming with other package versions: {', '.join(f'{n} None -> {v}' for n, v in now['packages'].items())}"
+    ]
+    with pytest.raises(runs.RunError, match="the data .* differs"):
+        runs.check_resume({}, now)
+
+
 def test_newest_complete_checkpoint(tmp_path):
     for step, complete in ((2, True), (4, True), (6, False), (10, False)):
         (tmp_path / f"checkpoint-{step}").mkdir()
