@@ -186,7 +186,9 @@ def test_problem_names_the_reason(messages, reason):
         ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}], 1, "content"),
         ([{"role": "user", "content": "a<bos>"}, {"role": "assistant", "content": "b"}], 0, "content"),
         ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], 1, "role"),
-        ([{"role": "user"}], 0, None),
+        ([{"role": "user"}], 0, "content"),
+        ([{"content": "hi"}], 0, "role"),
+        (["hi"], 0, None),
         ([{"role": "user", "content": "hi"}], None, None),
     ],
 )

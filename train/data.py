@@ -374,7 +374,8 @@ def check_messages(
     expected = "user"
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            return Problem("lacks role/content", i)
+            missing = None if not isinstance(m, dict) else "role" if "role" not in m else "content"
+            return Problem("lacks role/content", i, missing)
         role, content = m["role"], m["content"]
         if role not in ROLES:
             return Problem(f'has role "{role}"; expected one of {", ".join(ROLES)}', i, "role")
