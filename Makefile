@@ -10,9 +10,10 @@ MODEL  ?=
 ACCELERATE ?=
 NPROC  ?=
 REFERENCE ?=
+SYNTH  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup launch-check train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval check-engines lint clean
+.PHONY: help setup launch-check synth train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval check-engines lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -42,7 +43,11 @@ ifneq ($(ACCELERATE),)
 	@$(BIN)/python -m train.distributed $(ACCELERATE) $(NPROC)
 endif
 
-train: launch-check ## Base eval, SFT, export, trained eval, report (CONFIG, ARGS; ACCELERATE, NPROC)
+# SYNTH=1: write the config's synthetic instruction file again (synth.output) before training on it.
+synth: setup ## Instruction conversations from the base model (self-instruct + in-context prompt); writes synth.output
+	$(BIN)/python -m train synth --config $(CONFIG) $(ARGS)
+
+train: launch-check $(if $(SYNTH),synth) ## Base eval, SFT, export, trained eval, report (CONFIG, ARGS; ACCELERATE, NPROC; SYNTH=1)
 	$(LAUNCH) train --config $(CONFIG) $(ARGS)
 
 sft: launch-check ## Fine-tune only: writes <output_dir>/adapter (ACCELERATE, NPROC as for train)

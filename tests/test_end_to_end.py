@@ -14,7 +14,9 @@ from train import config, doctor, sft, template
 
 
 @pytest.fixture
-def run_config(tiny_config, smol_instruct):
+def run_config(tiny_config, smol_instruct, tmp_path):
+    incontext = tmp_path / "incontext.md"  # short: the tiny model has 512 positions
+    incontext.write_text("# Query:\n```hi there```\n\n# Answer:\n```\nim doing good\n```\n")
     return tiny_config(
         "run",
         eval={
@@ -27,6 +29,9 @@ def run_config(tiny_config, smol_instruct):
             "monitor_conversations": 4,
             "monitor_generate_every": 4,
             "monitor_generate_conversations": 2,
+            "instructions": 1,
+            "instructions_max_new_tokens": 6,
+            "incontext": str(incontext),
         },
     )
 
@@ -100,6 +105,11 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
     )
     out = capsys.readouterr().out
     assert "| base |" in out and "| trained |" in out and "| reference |" in out
+    # the instruction check: one item of each kind for every model, the base also under the in-context prompt
+    checked = json.loads((run / "instructions.json").read_text())
+    assert set(checked) == {"base", "base (in-context)", "trained", "reference"}
+    assert all(c["n"] == 5 and len(c["replies"]) == 5 for c in checked.values())
+    assert "| instruction check |" in out and "| base (in-context) |" in out
     # the curve: teacher-forced at steps 0, 2, 4; generation at 0 and at the last step
     curve = [json.loads(line) for line in (run / "curve.jsonl").read_text().splitlines()]
     assert [c["step"] for c in curve] == [0, 2, 4]
@@ -107,6 +117,7 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
     assert "train_loss" in curve[-1]
     md = (run / "report.md").read_text()
     assert "| reference |" in md and "## During training" in md and "| 4 |" in md
+    assert "## Instruction check" in md and "| trained | 5 |" in md
     assert (run / "curve.png").read_bytes()[:4] == b"\x89PNG"
     # a second eval reuses the stored reference (same settings) and rewrites only the trained entry
     stamps = {n: (run / f"samples-{n}.jsonl").stat().st_mtime_ns for n in ("trained", "reference")}

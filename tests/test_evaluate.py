@@ -2,7 +2,8 @@
 
 import pytest
 
-from train.evaluate import Reply, classify, length_distribution, summarize, wilson
+from train.evaluate import Reply, length_distribution, summarize, wilson
+from train.generation import classify
 from train.report import table
 
 IM_END, EOS = 100, 1
@@ -116,7 +117,7 @@ def test_eval_on_a_tiny_model_that_stops_in_two_rounds_equals_one_generate_per_p
     from conftest import conversations
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train import evaluate
+    from train import evaluate, generation
 
     model, tok = AutoModelForCausalLM.from_pretrained(chat_model), AutoTokenizer.from_pretrained(chat_model)
     prompts = [
@@ -125,7 +126,7 @@ def test_eval_on_a_tiny_model_that_stops_in_two_rounds_equals_one_generate_per_p
         for k in (1, 3)
         if k < len(r["messages"])
     ]
-    monkeypatch.setattr(evaluate, "FIRST_ROUND", 3)  # every reply crosses into the second round
+    monkeypatch.setattr(generation, "FIRST_ROUND", 3)  # every reply crosses into the second round
     replies = evaluate.generate(model, tok, prompts, max_new_tokens=12, batch_size=4)
     for p, r in zip(prompts, replies):
         batch = tok.apply_chat_template(

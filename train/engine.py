@@ -26,7 +26,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from train.evaluate import pad, stop_ids_of
+from train.generation import pad, pad_id_of, stop_ids_of
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Engine:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_batch, self.max_pending = max_batch, max_pending
         self.stop_ids = stop_ids_of(model)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
+        self.pad_id = pad_id_of(tokenizer, self.stop_ids)
         self.top_k = model.generation_config.top_k  # what generate() would apply when sampling
         self.pending: queue.Queue[Job] = queue.Queue()
         self.admit_lock = threading.Lock()

@@ -13,6 +13,15 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from train.generation import (
+    chat_prompt_ids,
+    classify,
+    generate_ids,
+    pad,
+    pad_id_of,
+    stop_at_ids,
+    stop_ids_of,
+)
 from train.template import IM_END
 
 
@@ -91,45 +100,10 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def classify(
-    new_ids: list[int], stop_ids: set[int], im_end_id: int, max_new_tokens: int
-) -> tuple[int, bool, bool]:
-    """(reply length without the stop token, stopped on <|im_end|>, ran to max_new_tokens)."""
-    for i, t in enumerate(new_ids):
-        if t in stop_ids:
-            return i, t == im_end_id, False
-    return len(new_ids), False, len(new_ids) >= max_new_tokens
-
-
-def stop_ids_of(model: PreTrainedModel) -> set[int]:
-    """The ids generate() stops on: the model's own generation_config, as a user's generate() would."""
-    stop = model.generation_config.eos_token_id
-    return set(stop if isinstance(stop, list) else [stop])
-
-
 def read_report(out_dir: Path) -> dict:
     """report.json of a run folder (one entry per evaluated model); empty before the first eval."""
     path = out_dir / "report.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def pad(rows: list[list[int]], pad_id: int, device, left: bool) -> dict[str, torch.Tensor]:
-    """input_ids and attention_mask of rows padded to one width: on the left for generation (the new tokens
-    follow every prompt directly), on the right for scoring (positions stay as unpadded)."""
-    width = max(len(r) for r in rows)
-    side = lambda r, fill: [fill] * (width - len(r))
-    return {
-        "input_ids": torch.tensor(
-            [side(r, pad_id) + r if left else r + side(r, pad_id) for r in rows], device=device
-        ),
-        "attention_mask": torch.tensor(
-            [side(r, 0) + [1] * len(r) if left else [1] * len(r) + side(r, 0) for r in rows], device=device
-        ),
-    }
-
-
-# Tokens every reply gets in the first round; only replies still going get the rest of the budget.
-FIRST_ROUND = 32
 
 
 @torch.no_grad()
@@ -141,38 +115,19 @@ def generate(
     batch_size: int,
     sampling: dict | None = None,
 ) -> list[Reply]:
-    """Greedy unless `sampling` (do_sample, temperature, top_p) says otherwise; batched (left padding, KV cache),
-    shortest prompts first to waste little on padding.
-
-    In two rounds: every prompt gets FIRST_ROUND new tokens, then only the replies that have not stopped continue
-    from where they are. `generate` keeps computing finished rows until the batch's slowest one ends, and one
-    runaway (a trained model's loop) in a batch would otherwise hold the whole batch for `max_new_tokens` steps.
-    Measured (quickstart model, this CPU, 200 prompts, max_new_tokens=128, batch 50): 116 s in one round, 42 s in
-    two, with the same replies."""
-    model.eval()
+    """Each prompt's reply through the model's own chat template and stop ids (train/generation.py), flagged."""
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
     stop_ids = stop_ids_of(model)
-    encoded = [
-        tokenizer.apply_chat_template(
-            p["messages"], add_generation_prompt=True, tokenize=True, return_dict=True
-        )["input_ids"]
-        for p in prompts
-    ]
-    # Any id pads: the attention mask hides it (some instruct tokenizers have no pad token).
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else im_end_id
-    new: list[list[int]] = [[] for _ in prompts]
-    going = list(range(len(prompts)))
-    for budget in sorted({min(FIRST_ROUND, max_new_tokens), max_new_tokens}):
-        going.sort(key=lambda i: len(encoded[i]))
-        for start in range(0, len(going), batch_size):
-            idx = going[start : start + batch_size]
-            batch = pad([encoded[i] + new[i] for i in idx], pad_id, model.device, left=True)
-            steps = budget - len(new[idx[0]])  # rows still going have all generated the same number
-            out = model.generate(**batch, max_new_tokens=steps, **(sampling or {"do_sample": False}))
-            for row, i in zip(out[:, batch["input_ids"].shape[1] :].tolist(), idx):
-                n, _, _ = classify(row, stop_ids, im_end_id, steps)
-                new[i] += row[: n + 1]  # with its stop token, if any
-        going = [i for i in going if not (new[i] and new[i][-1] in stop_ids)]
+    encoded = [chat_prompt_ids(tokenizer, p["messages"]) for p in prompts]
+    new = generate_ids(
+        model,
+        encoded,
+        max_new_tokens,
+        batch_size,
+        pad_id_of(tokenizer, stop_ids),
+        stop_at_ids(stop_ids),
+        sampling,
+    )
     replies = []
     for i, p in enumerate(prompts):
         n, stopped, runaway = classify(new[i], stop_ids, im_end_id, max_new_tokens)
@@ -267,7 +222,7 @@ def teacher_forced(
     nll, n_tokens, probs, top1 = 0.0, 0, [], []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        padded = pad([ids for ids, _, _ in batch], tokenizer.pad_token_id or 0, base.device, left=False)
+        padded = pad([ids for ids, _, _ in batch], pad_id_of(tokenizer), base.device, left=False)
         hidden = getattr(base, base.base_model_prefix)(**padded, use_cache=False).last_hidden_state
         # right padding: positions are as unpadded; position p predicts token p + 1
         where = [(row, p) for row, (_, first, last) in enumerate(batch) for p in range(first - 1, last)]

@@ -46,6 +46,30 @@ def table(report: dict) -> str:
     return "\n".join(rows)
 
 
+CHECK_ORDER = {"base": 0, "base (in-context)": 1, "trained": 2, "reference": 3}
+
+
+def instructions_table(checked: dict) -> str:
+    """Markdown table of the instruction check: share correct overall (95% CI) and by kind, per model."""
+    names = sorted(checked, key=lambda k: (CHECK_ORDER.get(k, 4), k))
+    kinds = list(next(iter(checked.values()))["by_kind"]) if checked else []
+    rows = [
+        "| instruction check | n | correct (95% CI) | correct and stopped | " + " | ".join(kinds) + " |",
+        "|---|---|---|---|" + "---|" * len(kinds),
+    ]
+    for name in names:
+        m = checked[name]
+        lo, hi = m["score_ci95"]
+        by = " | ".join(
+            f"{m['by_kind'][k]['correct']}/{m['by_kind'][k]['n']}" if k in m["by_kind"] else "-"
+            for k in kinds
+        )
+        rows.append(
+            f"| {name} | {m['n']} | {m['score']:.1%} ({lo:.0%}-{hi:.0%}) | {m['stopped_correct']:.1%} | {by} |"
+        )
+    return "\n".join(rows)
+
+
 def lengths_table(report: dict) -> str:
     """Reply length (tokens) by the number of turns before the reply: median / p90 (n)."""
     turns = sorted({int(t) for m in report.values() for t in m.get("reply_tokens_by_prior_turns", {})})
@@ -174,6 +198,7 @@ def plot(out_dir: Path, report: dict, curve: list[dict]) -> list[Path]:
 
 def write(out_dir: Path, samples: int = 5) -> Path:
     """report.md (and the PNGs) from report.json, curve.jsonl and samples-*.jsonl in `out_dir`."""
+    from train.instructions import read as instructions_read
     from train.monitor import read_curve
 
     report = json.loads((out_dir / "report.json").read_text())
@@ -184,7 +209,7 @@ def write(out_dir: Path, samples: int = 5) -> Path:
         "",
         "Held-out conversations, greedy decoding, each model with its own generation_config. "
         "stop: the reply ended on `<|im_end|>`; clean_stop: stopped, non-empty, no leaked template structure; "
-        "runaway: hit max_new_tokens; loop: an 8-token sequence 3+ times; leak: `<|im_start|>`, `<|im_end|>` as "
+        "runaway: hit max_new_tokens; loop: an 8-token sequence 3+ times or a sentence said twice; leak: `<|im_start|>`, `<|im_end|>` as "
         "text, or a role header; stop_token_prob / top1: teacher-forced, at the end of each gold reply.",
         "",
         table(report),
@@ -194,6 +219,18 @@ def write(out_dir: Path, samples: int = 5) -> Path:
         lengths_table(report),
         "",
     ]
+    checked = instructions_read(out_dir)
+    if checked:
+        parts += [
+            "## Instruction check",
+            "",
+            "Simple instructions judged by program (train/instructions.py), greedy: capital cities, arithmetic, "
+            "list N things (count), one-word translations, yes/no facts. base: through the ChatML template as "
+            "above; base (in-context): the untrained base under the in-context prompt (eval.incontext).",
+            "",
+            instructions_table(checked),
+            "",
+        ]
     if any(p.name == "metrics.png" for p in images):
         parts += ["![metrics](metrics.png)", ""]
     if curve:

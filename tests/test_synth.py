@@ -1,0 +1,91 @@
+"""`train synth`: prompts deduplicated and kept apart from the instruction check, replies filtered with counted
+reasons, a JSONL the data stage reads, and its provenance."""
+
+import json
+
+import pytest
+from conftest import CORPUS
+
+from train import __main__ as cli
+from train import config, data, synth
+
+
+@pytest.mark.parametrize(
+    "prompt, reply, ended, reason",
+    [
+        ("What is 23 plus 19?", "23 plus 19 is 42.", True, None),
+        ("What is 23 plus 19?", "23 plus 19 is 41.", True, "wrong arithmetic"),
+        ("Name a colour.", "", True, "empty"),
+        ("Name a colour.", "Blue is a colour and", False, "unfinished"),
+        ("Name a colour.", "Blue is nice. Blue is nice.", True, "repeated sentence or loop"),
+        ("Name a colour.", "Blue.\n# Query:\nName another.", True, "template text"),
+        ("Name a colour.", "Blue.<|im_end|>", True, "template text"),
+        (
+            "How do I make a cup of tea?",
+            "How do I make a cup of tea? Boil water.",
+            True,
+            "restates the prompt",
+        ),
+        ("Name a colour.", "I'm sorry, I cannot help with that.", True, "refusal"),
+    ],
+)
+def test_reply_filters(prompt, reply, ended, reason):
+    assert synth.reply_problem(prompt, reply, ended, list(range(len(reply.split())))) == reason
+
+
+def test_seeds_file_errors_name_the_line(tmp_path):
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("# a comment\nfact | Who wrote Hamlet?\npoetry | Write a poem.\n")
+    with pytest.raises(synth.SynthError, match=r"seeds.txt:3: expected `kind \| instruction`"):
+        synth.read_seeds(seeds)
+
+
+def test_synth_with_an_instruct_generator_writes_what_the_data_stage_reads(
+    tmp_path, tiny_config, chat_model, capsys
+):
+    prompts = tmp_path / "prompts.txt"
+    lines = [CORPUS[0], CORPUS[2], CORPUS[4], CORPUS[0], "What is the capital of France?", CORPUS[6]]
+    prompts.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "synth" / "rows.jsonl"
+    path = tiny_config("s")
+    overrides = [
+        f"synth.generator={chat_model}",
+        f"synth.prompts={prompts}",
+        f"synth.output={out}",
+        "synth.max_new_tokens=16",
+        "synth.batch_size=2",
+        "synth.system_share=0.0",
+        "synth.multi_turn_share=0.0",
+    ]
+    assert cli.main(["synth", "--config", str(path), *overrides]) == 0
+    assert f"{out}: " in capsys.readouterr().out
+    provenance = json.loads((out.parent / "rows.jsonl.provenance.json").read_text())
+    assert provenance["prompts"] == {"kept": 4, "duplicate": 1, "touches the instruction check": 1}
+    assert sum(provenance["replies"].values()) == 4  # every kept prompt answered and counted
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == provenance["rows"] == provenance["replies"].get("kept", 0) >= 3
+    for row in rows:  # the tiny chat model has learnt each prompt's reply in the corpus
+        user, assistant = row["messages"]
+        assert user["role"] == "user" and assistant["role"] == "assistant"
+        assert assistant["content"] == CORPUS[CORPUS.index(user["content"]) + 1]
+    assert provenance["generator"] == str(chat_model) and provenance["files"] == {
+        str(prompts): synth._sha(prompts)
+    }
+    report = data.LoadReport()
+    cfg = config.load(path, [f"data.sources=[{{path: {out}}}]"])
+    assert len(data.load(cfg.data, (), report)) == len(rows) and not report.rejected
+
+
+def test_self_instruct_counts_every_generated_line(tmp_path, tiny_config):
+    """The tiny base writes noise: whatever it writes is kept or dropped with a reason, and the counts add up."""
+    cfg = config.load(tiny_config("s"), ["synth.num_prompts=8", "synth.batch_size=4"])
+    from train.model import load
+
+    model, tok = load(cfg.model)
+    seeds = synth.read_seeds(synth.Path(cfg.synth.seeds))
+    new, counts = synth.self_instruct(model, tok, seeds, 8, 0, 4)
+    assert counts["generated"] == sum(v for k, v in counts.items() if k not in ("generated", "kept")) + len(
+        new
+    )
+    assert counts["kept"] == len(new) <= 8
+    assert all(kind in synth.KINDS for kind, _ in new)

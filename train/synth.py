@@ -1,0 +1,350 @@
+"""`python -m train synth`: instruction conversations written by a model, offline, for the data stage to mix in.
+
+1. Prompts: new instructions of each kind in the seeds file, written by the base model itself from a few seed
+   examples (self-instruct: a numbered list it continues, sampled), or read from a file the user supplies (one
+   instruction per line, or JSONL with `prompt`). Deduplicated; a prompt that touches the instruction check's
+   items (train/instructions.py) is dropped, so the check measures what was not trained on.
+2. Replies: the base model under the in-context prompt (train/incontext.py), or any instruct model through its own
+   chat template (`synth.generator`: a folder, Hub id, .gguf or pypi:<package>). Greedy.
+3. Filters with counted reasons: empty, unfinished (no end within the budget), a repeated sentence or loop, the
+   prompt restated, template text in the reply, a refusal (no prompt here calls for one), wrong arithmetic (the
+   one kind a program can check). The kept rows go to a JSONL of `messages`; its provenance (generator, files and
+   their hashes, seed, counts, seconds) to `<output>.provenance.json` beside it.
+
+Our own code because TRL has no offline self-instruct or URIAL generation; the batching is train/generation.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from train import generation, incontext, instructions
+from train.config import Config
+from train.evaluate import leaks, looped
+
+log = logging.getLogger(__name__)
+
+KINDS = {  # what the self-instruct list is headed with, per kind in the seeds file
+    "fact": "short questions of fact",
+    "howto": "how-to questions about everyday tasks",
+    "list": "requests for a short list of things",
+    "rewrite": "requests to rewrite, correct or summarize a given sentence (the sentence included)",
+    "translate": "requests to translate a word or a short phrase into another language",
+    "arithmetic": "small arithmetic questions",
+    "classify": "questions that ask to classify something",
+    "yesno": "yes-or-no questions of fact",
+}
+SYSTEMS = [
+    "You are a helpful assistant.",
+    "You are a concise assistant. Answer in as few words as possible.",
+    "You are a friendly tutor who explains things simply.",
+    "Answer in one sentence.",
+]
+FOLLOW_UPS = ["Can you say that more briefly?", "Thanks! Can you tell me a bit more?", "Why is that?"]
+REFUSAL = re.compile(
+    r"\b(i'?m sorry|i am sorry|i cannot|i can'?t|i can not|as an ai|i am not able|i'?m not able|i don'?t know)\b",
+    re.IGNORECASE,
+)
+ARITHMETIC = re.compile(r"(\d+)\s*(plus|\+|minus|-|times|×|\*|x|multiplied by|divided by|/)\s*(\d+)", re.I)
+
+
+class SynthError(ValueError):
+    pass
+
+
+@dataclass
+class Counts:
+    prompts: Counter = field(default_factory=Counter)
+    replies: Counter = field(default_factory=Counter)
+
+
+def read_seeds(path: Path) -> dict[str, list[str]]:
+    """`kind | instruction` lines (# comments), grouped by kind; every kind must be one of KINDS."""
+    if not path.is_file():
+        raise SynthError(f"{path}: seeds file not found (synth.seeds)")
+    seeds: dict[str, list[str]] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        kind, sep, text = (s.strip() for s in line.partition("|"))
+        if not sep or kind not in KINDS or not text:
+            raise SynthError(f"{path}:{n}: expected `kind | instruction` with kind one of {', '.join(KINDS)}")
+        seeds.setdefault(kind, []).append(text)
+    return seeds
+
+
+def read_prompts(path: Path) -> list[tuple[str, str]]:
+    """A user's prompt file: one instruction per line, or JSONL rows with `prompt` (and optionally `kind`)."""
+    if not path.is_file():
+        raise SynthError(f"{path}: prompts file not found (synth.prompts)")
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                row = json.loads(line)
+                out.append((str(row.get("kind", "user")), str(row["prompt"])))
+            except (json.JSONDecodeError, KeyError, AttributeError):
+                raise SynthError(f'{path}:{n}: expected a JSON object with "prompt"') from None
+        else:
+            out.append(("user", line.strip()))
+    return out
+
+
+def _key(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def prompt_problem(text: str) -> str | None:
+    """Why a generated instruction is not kept (its counted reason), or None."""
+    words = text.split()
+    if len(words) < 3:
+        return "prompt too short"
+    if len(words) > 40:
+        return "prompt too long"
+    if not re.search(r"[?.!:]$", text) or "```" in text or "#" in text or "http" in text:
+        return "prompt malformed"
+    return None
+
+
+def self_instruct(model, tokenizer, seeds: dict[str, list[str]], n: int, seed: int, batch_size: int) -> tuple:
+    """About `n` new instructions spread over the kinds: (kind, text) pairs, deduplicated, and the counts."""
+    rng = random.Random(seed)
+    kinds = sorted(seeds)
+    kept: dict[str, tuple[str, str]] = {
+        _key(s): (k, s) for k in kinds for s in seeds[k]
+    }  # seeds count as seen
+    counts: Counter = Counter()
+    checks = instructions.items()
+    new: list[tuple[str, str]] = []
+    rounds = 0
+    while len(new) < n and rounds < 12:
+        rounds += 1
+        jobs = []
+        for _ in range(batch_size):
+            kind = kinds[len(jobs) % len(kinds)] if rounds == 1 else rng.choice(kinds)
+            shown = rng.sample(seeds[kind], min(3, len(seeds[kind])))
+            head = f"Here are {KINDS[kind]} that people asked an AI assistant, one per line:\n"
+            body = "".join(f"{i + 1}. {s}\n" for i, s in enumerate(shown))
+            jobs.append((kind, head + body + f"{len(shown) + 1}.", len(shown) + 1))
+        texts = generation.complete(
+            model,
+            tokenizer,
+            [t for _, t, _ in jobs],
+            "\n\n",
+            96,
+            batch_size,
+            {"do_sample": True, "temperature": 1.0, "top_p": 0.95},
+        )
+        for (kind, _, first), (text, _) in zip(jobs, texts):
+            lines = f"{first}.{text}".splitlines()
+            if not text.endswith("\n"):
+                lines = lines[:-1]  # the last line may be cut by the budget
+            for line in lines:
+                m = re.match(r"^\s*\d+\.\s*(.+?)\s*$", line)
+                if not m:
+                    continue
+                prompt = m.group(1)
+                counts["generated"] += 1
+                reason = prompt_problem(prompt)
+                if reason is None and _key(prompt) in kept:
+                    reason = "duplicate"
+                if reason is None and instructions.touches(prompt, checks):
+                    reason = "touches the instruction check"
+                if reason:
+                    counts[reason] += 1
+                    continue
+                kept[_key(prompt)] = (kind, prompt)
+                new.append((kind, prompt))
+        log.info("synth: round %d, %d new instructions", rounds, len(new))
+    counts["kept"] = len(new[:n])
+    return new[:n], counts
+
+
+def arithmetic_wrong(prompt: str, reply: str) -> bool:
+    """For a prompt with one `A op B`, whether the reply's answer (train/instructions.py's judge) is wrong."""
+    found = ARITHMETIC.findall(prompt)
+    if len(found) != 1:
+        return False
+    a, op, b = found[0]
+    op = op.lower()
+    x, y = int(a), int(b)
+    if op in ("plus", "+"):
+        r = x + y
+    elif op in ("minus", "-"):
+        r = x - y
+    elif op in ("divided by", "/"):
+        if y == 0 or x % y:
+            return False
+        r = x // y
+    else:
+        r = x * y
+    return not instructions.judge_arithmetic(
+        instructions.Item("", "arithmetic", prompt, str(r), (a, b)), reply
+    )
+
+
+def reply_problem(prompt: str, reply: str, ended: bool, ids: list[int]) -> str | None:
+    """Why a generated reply is not trained on (its counted reason), or None."""
+    if not reply.strip():
+        return "empty"
+    if not ended:
+        return "unfinished"
+    if looped(ids, reply):
+        return "repeated sentence or loop"
+    if leaks(reply) or "```" in reply or "# Query" in reply or "# Answer" in reply:
+        return "template text"
+    if len(_key(prompt)) > 12 and _key(prompt) in _key(reply):
+        return "restates the prompt"
+    if REFUSAL.search(reply):
+        return "refusal"
+    if arithmetic_wrong(prompt, reply):
+        return "wrong arithmetic"
+    return None
+
+
+def _replier(cfg: Config):
+    """(model, tokenizer, reply function, name): the base under the in-context prompt, or an instruct model."""
+    from train.model import load, resolve
+
+    s = cfg.synth
+    if s.generator == "incontext":
+        preamble = incontext.load(s.incontext)
+        model, tokenizer = load(cfg.model)
+
+        def reply(conversations: list[list[dict]]) -> list[tuple[str, bool]]:
+            texts = [incontext.render(c) for c in conversations]
+            return generation.complete(
+                model, tokenizer, texts, incontext.FENCE, s.max_new_tokens, s.batch_size, prefix=preamble
+            )
+
+        return model, tokenizer, reply, f"{cfg.model.name} under {s.incontext}"
+    model, tokenizer = load(cfg.model, path=resolve(s.generator))
+    stop_ids = generation.stop_ids_of(model)
+
+    def reply(conversations: list[list[dict]]) -> list[tuple[str, bool]]:
+        prompts = [generation.chat_prompt_ids(tokenizer, c) for c in conversations]
+        rows = generation.generate_ids(
+            model,
+            prompts,
+            s.max_new_tokens,
+            s.batch_size,
+            generation.pad_id_of(tokenizer, stop_ids),
+            generation.stop_at_ids(stop_ids),
+        )
+        ended = [bool(r) and r[-1] in stop_ids for r in rows]
+        return [
+            (tokenizer.decode(r[:-1] if e else r, skip_special_tokens=True), e) for r, e in zip(rows, ended)
+        ]
+
+    return model, tokenizer, reply, s.generator
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def run(cfg: Config) -> dict:
+    """Write cfg.synth.output (JSONL of messages) and its provenance; returns the provenance."""
+    from transformers import set_seed
+
+    s = cfg.synth
+    out = Path(s.output)
+    t0 = time.time()
+    set_seed(s.seed)
+    rng = random.Random(s.seed)
+    model, tokenizer, reply, generator = _replier(cfg)
+    counts = Counts()
+    if s.prompts:
+        checks = instructions.items()
+        prompts = []
+        for kind, p in read_prompts(Path(s.prompts)):
+            reason = "touches the instruction check" if instructions.touches(p, checks) else None
+            if reason is None and _key(p) in {_key(q) for _, q in prompts}:
+                reason = "duplicate"
+            counts.prompts[reason or "kept"] += 1
+            if not reason:
+                prompts.append((kind, p))
+    else:
+        seeds = read_seeds(Path(s.seeds))
+        if s.generator == "incontext":
+            base, base_tok = model, tokenizer
+        else:
+            from train.model import load
+
+            base, base_tok = load(cfg.model)
+        prompts, counts.prompts = self_instruct(base, base_tok, seeds, s.num_prompts, s.seed, s.batch_size)
+    t_prompts = time.time() - t0
+
+    conversations = []
+    for kind, p in prompts:
+        system = [{"role": "system", "content": rng.choice(SYSTEMS)}] if rng.random() < s.system_share else []
+        conversations.append((kind, [*system, {"role": "user", "content": p}]))
+    kept = _answer(conversations, reply, tokenizer, counts)
+    # a follow-up turn on some kept conversations: the same model answers it with the first exchange in context
+    follow = [(k, [*m, {"role": "user", "content": rng.choice(FOLLOW_UPS)}]) for k, m in kept]
+    follow = [c for c in follow if rng.random() < s.multi_turn_share]
+    longer = _answer(follow, reply, tokenizer, counts)
+    by_first = {json.dumps(m[:-2]): (k, m) for k, m in longer}
+    rows = [by_first.get(json.dumps(m), (k, m)) for k, m in kept]
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as f:
+        for kind, messages in rows:
+            f.write(json.dumps({"messages": messages, "kind": kind}, ensure_ascii=False) + "\n")
+    provenance = {
+        "output": str(out),
+        "rows": len(rows),
+        "multi_turn": len(longer),
+        "with_system": sum(m[0]["role"] == "system" for _, m in rows),
+        "by_kind": dict(Counter(k for k, _ in rows)),
+        "generator": generator,
+        "base_model": cfg.model.name,
+        "files": {
+            str(p): _sha(Path(p))
+            for p in ([s.prompts] if s.prompts else [s.seeds])
+            + ([s.incontext] if s.generator == "incontext" else [])
+        },
+        "seed": s.seed,
+        "settings": {
+            k: getattr(s, k) for k in ("num_prompts", "max_new_tokens", "system_share", "multi_turn_share")
+        },
+        "prompts": dict(counts.prompts),
+        "replies": dict(counts.replies),
+        "seconds": {"prompts": round(t_prompts, 1), "total": round(time.time() - t0, 1)},
+        "machine": _machine(model),
+    }
+    Path(f"{out}.provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return provenance
+
+
+def _answer(conversations: list[tuple[str, list[dict]]], reply, tokenizer, counts: Counts) -> list:
+    """The conversations with a kept reply appended; every dropped one counted by its reason."""
+    kept = []
+    done = reply([m for _, m in conversations]) if conversations else []
+    for (kind, messages), (text, ended) in zip(conversations, done):
+        text = text.strip()
+        reason = reply_problem(messages[-1]["content"], text, ended, tokenizer(text)["input_ids"])
+        counts.replies[reason or "kept"] += 1
+        if not reason:
+            kept.append((kind, [*messages, {"role": "assistant", "content": text}]))
+    return kept
+
+
+def _machine(model) -> str:
+    import os
+    import platform
+
+    import torch
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {model.device}, {model.dtype}"
