@@ -88,11 +88,13 @@ def eval_speed(data: dict) -> str:
 
 
 def quickstart(data: dict) -> str:
-    from train.report import ordered
+    from train.report import instructions_table, ordered
     from train.report import table as report_table
 
     entries = data["report"]
     parts = [report_table({name: entries[name] for name in ordered(entries)})]
+    if data.get("instructions"):
+        parts.append(instructions_table(data["instructions"]))
     curve = data["curve"]
     probs = ", ".join(f"{c['stop_token_prob']:.3f} ({c['step']})" for c in curve if "stop_token_prob" in c)
     stops = ", ".join(f"{c['stop_rate']:.0%} ({c['step']})" for c in curve if "stop_rate" in c)
@@ -106,6 +108,17 @@ def quickstart(data: dict) -> str:
             "Counted as `eval` counts loops now (a sentence said twice is a loop too), on the same replies "
             "(`samples-*.jsonl`): "
             + ", ".join(f"{n} {recount[n]:.1%}" for n in ordered(entries) if n in recount)
+            + "."
+        )
+    synth = data.get("synth")
+    if synth:
+        parts.append(
+            f"Synthetic instructions (`{synth['output']}`, {synth['rows']} conversations, {synth['multi_turn']} with a "
+            f"second turn, written by {synth['generator']} in {synth['seconds']['total'] / 60:.0f} min on "
+            f"{synth['machine']}): replies kept {synth['replies'].get('kept', 0)}, dropped "
+            + ", ".join(
+                f"{k} {v}" for k, v in sorted(synth["replies"].items(), key=lambda kv: -kv[1]) if k != "kept"
+            )
             + "."
         )
     s = data["speed"]
@@ -170,8 +183,18 @@ def loop_recount(run: Path, report: dict) -> dict:
     return out
 
 
+def synth_provenance(run: Path) -> dict | None:
+    """The provenance of the synthetic source the run trained on, if any."""
+    import yaml
+
+    sources = yaml.safe_load((run / "config.yaml").read_text())["data"]["sources"]
+    found = [Path(f"{s['path']}.provenance.json") for s in sources]
+    return next((json.loads(p.read_text()) for p in found if p.is_file()), None)
+
+
 def collect(run: Path) -> Path:
     """The figures README quotes from a finished quickstart run, into bench/quickstart.json."""
+    from train import instructions
     from train.evaluate import read_report
     from train.monitor import read_curve
 
@@ -183,6 +206,11 @@ def collect(run: Path) -> Path:
         "run": str(run),
         "report": report,
         "loop_rate_recounted": loop_recount(run, report),
+        "instructions": {
+            name: {k: v for k, v in entry.items() if k != "replies"}
+            for name, entry in instructions.read(run).items()
+        },
+        "synth": synth_provenance(run),
         "curve": read_curve(run / "curve.jsonl"),
         "speed": json.loads((run / "speed.json").read_text()),
         "run_json": {k: v for k, v in json.loads((run / "run.json").read_text()).items() if k != "config"},

@@ -27,10 +27,23 @@ from train import config, data, synth
             "restates the prompt",
         ),
         ("Name a colour.", "I'm sorry, I cannot help with that.", True, "refusal"),
+        ("Translate 'good' into Polish.", "Good is translated to Polish as 'good'.", True, "untranslated"),
+        ("Translate 'good' into Polish.", "'Good' in Polish is 'dobry'.", True, None),
     ],
 )
 def test_reply_filters(prompt, reply, ended, reason):
     assert synth.reply_problem(prompt, reply, ended, list(range(len(reply.split())))) == reason
+
+
+def test_reordered_preamble_keeps_the_header_and_reverses_the_examples():
+    from train import incontext
+
+    preamble = incontext.load("data/synth/incontext.md")
+    other = incontext.reordered(preamble)
+    queries = lambda text: [q.split("```")[1] for q in text.split("# Query:\n")[1:]]
+    assert other.split("# Query:\n")[0] == preamble.split("# Query:\n")[0]
+    assert queries(other) == queries(preamble)[::-1] and len(queries(preamble)) >= 3
+    assert other.endswith("```\n\n")
 
 
 def test_seeds_file_errors_name_the_line(tmp_path):

@@ -211,7 +211,7 @@ class SynthConfig:
     prompts: str = _f(
         "", "A file of your own prompts instead (one per line, or JSONL with prompt); '': self-instruct"
     )
-    num_prompts: int = _f(1200, "Instructions to generate (before the reply filters)")
+    num_prompts: int = _f(800, "Instructions to generate (before the reply filters)")
     max_new_tokens: int = _f(
         128, "Generation budget per reply; a reply that does not end within it is dropped"
     )

@@ -8,6 +8,7 @@ base model writes the replies to distil) and by the instruction check (the base 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 FENCE = "```"
@@ -43,3 +44,11 @@ def render(messages: list[dict]) -> str:
         else:
             parts.append(f"# Answer:\n{FENCE}\n{m['content']}\n{FENCE}\n\n")
     return "".join(parts) + f"# Answer:\n{FENCE}\n"
+
+
+def reordered(preamble: str) -> str:
+    """The same preamble with its examples in reverse order: a base model leans towards the answer of the example
+    it saw last (after a "No." example it says no to most yes/no questions), so an answer that survives the
+    reordering is the model's, not the order's."""
+    head, *examples = re.split(r"(?m)^(?=# Query:$)", preamble)  # the header may name "# Query:" inline
+    return head + "".join(e.rstrip() + "\n\n" for e in reversed(examples))

@@ -48,11 +48,12 @@ SYSTEMS = [
     "You are a friendly tutor who explains things simply.",
     "Answer in one sentence.",
 ]
-FOLLOW_UPS = ["Can you say that more briefly?", "Thanks! Can you tell me a bit more?", "Why is that?"]
 REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i cannot|i can'?t|i can not|as an ai|i am not able|i'?m not able|i don'?t know)\b",
     re.IGNORECASE,
 )
+YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+QUOTED = re.compile(r"'([^']+)'")
 ARITHMETIC = re.compile(r"(\d+)\s*(plus|\+|minus|-|times|×|\*|x|multiplied by|divided by|/)\s*(\d+)", re.I)
 
 
@@ -210,7 +211,23 @@ def reply_problem(prompt: str, reply: str, ended: bool, ids: list[int]) -> str |
         return "refusal"
     if arithmetic_wrong(prompt, reply):
         return "wrong arithmetic"
+    if untranslated(prompt, reply):
+        return "untranslated"
     return None
+
+
+def untranslated(prompt: str, reply: str) -> bool:
+    """A translation request answered with the word it asked about, quoted ("'good' in Spanish is 'good'")."""
+    if not re.search(r"\btranslat|\bsay\b|\bword for\b", prompt, re.IGNORECASE):
+        return False
+    asked = {q.lower() for q in QUOTED.findall(prompt)}
+    answered = [q.lower() for q in QUOTED.findall(reply)]
+    return bool(asked) and bool(answered) and answered[-1] in asked
+
+
+def first_yes_no(text: str) -> str | None:
+    m = YES_NO.search(text)
+    return m.group(1).lower() if m else None
 
 
 def _replier(cfg: Config):
@@ -222,17 +239,18 @@ def _replier(cfg: Config):
         preamble = incontext.load(s.incontext)
         model, tokenizer = load(cfg.model)
 
-        def reply(conversations: list[list[dict]]) -> list[tuple[str, bool]]:
+        def reply(conversations: list[list[dict]], other_order: bool = False) -> list[tuple[str, bool]]:
             texts = [incontext.render(c) for c in conversations]
+            prefix = incontext.reordered(preamble) if other_order else preamble
             return generation.complete(
-                model, tokenizer, texts, incontext.FENCE, s.max_new_tokens, s.batch_size, prefix=preamble
+                model, tokenizer, texts, incontext.FENCE, s.max_new_tokens, s.batch_size, prefix=prefix
             )
 
         return model, tokenizer, reply, f"{cfg.model.name} under {s.incontext}"
     model, tokenizer = load(cfg.model, path=resolve(s.generator))
     stop_ids = generation.stop_ids_of(model)
 
-    def reply(conversations: list[list[dict]]) -> list[tuple[str, bool]]:
+    def reply(conversations: list[list[dict]], other_order: bool = False) -> list[tuple[str, bool]]:
         prompts = [generation.chat_prompt_ids(tokenizer, c) for c in conversations]
         rows = generation.generate_ids(
             model,
@@ -290,11 +308,15 @@ def run(cfg: Config) -> dict:
     for kind, p in prompts:
         system = [{"role": "system", "content": rng.choice(SYSTEMS)}] if rng.random() < s.system_share else []
         conversations.append((kind, [*system, {"role": "user", "content": p}]))
-    kept = _answer(conversations, reply, tokenizer, counts)
-    # a follow-up turn on some kept conversations: the same model answers it with the first exchange in context
-    follow = [(k, [*m, {"role": "user", "content": rng.choice(FOLLOW_UPS)}]) for k, m in kept]
-    follow = [c for c in follow if rng.random() < s.multi_turn_share]
-    longer = _answer(follow, reply, tokenizer, counts)
+    kept = _answer(conversations, reply, tokenizer, counts, consistent=s.generator == "incontext")
+    # a second turn on some kept conversations: another instruction of the pool, answered with the first exchange
+    # in context (a model that answers only the first question of a conversation is no chat model)
+    follow = []
+    for _, m in kept:
+        if rng.random() < s.multi_turn_share:
+            kind, p = rng.choice(prompts)
+            follow.append((kind, [*m, {"role": "user", "content": p}]))
+    longer = _answer(follow, reply, tokenizer, counts, consistent=s.generator == "incontext")
     by_first = {json.dumps(m[:-2]): (k, m) for k, m in longer}
     rows = [by_first.get(json.dumps(m), (k, m)) for k, m in kept]
 
@@ -328,13 +350,22 @@ def run(cfg: Config) -> dict:
     return provenance
 
 
-def _answer(conversations: list[tuple[str, list[dict]]], reply, tokenizer, counts: Counts) -> list:
-    """The conversations with a kept reply appended; every dropped one counted by its reason."""
+def _answer(
+    conversations: list[tuple[str, list[dict]]], reply, tokenizer, counts: Counts, consistent: bool = False
+) -> list:
+    """The conversations with a kept reply appended; every dropped one counted by its reason. `consistent`: a
+    yes/no answer must be the same under the preamble's examples in the other order (incontext.reordered)."""
     kept = []
     done = reply([m for _, m in conversations]) if conversations else []
-    for (kind, messages), (text, ended) in zip(conversations, done):
+    yes_no = [i for i, (kind, _) in enumerate(conversations) if kind == "yesno"] if consistent else []
+    again = (
+        dict(zip(yes_no, reply([conversations[i][1] for i in yes_no], other_order=True))) if yes_no else {}
+    )
+    for i, ((kind, messages), (text, ended)) in enumerate(zip(conversations, done)):
         text = text.strip()
         reason = reply_problem(messages[-1]["content"], text, ended, tokenizer(text)["input_ids"])
+        if reason is None and i in again and first_yes_no(again[i][0]) != first_yes_no(text):
+            reason = "yes/no differs with the examples reordered"
         counts.replies[reason or "kept"] += 1
         if not reason:
             kept.append((kind, [*messages, {"role": "assistant", "content": text}]))
