@@ -35,6 +35,14 @@ def test_reply_filters(prompt, reply, ended, reason):
     assert synth.reply_problem(prompt, reply, ended, list(range(len(reply.split())))) == reason
 
 
+def test_an_arithmetic_prompt_must_be_checkable_and_right():
+    problem = lambda prompt, reply: synth.reply_problem(prompt, reply, True, [0], "arithmetic")
+    assert problem("What is 144 divided by 12?", "144 divided by 12 is 12.") is None
+    assert problem("What is 100 divided by 42?", "100 divided by 42 is 20.") == "arithmetic not checkable"
+    assert problem("What is 13 less than 10?", "13 less than 10 is 6.") == "arithmetic not checkable"
+    assert problem("What is 9 times 8?", "9 times 8 is 81.") == "wrong arithmetic"
+
+
 def test_reordered_preamble_keeps_the_header_and_reverses_the_examples():
     from train import incontext
 
@@ -102,3 +110,27 @@ def test_self_instruct_counts_every_generated_line(tmp_path, tiny_config):
     )
     assert counts["kept"] == len(new) <= 8
     assert all(kind in synth.KINDS for kind, _ in new)
+
+
+def test_a_yes_no_answer_that_flips_with_the_examples_order_is_dropped(gemma_like):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gemma_like)
+    asked = lambda text: [{"role": "user", "content": text}]
+    conversations = [
+        ("yesno", asked("Can ostriches fly?")),
+        ("yesno", asked("Is ice cold?")),
+        ("fact", asked("Why?")),
+    ]
+
+    def reply(convs, other_order=False):  # what the base says under each order of the examples
+        said = {
+            "Can ostriches fly?": ("Yes, they can.", "No, they cannot."),
+            "Is ice cold?": ("Yes.", "Yes, it is."),
+        }
+        return [(said.get(c[-1]["content"], ("Because.", "Because."))[other_order], True) for c in convs]
+
+    counts = synth.Counts()
+    kept = synth._answer(conversations, reply, tok, counts, consistent=True)
+    assert [m[0]["content"] for _, m in kept] == ["Is ice cold?", "Why?"]
+    assert counts.replies == {"kept": 2, "yes/no differs with the examples reordered": 1}

@@ -172,30 +172,27 @@ def self_instruct(model, tokenizer, seeds: dict[str, list[str]], n: int, seed: i
     return new[:n], counts
 
 
-def arithmetic_wrong(prompt: str, reply: str) -> bool:
-    """For a prompt with one `A op B`, whether the reply's answer (train/instructions.py's judge) is wrong."""
+def arithmetic_result(prompt: str) -> str | None:
+    """The answer to a prompt holding one `A op B` with a whole result, else None (not checkable here)."""
     found = ARITHMETIC.findall(prompt)
     if len(found) != 1:
-        return False
+        return None
     a, op, b = found[0]
-    op = op.lower()
-    x, y = int(a), int(b)
-    if op in ("plus", "+"):
-        r = x + y
-    elif op in ("minus", "-"):
-        r = x - y
-    elif op in ("divided by", "/"):
-        if y == 0 or x % y:
-            return False
-        r = x // y
-    else:
-        r = x * y
-    return not instructions.judge_arithmetic(
-        instructions.Item("", "arithmetic", prompt, str(r), (a, b)), reply
-    )
+    x, y, op = int(a), int(b), op.lower()
+    if op in ("divided by", "/"):
+        return str(x // y) if y and not x % y else None
+    return str(x + y if op in ("plus", "+") else x - y if op in ("minus", "-") else x * y)
 
 
-def reply_problem(prompt: str, reply: str, ended: bool, ids: list[int]) -> str | None:
+def arithmetic_wrong(prompt: str, reply: str) -> bool:
+    """For a checkable arithmetic prompt, whether the reply's answer (train/instructions.py's judge) is wrong."""
+    result = arithmetic_result(prompt)
+    operands = ARITHMETIC.findall(prompt)[0][::2] if result else ()
+    item = instructions.Item("", "arithmetic", prompt, result or "", tuple(operands))
+    return result is not None and not instructions.judge_arithmetic(item, reply)
+
+
+def reply_problem(prompt: str, reply: str, ended: bool, ids: list[int], kind: str = "") -> str | None:
     """Why a generated reply is not trained on (its counted reason), or None."""
     if not reply.strip():
         return "empty"
@@ -205,12 +202,18 @@ def reply_problem(prompt: str, reply: str, ended: bool, ids: list[int]) -> str |
         return "repeated sentence or loop"
     if leaks(reply) or "```" in reply or "# Query" in reply or "# Answer" in reply:
         return "template text"
-    if len(_key(prompt)) > 12 and _key(prompt) in _key(reply):
+    words = set(_key(reply).split())
+    restated = len(_key(prompt)) > 12 and _key(prompt) in _key(reply)
+    # nothing but the prompt's own words ("44045 is 44045."); an arithmetic answer may be an operand
+    echoed = kind != "arithmetic" and len(words) >= 3 and words <= set(_key(prompt).split())
+    if restated or echoed:
         return "restates the prompt"
     if REFUSAL.search(reply):
         return "refusal"
     if arithmetic_wrong(prompt, reply):
         return "wrong arithmetic"
+    if kind == "arithmetic" and arithmetic_result(prompt) is None:
+        return "arithmetic not checkable"  # the kind is there to be right; an unchecked answer is a coin toss
     if untranslated(prompt, reply):
         return "untranslated"
     return None
@@ -363,7 +366,7 @@ def _answer(
     )
     for i, ((kind, messages), (text, ended)) in enumerate(zip(conversations, done)):
         text = text.strip()
-        reason = reply_problem(messages[-1]["content"], text, ended, tokenizer(text)["input_ids"])
+        reason = reply_problem(messages[-1]["content"], text, ended, tokenizer(text)["input_ids"], kind)
         if reason is None and i in again and first_yes_no(again[i][0]) != first_yes_no(text):
             reason = "yes/no differs with the examples reordered"
         counts.replies[reason or "kept"] += 1
