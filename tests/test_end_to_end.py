@@ -238,3 +238,49 @@ def test_teacher_forced_metrics_on_a_tiny_model(gemma_like, batch_size):
     assert m["eval_loss"] == pytest.approx(nll / count, rel=1e-4)
     assert m["stop_token_prob"] == pytest.approx(sum(probs) / 3, rel=1e-4)
     assert m["stop_token_top1"] == pytest.approx(sum(top1) / 3)
+
+
+@pytest.mark.slow
+def test_keep_best_puts_the_chosen_checkpoints_weights_in_the_adapter(tiny_config, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from train import monitor
+
+    path = tiny_config(
+        "best",
+        training={"max_steps": 4, "save_steps": 2, "keep": "best"},
+        eval={
+            "monitor_every": 0,
+            "monitor_generate_every": 2,
+            "monitor_generate_conversations": 2,
+            "max_new_tokens": 4,
+        },
+    )
+    # the tiny model's checks tie; make the earlier one score higher, so the adapter must come from step 2
+    monkeypatch.setattr(monitor, "score", lambda check: -check["step"])
+    assert cli.main(["sft", "--config", str(path)]) == 0
+    run = tmp_path / "best"
+    kept = json.loads((run / "kept.json").read_text())
+    assert (kept["step"], kept["last_step"]) == (2, 4) and set(kept["scores"]) == {"2", "4"}
+    adapter = load_file(run / "adapter" / "adapter_model.safetensors")
+    chosen, last = (load_file(run / f"checkpoints/checkpoint-{n}/adapter_model.safetensors") for n in (2, 4))
+    lora = [k for k in adapter if "lora_" in k]
+    assert lora and all(torch.equal(adapter[k], chosen[k]) for k in lora)
+    assert not all(torch.equal(adapter[k], last[k]) for k in lora)
+
+
+def test_best_check_prefers_the_score_then_the_later_step():
+    curve = [
+        {"step": 0, "clean_stop_rate": 0.0, "loop_rate": 0.0},
+        {"step": 50, "clean_stop_rate": 0.9, "loop_rate": 0.1},
+        {"step": 100, "clean_stop_rate": 0.95, "loop_rate": 0.0},
+        {"step": 125, "stop_token_prob": 0.5},
+        {"step": 150, "clean_stop_rate": 0.95, "loop_rate": 0.05},
+    ]
+    from train.monitor import best_check
+
+    assert best_check(curve, {50, 100, 150})["step"] == 100
+    assert best_check(curve, {50, 150})["step"] == 150
+    assert best_check(curve, {125}) is None
+    curve[2]["loop_rate"] = 0.05
+    assert best_check(curve, {100, 150})["step"] == 150  # a tie: the later step

@@ -154,6 +154,13 @@ class TrainingConfig:
     report_to: Literal["none", "wandb"] = _f("none", "Tracker", wandb="opt-in")
     save_steps: int = _f(50, "Checkpoint every N steps (0: none), in <output_dir>/checkpoints")
     save_total_limit: int = _f(2, "Checkpoints kept (the oldest are deleted)")
+    keep: Literal["last", "best"] = _f(
+        "last",
+        "Which weights the adapter gets",
+        last="the last step's",
+        best="the checkpoint whose generation check (eval.monitor_generate_every) scored best: clean stops minus "
+        "loops; the checks must fall on checkpoint steps (training.save_steps)",
+    )
     resume: str = _f(
         "no", "no, auto (the newest complete checkpoint in <output_dir>/checkpoints), or a checkpoint folder"
     )
@@ -211,7 +218,7 @@ class SynthConfig:
     prompts: str = _f(
         "", "A file of your own prompts instead (one per line, or JSONL with prompt); '': self-instruct"
     )
-    num_prompts: int = _f(800, "Instructions to generate (before the reply filters)")
+    num_prompts: int = _f(1000, "Instructions to generate (before the reply filters)")
     max_new_tokens: int = _f(
         128, "Generation budget per reply; a reply that does not end within it is dropped"
     )

@@ -120,3 +120,14 @@ class ConformanceMonitor(TrainerCallback):
 
 def read_curve(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def score(check: dict) -> float:
+    """How good a generation check is: replies that stop cleanly, less those that loop."""
+    return check["clean_stop_rate"] - check["loop_rate"]
+
+
+def best_check(curve: list[dict], steps: set[int]) -> dict | None:
+    """The best-scoring generation check at one of `steps` (those with a checkpoint); the later one on a tie."""
+    found = [c for c in curve if c["step"] in steps and "clean_stop_rate" in c]
+    return max(found, key=lambda c: (score(c), c["step"])) if found else None

@@ -179,6 +179,8 @@ def train(cfg: Config, setup: Setup, callbacks: list | None = None, sampling: st
             f"{preemption.signal} at step {preemption.step}: checkpoint {last} saved; "
             "run again with training.resume=auto to continue"
         )
+    if cfg.training.keep == "best":
+        keep_best(cfg, trainer, peft_model, checkpoints)
     out = Path(cfg.output_dir) / "adapter"
     # Only LoRA and the trained token rows: the base and its resize are rebuilt identically at export.
     # (trainer.save_model would also write training_args.bin, a pickle, and the whole resized embedding.)
@@ -188,3 +190,39 @@ def train(cfg: Config, setup: Setup, callbacks: list | None = None, sampling: st
         peft_model.save_pretrained(out, save_embedding_layers=False, state_dict=state_dict)
         setup.tokenizer.save_pretrained(out)
     return out
+
+
+def keep_best(cfg: Config, trainer, peft_model, checkpoints: Path) -> None:
+    """Put the weights of the checkpoint the monitor's generation checks scored best into `peft_model` (our own:
+    Trainer's load_best_model_at_end needs its evaluate loop; ours is the monitor), and record the choice in
+    <output_dir>/kept.json. The last step wins a tie."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from train.monitor import best_check, read_curve, score
+
+    trainer.accelerator.wait_for_everyone()  # rank 0 wrote the curve and the checkpoints
+    done = {
+        int(p.name.split("-")[1]): p for p in checkpoints.glob("checkpoint-*") if (p / runs.MARKER).is_file()
+    }
+    curve = read_curve(Path(cfg.output_dir) / "curve.jsonl")
+    best = best_check(curve, set(done))
+    last = trainer.state.global_step
+    if best is None:
+        log.warning(
+            "training.keep=best: no generation check fell on a checkpoint step; keeping the last step"
+        )
+        return
+    if best["step"] != last:
+        set_peft_model_state_dict(peft_model, load_file(done[best["step"]] / "adapter_model.safetensors"))
+    checks = {c["step"]: round(score(c), 4) for c in curve if c["step"] in done and "clean_stop_rate" in c}
+    log.info(
+        "training.keep=best: step %d (score %.3f; checks at checkpoints: %s)",
+        best["step"],
+        score(best),
+        checks,
+    )
+    if trainer.accelerator.is_main_process:
+        runs.write_json(
+            Path(cfg.output_dir) / "kept.json", {"step": best["step"], "last_step": last, "scores": checks}
+        )
