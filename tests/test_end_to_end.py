@@ -267,6 +267,10 @@ def test_keep_best_puts_the_chosen_checkpoints_weights_in_the_adapter(tiny_confi
     lora = [k for k in adapter if "lora_" in k]
     assert lora and all(torch.equal(adapter[k], chosen[k]) for k in lora)
     assert not all(torch.equal(adapter[k], last[k]) for k in lora)
+    from train import report
+
+    (run / "report.json").write_text("{}")
+    assert "weights of step 2 of 4" in report.write(run).read_text()
 
 
 def test_best_check_prefers_the_score_then_the_later_step():

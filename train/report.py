@@ -235,6 +235,14 @@ def write(out_dir: Path, samples: int = 5) -> Path:
         parts += ["![metrics](metrics.png)", ""]
     if curve:
         parts += ["## During training", "", curve_table(curve), "", "![curve](curve.png)", ""]
+    kept = out_dir / "kept.json"
+    if kept.is_file():
+        k = json.loads(kept.read_text())
+        parts += [
+            f"The adapter holds the weights of step {k['step']} of {k['last_step']} (`training.keep: best`; greedy "
+            f"check scores, clean stops minus loops: {', '.join(f'{s}: {v:.2f}' for s, v in k['scores'].items())}).",
+            "",
+        ]
     parts += ["## Sample replies", "", _samples(out_dir, ordered(report), samples)]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
