@@ -134,3 +134,31 @@ def test_a_yes_no_answer_that_flips_with_the_examples_order_is_dropped(gemma_lik
     kept = synth._answer(conversations, reply, tok, counts, consistent=True)
     assert [m[0]["content"] for _, m in kept] == ["Is ice cold?", "Why?"]
     assert counts.replies == {"kept": 2, "yes/no differs with the examples reordered": 1}
+
+
+def test_templated_prompts_are_seeded_checkable_and_apart_from_the_check():
+    import random
+
+    from train import instructions
+
+    a = synth.templated("arithmetic", 40, random.Random(0)) + synth.templated("list", 40, random.Random(0))
+    assert a == synth.templated("arithmetic", 40, random.Random(0)) + synth.templated(
+        "list", 40, random.Random(0)
+    )
+    assert all(synth.arithmetic_result(p) is not None for p in a[:40])
+    checks = instructions.items()
+    assert not any(instructions.touches(p, checks) for p in a)
+
+
+@pytest.mark.parametrize(
+    "prompt, reply, wrong",
+    [
+        ("List three insects.", "1. Ant\n2. Bee\n3. Fly", False),
+        ("Name four insects.", "Ants, bees and flies.", True),
+        ("Give me two dog breeds.", "A poodle and a beagle.", False),
+        ("Give me two dog breeds.", "1. Poodle\n2. Poodle", True),
+        ("Why is the sky blue?", "Because.", False),
+    ],
+)
+def test_a_list_reply_must_hold_the_number_asked(prompt, reply, wrong):
+    assert synth.wrong_count(prompt, reply) is wrong

@@ -57,6 +57,36 @@ QUOTED = re.compile(r"'([^']+)'")
 ARITHMETIC = re.compile(r"(\d+)\s*(plus|\+|minus|-|times|×|\*|x|multiplied by|divided by|/)\s*(\d+)", re.I)
 
 
+# Kinds whose prompts are also written from a template (seeded), because the base drifts off them when it writes
+# its own (of 1,000 self-instructed prompts, 6 arithmetic and few real "list N" ones survived the checks) and
+# because their answers can be checked: the sum, the count of items. Topics and operands apart from the
+# instruction check's (`instructions.touches` drops any overlap).
+LIST_TOPICS = [
+    "colours of the rainbow", "things to pack for a picnic", "healthy breakfast foods", "winter sports",
+    "jobs in a hospital", "ways to save energy at home", "famous scientists", "insects", "herbs used in cooking",
+    "rivers in Europe", "things you need to bake bread", "games children play outside", "parts of a bicycle",
+    "dog breeds", "ingredients of a salad", "tools in a toolbox", "cities in Italy", "summer activities",
+    "things that are round", "types of weather",
+]  # fmt: skip
+NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+def templated(kind: str, n: int, rng: random.Random) -> list[str]:
+    """`n` seeded prompts of a templated kind."""
+    out = []
+    for _ in range(n):
+        if kind == "arithmetic":
+            op = rng.choice(["plus", "minus", "times", "+", "-"])
+            a, b = rng.randint(61, 400), rng.randint(2, 60)  # beyond the check's operands
+            if op == "times":
+                a, b = rng.randint(13, 30), rng.randint(2, 9)
+            out.append(rng.choice(["What is {} {} {}?", "Calculate {} {} {}."]).format(a, op, b))
+        else:
+            topic, k = rng.choice(LIST_TOPICS), rng.choice(list(NUMBERS))
+            out.append(rng.choice(["List {} {}.", "Name {} {}.", "Give me {} {}."]).format(NUMBERS[k], topic))
+    return out
+
+
 class SynthError(ValueError):
     pass
 
@@ -212,11 +242,22 @@ def reply_problem(prompt: str, reply: str, ended: bool, ids: list[int], kind: st
         return "refusal"
     if arithmetic_wrong(prompt, reply):
         return "wrong arithmetic"
+    if wrong_count(prompt, reply):
+        return "wrong number of items"
     if kind == "arithmetic" and arithmetic_result(prompt) is None:
         return "arithmetic not checkable"  # the kind is there to be right; an unchecked answer is a coin toss
     if untranslated(prompt, reply):
         return "untranslated"
     return None
+
+
+def wrong_count(prompt: str, reply: str) -> bool:
+    """A "list/name/give me N things" prompt whose reply does not hold N distinct items (the check's own count)."""
+    m = re.match(r"^(?:list|name|give me) (two|three|four|five|six) ", prompt, re.IGNORECASE)
+    if not m:
+        return False
+    items = instructions.list_items(reply)
+    return len(items) != list(NUMBERS.values()).index(m.group(1).lower()) + 2 or len(set(items)) != len(items)
 
 
 def untranslated(prompt: str, reply: str) -> bool:
@@ -305,6 +346,20 @@ def run(cfg: Config) -> dict:
 
             base, base_tok = load(cfg.model)
         prompts, counts.prompts = self_instruct(base, base_tok, seeds, s.num_prompts, s.seed, s.batch_size)
+        checks, seen = instructions.items(), {_key(p) for _, p in prompts}
+        for kind in ("arithmetic", "list") if s.templated else ():
+            for p in templated(kind, s.templated, rng):
+                reason = (
+                    "duplicate"
+                    if _key(p) in seen
+                    else "touches the instruction check"
+                    if instructions.touches(p, checks)
+                    else None
+                )
+                counts.prompts[f"templated {reason or 'kept'}"] += 1
+                if not reason:
+                    seen.add(_key(p))
+                    prompts.append((kind, p))
     t_prompts = time.time() - t0
 
     conversations = []
@@ -342,7 +397,7 @@ def run(cfg: Config) -> dict:
         },
         "seed": s.seed,
         "settings": {
-            k: getattr(s, k) for k in ("num_prompts", "max_new_tokens", "system_share", "multi_turn_share")
+            k: getattr(s, k) for k in ("num_prompts", "templated", "max_new_tokens", "system_share", "multi_turn_share")
         },
         "prompts": dict(counts.prompts),
         "replies": dict(counts.replies),
