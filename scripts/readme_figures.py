@@ -110,6 +110,14 @@ def quickstart(data: dict) -> str:
             + ", ".join(f"{n} {recount[n]:.1%}" for n in ordered(entries) if n in recount)
             + "."
         )
+    kept = data.get("kept")
+    if kept:
+        parts.append(
+            f"The exported model holds step {kept['step']} of {kept['last_step']} (`training.keep: best`: the greedy "
+            "check on 32 held-out prompts, clean stops minus loops, at each checkpoint: "
+            + ", ".join(f"{v:.2f} ({k})" for k, v in kept["scores"].items())
+            + ")."
+        )
     synth = data.get("synth")
     if synth:
         parts.append(
@@ -120,6 +128,11 @@ def quickstart(data: dict) -> str:
                 f"{k} {v}" for k, v in sorted(synth["replies"].items(), key=lambda kv: -kv[1]) if k != "kept"
             )
             + "."
+        )
+    if data.get("wall_seconds"):
+        parts.append(
+            f"The `train` command took {data['wall_seconds'] / 60:.1f} min from start to report (the base model "
+            "already converted once into `~/.cache/instructify`)."
         )
     s = data["speed"]
     run = data["run_json"]
@@ -192,7 +205,7 @@ def synth_provenance(run: Path) -> dict | None:
     return next((json.loads(p.read_text()) for p in found if p.is_file()), None)
 
 
-def collect(run: Path) -> Path:
+def collect(run: Path, wall_seconds: float | None = None) -> Path:
     """The figures README quotes from a finished quickstart run, into bench/quickstart.json."""
     from train import instructions
     from train.evaluate import read_report
@@ -211,6 +224,8 @@ def collect(run: Path) -> Path:
             for name, entry in instructions.read(run).items()
         },
         "synth": synth_provenance(run),
+        "wall_seconds": wall_seconds,
+        "kept": json.loads((run / "kept.json").read_text()) if (run / "kept.json").is_file() else None,
         "curve": read_curve(run / "curve.jsonl"),
         "speed": json.loads((run / "speed.json").read_text()),
         "run_json": {k: v for k, v in json.loads((run / "run.json").read_text()).items() if k != "config"},
@@ -225,9 +240,12 @@ def main() -> int:
     p.add_argument(
         "--collect", type=Path, help="a finished quickstart run folder to copy the figures from first"
     )
+    p.add_argument(
+        "--wall-seconds", type=float, help="with --collect: how long the run's `train` command took, to quote"
+    )
     args = p.parse_args()
     if args.collect:
-        print(f"wrote {collect(args.collect)}")
+        print(f"wrote {collect(args.collect, args.wall_seconds)}")
     for page in PAGES:
         text = page.read_text()
         if render(text) != text:

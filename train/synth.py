@@ -397,7 +397,8 @@ def run(cfg: Config) -> dict:
         },
         "seed": s.seed,
         "settings": {
-            k: getattr(s, k) for k in ("num_prompts", "templated", "max_new_tokens", "system_share", "multi_turn_share")
+            k: getattr(s, k)
+            for k in ("num_prompts", "templated", "max_new_tokens", "system_share", "multi_turn_share")
         },
         "prompts": dict(counts.prompts),
         "replies": dict(counts.replies),
