@@ -136,6 +136,17 @@ def _key(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
+def admit(prompt: str, seen: set[str], checks: list) -> str | None:
+    """Why a prompt is not taken (the same as one already taken, or it touches an instruction-check item), else
+    None; a taken prompt joins `seen`."""
+    if _key(prompt) in seen:
+        return "duplicate"
+    if instructions.touches(prompt, checks):
+        return "touches the instruction check"
+    seen.add(_key(prompt))
+    return None
+
+
 def prompt_problem(text: str) -> str | None:
     """Why a generated instruction is not kept (its counted reason), or None."""
     words = text.split()
@@ -152,9 +163,7 @@ def self_instruct(model, tokenizer, seeds: dict[str, list[str]], n: int, seed: i
     """About `n` new instructions spread over the kinds: (kind, text) pairs, deduplicated, and the counts."""
     rng = random.Random(seed)
     kinds = sorted(seeds)
-    kept: dict[str, tuple[str, str]] = {
-        _key(s): (k, s) for k in kinds for s in seeds[k]
-    }  # seeds count as seen
+    seen = {_key(s) for k in kinds for s in seeds[k]}  # seeds count as seen
     counts: Counter = Counter()
     checks = instructions.items()
     new: list[tuple[str, str]] = []
@@ -187,15 +196,10 @@ def self_instruct(model, tokenizer, seeds: dict[str, list[str]], n: int, seed: i
                     continue
                 prompt = m.group(1)
                 counts["generated"] += 1
-                reason = prompt_problem(prompt)
-                if reason is None and _key(prompt) in kept:
-                    reason = "duplicate"
-                if reason is None and instructions.touches(prompt, checks):
-                    reason = "touches the instruction check"
+                reason = prompt_problem(prompt) or admit(prompt, seen, checks)
                 if reason:
                     counts[reason] += 1
                     continue
-                kept[_key(prompt)] = (kind, prompt)
                 new.append((kind, prompt))
         log.info("synth: round %d, %d new instructions", rounds, len(new))
     counts["kept"] = len(new[:n])
@@ -328,12 +332,9 @@ def run(cfg: Config) -> dict:
     model, tokenizer, reply, generator = _replier(cfg)
     counts = Counts()
     if s.prompts:
-        checks = instructions.items()
-        prompts = []
+        checks, seen, prompts = instructions.items(), set(), []
         for kind, p in read_prompts(Path(s.prompts)):
-            reason = "touches the instruction check" if instructions.touches(p, checks) else None
-            if reason is None and _key(p) in {_key(q) for _, q in prompts}:
-                reason = "duplicate"
+            reason = admit(p, seen, checks)
             counts.prompts[reason or "kept"] += 1
             if not reason:
                 prompts.append((kind, p))
@@ -349,16 +350,9 @@ def run(cfg: Config) -> dict:
         checks, seen = instructions.items(), {_key(p) for _, p in prompts}
         for kind in ("arithmetic", "list") if s.templated else ():
             for p in templated(kind, s.templated, rng):
-                reason = (
-                    "duplicate"
-                    if _key(p) in seen
-                    else "touches the instruction check"
-                    if instructions.touches(p, checks)
-                    else None
-                )
+                reason = admit(p, seen, checks)
                 counts.prompts[f"templated {reason or 'kept'}"] += 1
                 if not reason:
-                    seen.add(_key(p))
                     prompts.append((kind, p))
     t_prompts = time.time() - t0
 
