@@ -35,12 +35,17 @@ def test_reply_filters(prompt, reply, ended, reason):
     assert synth.reply_problem(prompt, reply, ended, list(range(len(reply.split())))) == reason
 
 
-def test_an_arithmetic_prompt_must_be_checkable_and_right():
-    problem = lambda prompt, reply: synth.reply_problem(prompt, reply, True, [0], "arithmetic")
-    assert problem("What is 144 divided by 12?", "144 divided by 12 is 12.") is None
-    assert problem("What is 100 divided by 42?", "100 divided by 42 is 20.") == "arithmetic not checkable"
-    assert problem("What is 13 less than 10?", "13 less than 10 is 6.") == "arithmetic not checkable"
-    assert problem("What is 9 times 8?", "9 times 8 is 81.") == "wrong arithmetic"
+def test_a_prompt_of_a_kind_there_to_be_right_must_be_checkable():
+    assert synth.prompt_problem("What is 144 divided by 12?", "arithmetic") is None
+    assert (
+        synth.prompt_problem("What is 100 divided by 42?", "arithmetic") == "arithmetic prompt not checkable"
+    )
+    assert synth.prompt_problem("What is 13 less than 10?", "arithmetic") == "arithmetic prompt not checkable"
+    assert synth.prompt_problem("Translate 'bird' into German.", "translate") is None
+    assert synth.prompt_problem("Translate 'the good news' into Spanish.", "translate") == (
+        "translate prompt not checkable"
+    )
+    assert synth.prompt_problem("Translate 'the good news' into Spanish.", "fact") is None
 
 
 def test_reordered_preamble_keeps_the_header_and_reverses_the_examples():
@@ -134,31 +139,3 @@ def test_a_yes_no_answer_that_flips_with_the_examples_order_is_dropped(gemma_lik
     kept = synth._answer(conversations, reply, tok, counts, consistent=True)
     assert [m[0]["content"] for _, m in kept] == ["Is ice cold?", "Why?"]
     assert counts.replies == {"kept": 2, "yes/no differs with the examples reordered": 1}
-
-
-def test_templated_prompts_are_seeded_checkable_and_apart_from_the_check():
-    import random
-
-    from train import instructions
-
-    a = synth.templated("arithmetic", 40, random.Random(0)) + synth.templated("list", 40, random.Random(0))
-    assert a == synth.templated("arithmetic", 40, random.Random(0)) + synth.templated(
-        "list", 40, random.Random(0)
-    )
-    assert all(synth.arithmetic_result(p) is not None for p in a[:40])
-    checks = instructions.items()
-    assert not any(instructions.touches(p, checks) for p in a)
-
-
-@pytest.mark.parametrize(
-    "prompt, reply, wrong",
-    [
-        ("List three insects.", "1. Ant\n2. Bee\n3. Fly", False),
-        ("Name four insects.", "Ants, bees and flies.", True),
-        ("Give me two dog breeds.", "A poodle and a beagle.", False),
-        ("Give me two dog breeds.", "1. Poodle\n2. Poodle", True),
-        ("Why is the sky blue?", "Because.", False),
-    ],
-)
-def test_a_list_reply_must_hold_the_number_asked(prompt, reply, wrong):
-    assert synth.wrong_count(prompt, reply) is wrong

@@ -220,7 +220,9 @@ class SynthConfig:
     )
     num_prompts: int = _f(1000, "Instructions to generate (before the reply filters)")
     templated: int = _f(
-        150, "Also this many seeded template prompts each of arithmetic and 'list N things' (0: none)"
+        200,
+        "Also this many seeded template prompts each of arithmetic, 'list N things', capitals and translations "
+        "(train/checkable.py; 0: none)",
     )
     max_new_tokens: int = _f(
         128, "Generation budget per reply; a reply that does not end within it is dropped"

@@ -96,13 +96,13 @@ class Item:
     key: tuple[str, ...]  # words a training prompt must not contain all of (`touches`)
 
 
-def _norm(text: str) -> str:
+def norm(text: str) -> str:
     """Lower case, accents off: 'Brasília' == 'brasilia', 'École' == 'ecole'."""
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
 
 
 def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", _norm(text)))
+    return set(re.findall(r"[a-z0-9]+", norm(text)))
 
 
 def items(seed: int = 0, per_kind: int = 50) -> list[Item]:
@@ -144,29 +144,33 @@ def items(seed: int = 0, per_kind: int = 50) -> list[Item]:
             ["Translate '{}' into {}.", "How do you say '{}' in {}?", "What is the {1} word for '{0}'?"]
         )
         out.append(
-            Item(f"translate-{w}-{lang}", "translation", q.format(w, lang), target, (*_words(w), _norm(lang)))
+            Item(f"translate-{w}-{lang}", "translation", q.format(w, lang), target, (*_words(w), norm(lang)))
         )
     facts = [(q, "yes") for q in YES] + [(q, "no") for q in NO]
     for q, a in rng.sample(facts, min(per_kind, len(facts))):
-        out.append(Item(f"yesno-{_norm(q)[:40]}", "yes/no", q, a, tuple(sorted(_words(q)))))
+        out.append(Item(f"yesno-{norm(q)[:40]}", "yes/no", q, a, tuple(sorted(_words(q)))))
     return out
 
 
 # --- judges: (item, reply) -> correct -----------------------------------------------------------------------
 
 
-def _first_city(reply: str) -> str | None:
-    text = _norm(reply)
+CITIES = [*CAPITALS.values(), *[a for v in ALSO.values() for a in v], *DISTRACTORS]
+
+
+def first_city(reply: str, cities: list[str] = CITIES) -> str | None:
+    """The first of `cities` the reply names."""
+    text = norm(reply)
     found = []
-    for city in [*CAPITALS.values(), *[a for v in ALSO.values() for a in v], *DISTRACTORS]:
-        m = re.search(rf"\b{re.escape(_norm(city))}\b", text)
+    for city in cities:
+        m = re.search(rf"\b{re.escape(norm(city))}\b", text)
         if m:
             found.append((m.start(), -len(city), city))  # "New Delhi" before "Delhi" at one position
     return min(found)[2] if found else None
 
 
-def judge_capital(item: Item, reply: str) -> bool:
-    city = _first_city(reply)
+def judge_capital(item: Item, reply: str, cities: list[str] = CITIES) -> bool:
+    city = first_city(reply, cities)
     return city is not None and (city == item.answer or city in ALSO.get(item.answer, []))
 
 
@@ -186,10 +190,10 @@ def list_items(reply: str) -> list[str]:
     sentence's comma/and-separated parts (after a 'Here are three:' lead-in)."""
     bulleted = [m.group(1) for line in reply.splitlines() if (m := BULLET.match(line))]
     if len(bulleted) >= 2:
-        return [_norm(b).strip(" .") for b in bulleted]
+        return [norm(b).strip(" .") for b in bulleted]
     text = reply.split(":", 1)[1] if ":" in reply.split(".")[0] else reply
     first = re.split(r"(?<=[a-z])\.(?:\s|$)|\n", text.strip(), maxsplit=1)[0]
-    parts = [p.strip(" .") for p in re.split(r",|;|\band\b|\bor\b", _norm(first))]
+    parts = [p.strip(" .") for p in re.split(r",|;|\band\b|\bor\b", norm(first))]
     return [p for p in parts if p and len(p.split()) <= 5]
 
 
@@ -199,15 +203,15 @@ def judge_list(item: Item, reply: str) -> bool:
 
 
 def judge_translation(item: Item, reply: str) -> bool:
-    text = _norm(reply)
+    text = norm(reply)
     return any(
-        re.search(rf"\b{re.escape(_norm(t))}\b", text)
+        re.search(rf"\b{re.escape(norm(t))}\b", text)
         for t in [item.answer, *TRANSLATION_ALSO.get(item.answer, [])]
     )
 
 
 def judge_yesno(item: Item, reply: str) -> bool:
-    m = re.search(r"\b(yes|no)\b", _norm(reply))
+    m = re.search(r"\b(yes|no)\b", norm(reply))
     return bool(m) and m.group(1) == item.answer
 
 

@@ -3,13 +3,16 @@
 1. Prompts: new instructions of each kind in the seeds file, written by the base model itself from a few seed
    examples (self-instruct: a numbered list it continues, sampled), or read from a file the user supplies (one
    instruction per line, or JSONL with `prompt`). Deduplicated; a prompt that touches the instruction check's
-   items (train/instructions.py) is dropped, so the check measures what was not trained on.
+   items (train/instructions.py) is dropped, so the check measures what was not trained on. Seeded template
+   prompts of the kinds a program can check are added (`synth.templated` of each, train/checkable.py).
 2. Replies: the base model under the in-context prompt (train/incontext.py), or any instruct model through its own
    chat template (`synth.generator`: a folder, Hub id, .gguf or pypi:<package>). Greedy.
 3. Filters with counted reasons: empty, unfinished (no end within the budget), a repeated sentence or loop, the
-   prompt restated, template text in the reply, a refusal (no prompt here calls for one), wrong arithmetic (the
-   one kind a program can check). The kept rows go to a JSONL of `messages`; its provenance (generator, files and
-   their hashes, seed, counts, seconds) to `<output>.provenance.json` beside it.
+   prompt restated, template text in the reply, a refusal (no prompt here calls for one), and a wrong answer
+   where a program can tell (train/checkable.py: arithmetic, list counts, capitals, translations from its
+   tables; arithmetic and translation prompts it cannot check are not asked at all). The kept rows go to a JSONL
+   of `messages`; its provenance (generator, files and their hashes, seed, counts, seconds) to
+   `<output>.provenance.json` beside it.
 
 Our own code because TRL has no offline self-instruct or URIAL generation; the batching is train/generation.py.
 """
@@ -26,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from train import generation, incontext, instructions
+from train import checkable, generation, incontext, instructions
 from train.config import Config
 from train.evaluate import leaks, looped
 
@@ -54,37 +57,6 @@ REFUSAL = re.compile(
 )
 YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 QUOTED = re.compile(r"'([^']+)'")
-ARITHMETIC = re.compile(r"(\d+)\s*(plus|\+|minus|-|times|×|\*|x|multiplied by|divided by|/)\s*(\d+)", re.I)
-
-
-# Kinds whose prompts are also written from a template (seeded), because the base drifts off them when it writes
-# its own (of 1,000 self-instructed prompts, 6 arithmetic and few real "list N" ones survived the checks) and
-# because their answers can be checked: the sum, the count of items. Topics and operands apart from the
-# instruction check's (`instructions.touches` drops any overlap).
-LIST_TOPICS = [
-    "colours of the rainbow", "things to pack for a picnic", "healthy breakfast foods", "winter sports",
-    "jobs in a hospital", "ways to save energy at home", "famous scientists", "insects", "herbs used in cooking",
-    "rivers in Europe", "things you need to bake bread", "games children play outside", "parts of a bicycle",
-    "dog breeds", "ingredients of a salad", "tools in a toolbox", "cities in Italy", "summer activities",
-    "things that are round", "types of weather",
-]  # fmt: skip
-NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
-
-
-def templated(kind: str, n: int, rng: random.Random) -> list[str]:
-    """`n` seeded prompts of a templated kind."""
-    out = []
-    for _ in range(n):
-        if kind == "arithmetic":
-            op = rng.choice(["plus", "minus", "times", "+", "-"])
-            a, b = rng.randint(61, 400), rng.randint(2, 60)  # beyond the check's operands
-            if op == "times":
-                a, b = rng.randint(13, 30), rng.randint(2, 9)
-            out.append(rng.choice(["What is {} {} {}?", "Calculate {} {} {}."]).format(a, op, b))
-        else:
-            topic, k = rng.choice(LIST_TOPICS), rng.choice(list(NUMBERS))
-            out.append(rng.choice(["List {} {}.", "Name {} {}.", "Give me {} {}."]).format(NUMBERS[k], topic))
-    return out
 
 
 class SynthError(ValueError):
@@ -147,7 +119,7 @@ def admit(prompt: str, seen: set[str], checks: list) -> str | None:
     return None
 
 
-def prompt_problem(text: str) -> str | None:
+def prompt_problem(text: str, kind: str = "") -> str | None:
     """Why a generated instruction is not kept (its counted reason), or None."""
     words = text.split()
     if len(words) < 3:
@@ -156,6 +128,10 @@ def prompt_problem(text: str) -> str | None:
         return "prompt too long"
     if not re.search(r"[?.!:]$", text) or "```" in text or "#" in text or "http" in text:
         return "prompt malformed"
+    if not checkable.checkable(
+        kind, text
+    ):  # the kind is there to be right; an unchecked answer is a coin toss
+        return f"{kind} prompt not checkable"
     return None
 
 
@@ -196,7 +172,7 @@ def self_instruct(model, tokenizer, seeds: dict[str, list[str]], n: int, seed: i
                     continue
                 prompt = m.group(1)
                 counts["generated"] += 1
-                reason = prompt_problem(prompt) or admit(prompt, seen, checks)
+                reason = prompt_problem(prompt, kind) or admit(prompt, seen, checks)
                 if reason:
                     counts[reason] += 1
                     continue
@@ -204,26 +180,6 @@ def self_instruct(model, tokenizer, seeds: dict[str, list[str]], n: int, seed: i
         log.info("synth: round %d, %d new instructions", rounds, len(new))
     counts["kept"] = len(new[:n])
     return new[:n], counts
-
-
-def arithmetic_result(prompt: str) -> str | None:
-    """The answer to a prompt holding one `A op B` with a whole result, else None (not checkable here)."""
-    found = ARITHMETIC.findall(prompt)
-    if len(found) != 1:
-        return None
-    a, op, b = found[0]
-    x, y, op = int(a), int(b), op.lower()
-    if op in ("divided by", "/"):
-        return str(x // y) if y and not x % y else None
-    return str(x + y if op in ("plus", "+") else x - y if op in ("minus", "-") else x * y)
-
-
-def arithmetic_wrong(prompt: str, reply: str) -> bool:
-    """For a checkable arithmetic prompt, whether the reply's answer (train/instructions.py's judge) is wrong."""
-    result = arithmetic_result(prompt)
-    operands = ARITHMETIC.findall(prompt)[0][::2] if result else ()
-    item = instructions.Item("", "arithmetic", prompt, result or "", tuple(operands))
-    return result is not None and not instructions.judge_arithmetic(item, reply)
 
 
 def reply_problem(prompt: str, reply: str, ended: bool, ids: list[int], kind: str = "") -> str | None:
@@ -244,24 +200,11 @@ def reply_problem(prompt: str, reply: str, ended: bool, ids: list[int], kind: st
         return "restates the prompt"
     if REFUSAL.search(reply):
         return "refusal"
-    if arithmetic_wrong(prompt, reply):
-        return "wrong arithmetic"
-    if wrong_count(prompt, reply):
-        return "wrong number of items"
-    if kind == "arithmetic" and arithmetic_result(prompt) is None:
-        return "arithmetic not checkable"  # the kind is there to be right; an unchecked answer is a coin toss
+    if reason := checkable.wrong(prompt, reply):
+        return reason
     if untranslated(prompt, reply):
         return "untranslated"
     return None
-
-
-def wrong_count(prompt: str, reply: str) -> bool:
-    """A "list/name/give me N things" prompt whose reply does not hold N distinct items (the check's own count)."""
-    m = re.match(r"^(?:list|name|give me) (two|three|four|five|six) ", prompt, re.IGNORECASE)
-    if not m:
-        return False
-    items = instructions.list_items(reply)
-    return len(items) != list(NUMBERS.values()).index(m.group(1).lower()) + 2 or len(set(items)) != len(items)
 
 
 def untranslated(prompt: str, reply: str) -> bool:
@@ -348,8 +291,8 @@ def run(cfg: Config) -> dict:
             base, base_tok = load(cfg.model)
         prompts, counts.prompts = self_instruct(base, base_tok, seeds, s.num_prompts, s.seed, s.batch_size)
         checks, seen = instructions.items(), {_key(p) for _, p in prompts}
-        for kind in ("arithmetic", "list") if s.templated else ():
-            for p in templated(kind, s.templated, rng):
+        for kind in checkable.TEMPLATED if s.templated else ():
+            for p in checkable.prompts(kind, s.templated, rng):
                 reason = admit(p, seen, checks)
                 counts.prompts[f"templated {reason or 'kept'}"] += 1
                 if not reason:
