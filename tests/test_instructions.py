@@ -60,3 +60,20 @@ def test_score_counts_by_kind_and_needs_a_stop_for_stopped_correct():
     assert (s["correct"], s["score"], s["stopped_correct"]) == (1, 0.5, 0.0)
     assert s["by_kind"]["capital"] == {"n": 1, "correct": 1, "score": 1.0}
     assert s["by_kind"]["arithmetic"]["correct"] == 0
+
+
+def test_the_check_samples_when_eval_samples_and_keeps_that_entry_apart(chat_model, tiny_config):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train import config, pipeline
+
+    model, tok = AutoModelForCausalLM.from_pretrained(chat_model), AutoTokenizer.from_pretrained(chat_model)
+    greedy = config.load(tiny_config(eval={"instructions": 3}))
+    pipeline.check_instructions(greedy, "greedy", model, tok, str(chat_model))
+    sampled = config.load(tiny_config(eval={"instructions": 3, "do_sample": True, "temperature": 5.0}))
+    pipeline.check_instructions(sampled, "sampled", model, tok, str(chat_model))
+    stored = ins.read(greedy.output_dir)
+    assert "sampling" not in stored["greedy"]["settings"]  # greedy entries stored before stay valid
+    assert stored["sampled"]["settings"]["sampling"] == {"do_sample": True, "temperature": 5.0, "top_p": 1.0}
+    replies = {name: [r["reply"] for r in stored[name]["replies"]] for name in ("greedy", "sampled")}
+    assert replies["greedy"] != replies["sampled"]

@@ -260,22 +260,28 @@ def score(checks: list[Item], replies: list[str], stopped: list[bool]) -> dict:
 
 
 def answer(
-    model, tokenizer, checks: list[Item], max_new_tokens: int, batch_size: int, preamble: str | None = None
+    model,
+    tokenizer,
+    checks: list[Item],
+    max_new_tokens: int,
+    batch_size: int,
+    preamble: str | None = None,
+    sampling: dict | None = None,
 ) -> tuple[list[str], list[bool]]:
-    """Greedy replies to the check: through the model's chat template, or under the in-context `preamble`
-    (a base model, train/incontext.py). Returns the texts and whether each ended by itself."""
+    """Replies to the check (greedy unless `sampling`): through the model's chat template, or under the in-context
+    `preamble` (a base model, train/incontext.py). Returns the texts and whether each ended by itself."""
     from train import evaluate, generation, incontext
 
     if preamble is not None:
         texts = [incontext.render([{"role": "user", "content": i.prompt}]) for i in checks]
         done = generation.complete(
-            model, tokenizer, texts, incontext.FENCE, max_new_tokens, batch_size, prefix=preamble
+            model, tokenizer, texts, incontext.FENCE, max_new_tokens, batch_size, sampling, prefix=preamble
         )
         return [t.strip() for t, _ in done], [s for _, s in done]
     prompts = [
         {"id": i.id, "prior_turns": 1, "messages": [{"role": "user", "content": i.prompt}]} for i in checks
     ]
-    replies = evaluate.generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    replies = evaluate.generate(model, tokenizer, prompts, max_new_tokens, batch_size, sampling)
     return [r.text for r in replies], [r.stopped for r in replies]
 
 
@@ -292,4 +298,5 @@ def write(out_dir, name: str, result: dict) -> None:
 
     entries = read(out_dir)
     entries[name] = result
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "instructions.json").write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n")

@@ -89,12 +89,17 @@ def eval_settings(cfg: config_lib.Config, prompts: list[dict]) -> dict:
     }
 
 
+def sampling_of(e: config_lib.EvalConfig) -> dict | None:
+    """Generation arguments for eval.do_sample (None: greedy)."""
+    return {"do_sample": True, "temperature": e.temperature, "top_p": e.top_p} if e.do_sample else None
+
+
 def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name: str, source: str) -> Path:
     from transformers import set_seed
 
     e = cfg.eval
     n = min(e.num_conversations, len(prompts))
-    sampling = {"do_sample": True, "temperature": e.temperature, "top_p": e.top_p} if e.do_sample else None
+    sampling = sampling_of(e)
     set_seed(cfg.training.seed)
     t0 = time.time()
     metrics, replies = evaluate.evaluate(
@@ -138,7 +143,8 @@ def run_reference(cfg: config_lib.Config, prompts: list[dict], explicit: str | N
 
 def _check_settings(cfg: config_lib.Config) -> dict:
     e = cfg.eval
-    return {"per_kind": e.instructions, "max_new_tokens": e.instructions_max_new_tokens}
+    settings = {"per_kind": e.instructions, "max_new_tokens": e.instructions_max_new_tokens}
+    return settings | ({"sampling": sampling_of(e)} if e.do_sample else {})  # greedy entries stay as stored
 
 
 def _stored_check(cfg: config_lib.Config, name: str, source: str) -> bool:
@@ -150,13 +156,16 @@ def check_instructions(
     cfg: config_lib.Config, name: str, model, tokenizer, source: str, preamble: str | None = None
 ) -> None:
     """The instruction check (train/instructions.py) of one model, into <output_dir>/instructions.json."""
+    from transformers import set_seed
+
     e = cfg.eval
     if not e.instructions:
         return
     t0 = time.time()
+    set_seed(cfg.training.seed)
     checks = instructions.items(per_kind=e.instructions)
     replies, stopped = instructions.answer(
-        model, tokenizer, checks, e.instructions_max_new_tokens, e.batch_size, preamble
+        model, tokenizer, checks, e.instructions_max_new_tokens, e.batch_size, preamble, sampling_of(e)
     )
     result = instructions.score(checks, replies, stopped)
     result.update(model_path=source, settings=_check_settings(cfg), seconds=round(time.time() - t0, 1))
