@@ -128,7 +128,7 @@ def test_a_yes_no_answer_that_flips_with_the_examples_order_is_dropped(gemma_lik
         ("fact", asked("Why?")),
     ]
 
-    def reply(convs, other_order=False):  # what the base says under each order of the examples
+    def reply(convs, other_order=False, sampling=None):  # what the base says under each order of the examples
         said = {
             "Can ostriches fly?": ("Yes, they can.", "No, they cannot."),
             "Is ice cold?": ("Yes.", "Yes, it is."),
@@ -139,3 +139,24 @@ def test_a_yes_no_answer_that_flips_with_the_examples_order_is_dropped(gemma_lik
     kept = synth._answer(conversations, reply, tok, counts, consistent=True)
     assert [m[0]["content"] for _, m in kept] == ["Is ice cold?", "Why?"]
     assert counts.replies == {"kept": 2, "yes/no differs with the examples reordered": 1}
+
+
+@pytest.mark.parametrize("retries, kept", [(0, []), (3, ["17 plus 25 is 42."])])
+def test_a_wrong_reply_is_sampled_again_and_the_first_right_one_kept(gemma_like, retries, kept):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gemma_like)
+    conversations = [("arithmetic", [{"role": "user", "content": f"What is 17 plus {b}?"}]) for b in (25, 26)]
+    tries = {"What is 17 plus 25?": iter(["17 plus 25 is 41.", "17 plus 25 is 43.", "17 plus 25 is 42."])}
+
+    def reply(convs, other_order=False, sampling=None):  # greedy says 41; sampled tries say 43, then 42
+        if sampling is None:
+            return [("17 plus 25 is 41." if "25" in c[-1]["content"] else "It is 40.", True) for c in convs]
+        assert sampling["do_sample"]
+        return [(next(tries.get(c[-1]["content"], iter(["It is 44."]))), True) for c in convs]
+
+    counts = synth.Counts()
+    got = synth._answer(conversations, reply, tok, counts, retries=retries)
+    assert [m[-1]["content"] for _, m in got] == kept
+    assert counts.replies["wrong arithmetic"] == 2 - len(kept)  # each prompt counted once, by its last reason
+    assert counts.replies["right on a sampled retry"] == len(kept)

@@ -80,6 +80,12 @@ TRANSLATION_PROMPTS = [
 ARITHMETIC = re.compile(r"(\d+)\s*(plus|\+|minus|-|times|×|\*|x|multiplied by|divided by|/)\s*(\d+)", re.I)
 QUOTED = re.compile(r"'([^']+)'")
 TEMPLATED = ("arithmetic", "list", "capital", "translate")  # the kinds `prompts` writes
+WRONG = (
+    "wrong arithmetic",
+    "wrong number of items",
+    "wrong capital",
+    "wrong translation",
+)  # what `wrong` says
 LANGS = instructions.LANGUAGES
 CITIES = [*instructions.CITIES, *CAPITALS.values()]  # what "the first city named" is looked for among
 

@@ -224,6 +224,10 @@ class SynthConfig:
         "Also this many seeded template prompts each of arithmetic, 'list N things', capitals and translations "
         "(train/checkable.py; 0: none)",
     )
+    retries: int = _f(
+        4,
+        "Sampled retries of a reply a program found wrong (rejection sampling: the first right one is kept)",
+    )
     max_new_tokens: int = _f(
         128, "Generation budget per reply; a reply that does not end within it is dropped"
     )

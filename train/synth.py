@@ -51,6 +51,7 @@ SYSTEMS = [
     "You are a friendly tutor who explains things simply.",
     "Answer in one sentence.",
 ]
+RETRY = {"do_sample": True, "temperature": 0.8, "top_p": 0.95}  # how a wrong reply is tried again
 REFUSAL = re.compile(
     r"\b(i'?m sorry|i am sorry|i cannot|i can'?t|i can not|as an ai|i am not able|i'?m not able|i don'?t know)\b",
     re.IGNORECASE,
@@ -230,18 +231,25 @@ def _replier(cfg: Config):
         preamble = incontext.load(s.incontext)
         model, tokenizer = load(cfg.model)
 
-        def reply(conversations: list[list[dict]], other_order: bool = False) -> list[tuple[str, bool]]:
+        def reply(conversations: list[list[dict]], other_order: bool = False, sampling=None) -> list:
             texts = [incontext.render(c) for c in conversations]
             prefix = incontext.reordered(preamble) if other_order else preamble
             return generation.complete(
-                model, tokenizer, texts, incontext.FENCE, s.max_new_tokens, s.batch_size, prefix=prefix
+                model,
+                tokenizer,
+                texts,
+                incontext.FENCE,
+                s.max_new_tokens,
+                s.batch_size,
+                sampling,
+                prefix=prefix,
             )
 
         return model, tokenizer, reply, f"{cfg.model.name} under {s.incontext}"
     model, tokenizer = load(cfg.model, path=resolve(s.generator))
     stop_ids = generation.stop_ids_of(model)
 
-    def reply(conversations: list[list[dict]], other_order: bool = False) -> list[tuple[str, bool]]:
+    def reply(conversations: list[list[dict]], other_order: bool = False, sampling=None) -> list:
         prompts = [generation.chat_prompt_ids(tokenizer, c) for c in conversations]
         rows = generation.generate_ids(
             model,
@@ -250,6 +258,7 @@ def _replier(cfg: Config):
             s.batch_size,
             generation.pad_id_of(tokenizer, stop_ids),
             generation.stop_at_ids(stop_ids),
+            sampling,
         )
         ended = [bool(r) and r[-1] in stop_ids for r in rows]
         return [
@@ -303,7 +312,7 @@ def run(cfg: Config) -> dict:
     for kind, p in prompts:
         system = [{"role": "system", "content": rng.choice(SYSTEMS)}] if rng.random() < s.system_share else []
         conversations.append((kind, [*system, {"role": "user", "content": p}]))
-    kept = _answer(conversations, reply, tokenizer, counts, consistent=s.generator == "incontext")
+    kept = _answer(conversations, reply, tokenizer, counts, s.generator == "incontext", s.retries)
     # a second turn on some kept conversations: another instruction of the pool, answered with the first exchange
     # in context (a model that answers only the first question of a conversation is no chat model)
     follow = []
@@ -311,7 +320,7 @@ def run(cfg: Config) -> dict:
         if rng.random() < s.multi_turn_share:
             kind, p = rng.choice(prompts)
             follow.append((kind, [*m, {"role": "user", "content": p}]))
-    longer = _answer(follow, reply, tokenizer, counts, consistent=s.generator == "incontext")
+    longer = _answer(follow, reply, tokenizer, counts, s.generator == "incontext", s.retries)
     by_first = {json.dumps(m[:-2]): (k, m) for k, m in longer}
     rows = [by_first.get(json.dumps(m), (k, m)) for k, m in kept]
 
@@ -335,7 +344,14 @@ def run(cfg: Config) -> dict:
         "seed": s.seed,
         "settings": {
             k: getattr(s, k)
-            for k in ("num_prompts", "templated", "max_new_tokens", "system_share", "multi_turn_share")
+            for k in (
+                "num_prompts",
+                "templated",
+                "retries",
+                "max_new_tokens",
+                "system_share",
+                "multi_turn_share",
+            )
         },
         "prompts": dict(counts.prompts),
         "replies": dict(counts.replies),
@@ -347,24 +363,47 @@ def run(cfg: Config) -> dict:
 
 
 def _answer(
-    conversations: list[tuple[str, list[dict]]], reply, tokenizer, counts: Counts, consistent: bool = False
+    conversations: list[tuple[str, list[dict]]],
+    reply,
+    tokenizer,
+    counts: Counts,
+    consistent: bool = False,
+    retries: int = 0,
 ) -> list:
     """The conversations with a kept reply appended; every dropped one counted by its reason. `consistent`: a
-    yes/no answer must be the same under the preamble's examples in the other order (incontext.reordered)."""
-    kept = []
+    yes/no answer must be the same under the preamble's examples in the other order (incontext.reordered).
+    `retries`: a reply a program found wrong is sampled again up to that many times and the first that passes
+    every filter is kept (rejection sampling; counted as "right on a sampled retry")."""
     done = reply([m for _, m in conversations]) if conversations else []
     yes_no = [i for i, (kind, _) in enumerate(conversations) if kind == "yesno"] if consistent else []
     again = (
         dict(zip(yes_no, reply([conversations[i][1] for i in yes_no], other_order=True))) if yes_no else {}
     )
-    for i, ((kind, messages), (text, ended)) in enumerate(zip(conversations, done)):
-        text = text.strip()
-        reason = reply_problem(messages[-1]["content"], text, ended, tokenizer(text)["input_ids"], kind)
+
+    def problem(i: int, text: str, ended: bool) -> str | None:
+        messages = conversations[i][1]
+        reason = reply_problem(
+            messages[-1]["content"], text, ended, tokenizer(text)["input_ids"], conversations[i][0]
+        )
         if reason is None and i in again and first_yes_no(again[i][0]) != first_yes_no(text):
             reason = "yes/no differs with the examples reordered"
-        counts.replies[reason or "kept"] += 1
-        if not reason:
-            kept.append((kind, [*messages, {"role": "assistant", "content": text}]))
+        return reason
+
+    texts = {i: t.strip() for i, (t, _) in enumerate(done)}
+    reasons = {i: problem(i, texts[i], ended) for i, (_, ended) in enumerate(done)}
+    for _ in range(retries):
+        wrong = [i for i, r in reasons.items() if r in checkable.WRONG]
+        if not wrong:
+            break
+        for i, (text, ended) in zip(wrong, reply([conversations[i][1] for i in wrong], sampling=RETRY)):
+            if problem(i, text.strip(), ended) is None:
+                texts[i], reasons[i] = text.strip(), None
+                counts.replies["right on a sampled retry"] += 1
+    kept = []
+    for i, (kind, messages) in enumerate(conversations):
+        counts.replies[reasons[i] or "kept"] += 1
+        if not reasons[i]:
+            kept.append((kind, [*messages, {"role": "assistant", "content": texts[i]}]))
     return kept
 
 
