@@ -391,10 +391,11 @@ def _answer(
 
     texts = {i: t.strip() for i, (t, _) in enumerate(done)}
     reasons = {i: problem(i, texts[i], ended) for i, (_, ended) in enumerate(done)}
-    for _ in range(retries):
+    for attempt in range(retries):
         wrong = [i for i, r in reasons.items() if r in checkable.WRONG]
         if not wrong:
             break
+        log.info("synth: sampled retry %d of %d for %d wrong replies", attempt + 1, retries, len(wrong))
         for i, (text, ended) in zip(wrong, reply([conversations[i][1] for i in wrong], sampling=RETRY)):
             if problem(i, text.strip(), ended) is None:
                 texts[i], reasons[i] = text.strip(), None
