@@ -13,7 +13,7 @@ REFERENCE ?=
 SYNTH  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup launch-check synth train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval check-engines lint clean
+.PHONY: help setup launch-check synth train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval bench-decoding check-engines lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ bench-serve: setup ## Load test of `serve` on <output_dir>/model (after make tra
 
 bench-data: setup ## Conversations/s to validate, render and tokenise chitchat; writes bench/data.json
 	$(BIN)/python scripts/bench_data.py
+
+bench-decoding: setup ## Greedy vs sampled on <output_dir>: stops, loops, instruction check; writes bench/decoding.json
+	$(BIN)/python scripts/bench_decoding.py --run $$($(BIN)/python -m train config --config $(CONFIG) | sed -n 's/^output_dir: //p') $(ARGS)
 
 bench-eval: setup ## Eval speed of <output_dir>/model: 200 prompts, max_new_tokens=128; writes bench/eval.json
 	$(BIN)/python scripts/bench_eval.py --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)

@@ -123,9 +123,17 @@ def quickstart(data: dict) -> str:
         parts.append(
             f"Synthetic instructions (`{synth['output']}`, {synth['rows']} conversations, {synth['multi_turn']} with a "
             f"second turn, written by {synth['generator']} in {synth['seconds']['total'] / 60:.0f} min on "
-            f"{synth['machine']}): replies kept {synth['replies'].get('kept', 0)}, dropped "
+            f"{synth['machine']}): replies kept {synth['replies'].get('kept', 0)}"
+            + (
+                f" ({retried} of them right on a sampled retry)"
+                if (retried := synth["replies"].get(RETRIED))
+                else ""
+            )
+            + ", dropped "
             + ", ".join(
-                f"{k} {v}" for k, v in sorted(synth["replies"].items(), key=lambda kv: -kv[1]) if k != "kept"
+                f"{k} {v}"
+                for k, v in sorted(synth["replies"].items(), key=lambda kv: -kv[1])
+                if k not in ("kept", RETRIED)
             )
             + "."
         )
@@ -143,6 +151,25 @@ def quickstart(data: dict) -> str:
         + ")."
     )
     return "\n\n".join(parts)
+
+
+RETRIED = "right on a sampled retry"  # a count of synth's that is not a drop
+
+
+def decoding(data: dict) -> str:
+    """Greedy vs sampled on the same model (scripts/bench_decoding.py)."""
+    parts = []
+    for name, e in data["entries"].items():
+        how = (
+            ""
+            if name == "greedy"
+            else f" (temperature {e['settings']['temperature']}, top_p {e['settings']['top_p']})"
+        )
+        parts.append(
+            f"{name}{how}: stops on {e['stop_rate']:.1%} of {e['n']} with {e['loop_rate']:.1%} loops, median reply "
+            f"{e['reply_tokens']['median']} tokens; instruction check {e['instructions']['score']:.1%} correct"
+        )
+    return f"`make bench-decoding` ({data['what']}): " + "; ".join(parts) + "."
 
 
 ENGINES = {"before": "whole batches", "after": "continuous"}  # bench_serve.py labels of the two engines
@@ -168,6 +195,7 @@ BLOCKS = {
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
     "serve": (BENCH / "serve.json", serve),
+    "decoding": (BENCH / "decoding.json", decoding),
 }
 
 
