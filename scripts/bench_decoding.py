@@ -50,8 +50,8 @@ def main() -> int:
     report, checked = evaluate.read_report(out), instructions.read(out)
     keep = ("stop_rate", "clean_stop_rate", "loop_rate", "runaway_rate", "reply_tokens", "n", "settings")
     result = {
-        "what": f"{folder}, {len(prompts[: cfg.eval.num_conversations])} held-out prompts and the instruction "
-        f"check, greedy vs sampled (temperature {args.temperature}, top_p {args.top_p}); scripts/bench_decoding.py",
+        "what": f"{folder}, {len(prompts[: cfg.eval.num_conversations])} held-out prompts and "
+        f"{checked['greedy']['n']} instruction-check items, each way; scripts/bench_decoding.py",
         "entries": {
             name: {
                 **{k: report[name][k] for k in keep if k in report[name]},

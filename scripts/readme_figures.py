@@ -139,8 +139,12 @@ def quickstart(data: dict) -> str:
         )
     if data.get("wall_seconds"):
         parts.append(
-            f"The `train` command took {data['wall_seconds'] / 60:.1f} min from start to report (the base model "
-            "already converted once into `~/.cache/instructify`)."
+            f"The `train` command took {data['wall_seconds'] / 60:.1f} min from start to report"
+            + (
+                " (the base model already converted once into `~/.cache/instructify`)."
+                if data.get("converted")
+                else ", converting the base model into the cache first."
+            )
         )
     s = data["speed"]
     run = data["run_json"]
@@ -233,7 +237,7 @@ def synth_provenance(run: Path) -> dict | None:
     return next((json.loads(p.read_text()) for p in found if p.is_file()), None)
 
 
-def collect(run: Path, wall_seconds: float | None = None) -> Path:
+def collect(run: Path, wall_seconds: float | None = None, converted: bool = True) -> Path:
     """The figures README quotes from a finished quickstart run, into bench/quickstart.json."""
     from train import instructions
     from train.evaluate import read_report
@@ -253,6 +257,7 @@ def collect(run: Path, wall_seconds: float | None = None) -> Path:
         },
         "synth": synth_provenance(run),
         "wall_seconds": wall_seconds,
+        "converted": converted,
         "kept": json.loads((run / "kept.json").read_text()) if (run / "kept.json").is_file() else None,
         "curve": read_curve(run / "curve.jsonl"),
         "speed": json.loads((run / "speed.json").read_text()),
@@ -271,9 +276,14 @@ def main() -> int:
     p.add_argument(
         "--wall-seconds", type=float, help="with --collect: how long the run's `train` command took, to quote"
     )
+    p.add_argument(
+        "--converting",
+        action="store_true",
+        help="with --wall-seconds: the run converted the base model first (an empty cache, a fresh clone)",
+    )
     args = p.parse_args()
     if args.collect:
-        print(f"wrote {collect(args.collect, args.wall_seconds)}")
+        print(f"wrote {collect(args.collect, args.wall_seconds, not args.converting)}")
     for page in PAGES:
         text = page.read_text()
         if render(text) != text:

@@ -129,9 +129,7 @@ def prompt_problem(text: str, kind: str = "") -> str | None:
         return "prompt too long"
     if not re.search(r"[?.!:]$", text) or "```" in text or "#" in text or "http" in text:
         return "prompt malformed"
-    if not checkable.checkable(
-        kind, text
-    ):  # the kind is there to be right; an unchecked answer is a coin toss
+    if not checkable.checkable(kind, text):  # the kind is there to be right; unchecked, it is a coin toss
         return f"{kind} prompt not checkable"
     return None
 
