@@ -101,6 +101,29 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def start_server(config: str, folder: Path, flags: list[str]) -> tuple[subprocess.Popen, str]:
+    """`python -m train serve` of `folder` on a free loopback port, quiet and without an API key (the bench's
+    clients send none): the process and its base URL."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "train",
+        "serve",
+        "--config",
+        config,
+        "--model",
+        str(folder),
+        "--port",
+        str(port),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "INSTRUCTIFY_API_KEY"}
+    server = subprocess.Popen(
+        [*cmd, *flags], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return server, f"http://127.0.0.1:{port}"
+
+
 def run_model_and_prompts(config: str, model: str | None) -> tuple[Path, list[list[dict]]] | None:
     """The run's model folder (or `model`) and its held-out prompts' messages; None, said on stderr, if missing."""
     out_dir = Path(config_lib.load(config).output_dir)
@@ -128,12 +151,8 @@ def main() -> int:
     if found is None:
         return 1
     folder, prompts = found
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "train", "serve", "--config", args.config, "--model", str(folder)]
-    cmd += ["--port", str(port), "--max-batch", str(args.max_batch), "--max-pending", str(max(args.clients))]
-    env = {k: v for k, v in os.environ.items() if k != "INSTRUCTIFY_API_KEY"}
-    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    flags = ["--max-batch", str(args.max_batch), "--max-pending", str(max(args.clients))]
+    server, url = start_server(args.config, folder, flags)
     try:
         wait_healthy(url, server)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=600)

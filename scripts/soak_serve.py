@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -30,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.bench_serve import (  # noqa: E402
-    free_port,
     one_request,
     percentile,
     run_model_and_prompts,
+    start_server,
     wait_healthy,
 )
 
@@ -81,12 +80,7 @@ def main() -> int:
     if found is None:
         return 1
     folder, prompts = found
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "train", "serve", "--config", args.config, "--model", str(folder)]
-    cmd += ["--port", str(port), "--max-batch", str(args.max_batch)]
-    env = {k: v for k, v in os.environ.items() if k != "INSTRUCTIFY_API_KEY"}
-    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url = start_server(args.config, folder, ["--max-batch", str(args.max_batch)])
     results: list[dict] = []
     memory: list[tuple[float, float]] = []
     try:
