@@ -157,7 +157,10 @@ def wrong(prompt: str, reply: str) -> str | None:
     city = capital_answer(prompt)
     if city and not instructions.judge_capital(instructions.Item("", "capital", "", city, ()), reply, CITIES):
         return "wrong capital"
-    if (word := translation_answer(prompt)) and not _says(reply, [word, *WORDS_ALSO.get(word, [])]):
+    word = translation_answer(prompt)
+    if word and not instructions.judge_translation(
+        instructions.Item("", "translation", "", word, ()), reply, WORDS_ALSO
+    ):
         return "wrong translation"
     return None
 
@@ -173,13 +176,9 @@ def checkable(kind: str, prompt: str) -> bool:
 
 def wrong_count(prompt: str, reply: str) -> bool:
     """A "list/name/give me N things" prompt whose reply does not hold N distinct items (the check's own count)."""
-    m = re.match(r"^(?:list|name|give me) (two|three|four|five|six) ", prompt, re.IGNORECASE)
+    m = re.match(rf"^(?:list|name|give me) ({'|'.join(NUMBERS.values())}) ", prompt, re.IGNORECASE)
     if not m:
         return False
     items = instructions.list_items(reply)
-    return len(items) != list(NUMBERS.values()).index(m.group(1).lower()) + 2 or len(set(items)) != len(items)
-
-
-def _says(reply: str, words: list[str]) -> bool:
-    text = instructions.norm(reply)
-    return any(re.search(rf"\b{re.escape(instructions.norm(w))}\b", text) for w in words)
+    asked = next(n for n, word in NUMBERS.items() if word == m.group(1).lower())
+    return len(items) != asked or len(set(items)) != len(items)

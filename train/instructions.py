@@ -202,11 +202,10 @@ def judge_list(item: Item, reply: str) -> bool:
     return len(found) == int(item.answer) and len(set(found)) == len(found)
 
 
-def judge_translation(item: Item, reply: str) -> bool:
+def judge_translation(item: Item, reply: str, also: dict[str, list[str]] = TRANSLATION_ALSO) -> bool:
     text = norm(reply)
     return any(
-        re.search(rf"\b{re.escape(norm(t))}\b", text)
-        for t in [item.answer, *TRANSLATION_ALSO.get(item.answer, [])]
+        re.search(rf"\b{re.escape(norm(t))}\b", text) for t in [item.answer, *also.get(item.answer, [])]
     )
 
 
