@@ -34,18 +34,18 @@ setup: $(VENV)/.installed ## Create .venv and install the project (done automati
 # On a machine without CUDA the ddp config runs on the CPU (gloo). First, a check with the same rules as each rank
 # (a config that cannot run here stops with what to use instead) and, for a DeepSpeed config on a CUDA machine,
 # the .[deepspeed] extra.
-LAUNCH = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) $(if $(NPROC),--num_processes $(NPROC)) -m train,$(BIN)/python -m train)
+LAUNCH = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) $(if $(NPROC),--num_processes $(NPROC)) -m instructify,$(BIN)/instructify)
 
 launch-check: setup
 ifneq ($(ACCELERATE),)
 	@if grep -q '^distributed_type: *DEEPSPEED' $(ACCELERATE) && $(BIN)/python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' \
 		&& ! $(BIN)/python -c 'import deepspeed' 2>/dev/null; then $(BIN)/pip install -q -e ".[deepspeed]"; fi
-	@$(BIN)/python -m train.distributed $(ACCELERATE) $(NPROC)
+	@$(BIN)/python -m instructify.training.distributed $(ACCELERATE) $(NPROC)
 endif
 
 # SYNTH=1: write the config's synthetic instruction file again (synth.output) before training on it.
 synth: setup ## Instruction conversations from the base model (self-instruct + in-context prompt); writes synth.output
-	$(BIN)/python -m train synth --config $(CONFIG) $(ARGS)
+	$(BIN)/instructify synth --config $(CONFIG) $(ARGS)
 
 train: launch-check $(if $(SYNTH),synth) ## Base eval, SFT, export, trained eval, report (CONFIG, ARGS; ACCELERATE, NPROC; SYNTH=1)
 	$(LAUNCH) train --config $(CONFIG) $(ARGS)
@@ -54,31 +54,31 @@ sft: launch-check ## Fine-tune only: writes <output_dir>/adapter (ACCELERATE, NP
 	$(LAUNCH) sft --config $(CONFIG) $(ARGS)
 
 export: setup ## Merge the adapter into <output_dir>/model
-	$(BIN)/python -m train export --config $(CONFIG) $(ARGS)
+	$(BIN)/instructify export --config $(CONFIG) $(ARGS)
 
 eval: setup ## Conformance of <output_dir>/model (or MODEL=<folder>; REFERENCE=<model>): report.md, plots
-	$(BIN)/python -m train eval --config $(CONFIG) $(if $(MODEL),--model $(MODEL) --name $(notdir $(MODEL))) $(if $(REFERENCE),--reference $(REFERENCE)) $(ARGS)
+	$(BIN)/instructify eval --config $(CONFIG) $(if $(MODEL),--model $(MODEL) --name $(notdir $(MODEL))) $(if $(REFERENCE),--reference $(REFERENCE)) $(ARGS)
 
 chat: setup ## Chat with <output_dir>/model or MODEL=<folder> (streaming; /system TEXT, /reset, /exit)
-	$(BIN)/python -m train chat --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
+	$(BIN)/instructify chat --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 prepare: setup ## Tokenise and cache the training data, print token-length statistics (CONFIG)
-	$(BIN)/python -m train prepare --config $(CONFIG) $(ARGS)
+	$(BIN)/instructify prepare --config $(CONFIG) $(ARGS)
 
 inspect: setup ## Show training examples with trained tokens highlighted (ARGS="--data F --limit N --jsonl OUT")
-	$(BIN)/python -m train inspect --config $(CONFIG) $(ARGS)
+	$(BIN)/instructify inspect --config $(CONFIG) $(ARGS)
 
 serve: setup ## OpenAI-compatible chat API for <output_dir>/model or MODEL=<folder> on 127.0.0.1:8000 (ARGS="--port N")
-	$(BIN)/python -m train serve --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
+	$(BIN)/instructify serve --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 push: setup ## Upload <output_dir>/model with a model card to the Hub, private (ARGS="--repo-id you/name --dry-run")
-	$(BIN)/python -m train push --config $(CONFIG) $(ARGS)
+	$(BIN)/instructify push --config $(CONFIG) $(ARGS)
 
 doctor: setup ## Check a model folder, .gguf or pypi:<package> (MODEL=...; default: the run's model/)
-	$(BIN)/python -m train doctor $(MODEL) --config $(CONFIG)
+	$(BIN)/instructify doctor $(MODEL) --config $(CONFIG)
 
 config: setup ## Print the resolved config (CONFIG, ARGS)
-	$(BIN)/python -m train config --config $(CONFIG) $(ARGS)
+	$(BIN)/instructify config --config $(CONFIG) $(ARGS)
 
 test: setup ## Run the test suite (tiny models built offline)
 	$(BIN)/python -m pytest -q tests $(ARGS)
@@ -93,7 +93,7 @@ bench-data: setup ## Conversations/s to validate, render and tokenise chitchat; 
 	$(BIN)/python scripts/bench_data.py
 
 bench-decoding: setup ## Greedy vs sampled on <output_dir>: stops, loops, instruction check; writes bench/decoding.json
-	$(BIN)/python scripts/bench_decoding.py --run $$($(BIN)/python -m train config --config $(CONFIG) | sed -n 's/^output_dir: //p') $(ARGS)
+	$(BIN)/python scripts/bench_decoding.py --run $$($(BIN)/instructify config --config $(CONFIG) | sed -n 's/^output_dir: //p') $(ARGS)
 
 bench-eval: setup ## Eval speed of <output_dir>/model: 200 prompts, max_new_tokens=128; writes bench/eval.json
 	$(BIN)/python scripts/bench_eval.py --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
@@ -119,9 +119,10 @@ $(VENV)/.llama-cpp: $(VENV)/.installed
 check-engines: $(VENV)/.llama-cpp .venv-vllm/.installed ## llama.cpp on the run's GGUF, vLLM on model/: stop rates beside transformers' in report.md (ARGS="--dtypes bf16,f16,q8_0 --no-vllm")
 	$(BIN)/python scripts/check_engines.py --config $(CONFIG) $(ARGS)
 
-lint: setup ## ruff check and format check
-	$(BIN)/ruff check train tests scripts
-	$(BIN)/ruff format --check train tests scripts
+lint: setup ## ruff check and format check; import-linter: stages import downward only (pyproject.toml)
+	$(BIN)/ruff check instructify tests scripts
+	$(BIN)/ruff format --check instructify tests scripts
+	$(BIN)/lint-imports
 
 clean: ## Remove runs/ and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

@@ -13,7 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformers import AutoTokenizer  # noqa: E402
 
-from train import config, model, prepare, template  # noqa: E402
+from instructify import config  # noqa: E402
+from instructify.chat import template  # noqa: E402
+from instructify.data import prepare  # noqa: E402
+from instructify.training import model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,9 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train import config as config_lib  # noqa: E402
-from train import evaluate, instructions, pipeline  # noqa: E402
-from train.model import load  # noqa: E402
+from instructify import config as config_lib  # noqa: E402
+from instructify import pipeline  # noqa: E402
+from instructify.evals import (
+    conformance,  # noqa: E402
+    instructions,  # noqa: E402
+)
+from instructify.training.model import load  # noqa: E402
 
 
 def main() -> int:
@@ -47,7 +51,7 @@ def main() -> int:
         pipeline.run_eval(run_cfg, model, tokenizer, prompts, name, str(folder))
         pipeline.check_instructions(run_cfg, name, model, tokenizer, str(folder))
 
-    report, checked = evaluate.read_report(out), instructions.read(out)
+    report, checked = conformance.read_report(out), instructions.read(out)
     keep = ("stop_rate", "clean_stop_rate", "loop_rate", "runaway_rate", "reply_tokens", "n", "settings")
     result = {
         "what": f"{folder}, {len(prompts[: cfg.eval.num_conversations])} held-out prompts and "

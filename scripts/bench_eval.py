@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train import config as config_lib  # noqa: E402
-from train import evaluate  # noqa: E402
-from train.model import load  # noqa: E402
+from instructify import config as config_lib  # noqa: E402
+from instructify.evals import conformance  # noqa: E402
+from instructify.training.model import load  # noqa: E402
 
 
 def main() -> int:
@@ -45,13 +45,13 @@ def main() -> int:
         return 1
     prompts = json.loads(prompts_file.read_text())[: args.conversations]
     model, tokenizer = load(cfg.model, path=str(folder))
-    evaluate.generate(model, tokenizer, prompts[:4], 4, 4)  # warm-up: first-call allocations
+    conformance.generate(model, tokenizer, prompts[:4], 4, 4)  # warm-up: first-call allocations
     runs = []
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         t0 = time.perf_counter()
-        replies = evaluate.generate(model, tokenizer, prompts, args.max_new_tokens, batch_size)
+        replies = conformance.generate(model, tokenizer, prompts, args.max_new_tokens, batch_size)
         seconds = time.perf_counter() - t0
-        m = evaluate.summarize(replies)
+        m = conformance.summarize(replies)
         generated = sum(r.tokens + r.stopped for r in replies)
         runs.append(
             {
@@ -66,7 +66,7 @@ def main() -> int:
         )
         print(json.dumps(runs[-1]))
     t0 = time.perf_counter()
-    tf = evaluate.teacher_forced(model, tokenizer, prompts)
+    tf = conformance.teacher_forced(model, tokenizer, prompts)
     teacher_forced = {"seconds": round(time.perf_counter() - t0, 1), **tf}
     print(json.dumps(teacher_forced))
     result = {

@@ -1,4 +1,4 @@
-"""The `ours` arm of `make bench` on the fixed batches: `python -m train sft`, except that the training rows are the
+"""The `ours` arm of `make bench` on the fixed batches: `instructify sft`, except that the training rows are the
 bench's fixed draw (scripts/bench_trl.py: fixed_rows), taken in order, so that every arm trains on the same batches.
 
     python scripts/bench_ours.py --config configs/quickstart.yaml --steps 6 [config overrides]
@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_trl import fixed_count, fixed_rows  # noqa: E402
 
-from train import config as config_lib  # noqa: E402
-from train import sft  # noqa: E402
+from instructify import config as config_lib  # noqa: E402
+from instructify.training import sft  # noqa: E402
 
 
 def main() -> int:

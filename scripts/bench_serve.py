@@ -1,4 +1,4 @@
-"""Load test of `python -m train serve`: `make bench-serve`. Writes bench/serve.json.
+"""Load test of `instructify serve`: `make bench-serve`. Writes bench/serve.json.
 
     python scripts/bench_serve.py [--config configs/quickstart.yaml] [--model runs/quickstart/model]
         [--clients 8 32 128] [--requests 64] [--max-tokens 64] [--max-batch 8] [--label after]
@@ -30,7 +30,7 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from train import config as config_lib  # noqa: E402
+from instructify import config as config_lib  # noqa: E402
 
 
 def free_port() -> int:
@@ -102,7 +102,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start_server(config: str, folder: Path, flags: list[str]) -> tuple[subprocess.Popen, str]:
-    """`python -m train serve` of `folder` on a free loopback port, quiet and without an API key (the bench's
+    """`instructify serve` of `folder` on a free loopback port, quiet and without an API key (the bench's
     clients send none): the process and its base URL."""
     port = free_port()
     cmd = [

@@ -15,7 +15,7 @@ The headline ratio is the lower of the two. Arms:
                   with SDPA attention (what from_pretrained gives a plain script)
   trl-bf16        the same with the weights in bfloat16
   trl-bf16-eager  a lever, not a baseline: trl-bf16 with our CPU attention (eager)
-  ours            python -m train sft (scripts/bench_ours.py on the fixed batches), our settings
+  ours            instructify sft (scripts/bench_ours.py on the fixed batches), our settings
   <variant>       ours with config overrides, to measure one lever at a time (bench/NOTES.md)
 Peak memory is the largest within the training steps (evaluation and set-up left out), RSS on CPU, allocated
 memory on GPU. After the last step every run scores the same held-out conversations teacher-forced (eval_loss,
@@ -55,7 +55,7 @@ def run_arm(arm: str, overrides: list[str], args, out: Path, fixed: bool, steps:
     else:
         cmd = [
             sys.executable,
-            *(["scripts/bench_ours.py", "--steps", str(steps)] if fixed else ["-m", "train", "sft"]),
+            *(["scripts/bench_ours.py", "--steps", str(steps)] if fixed else ["-m", "instructify", "sft"]),
         ]
         cmd += ["--config", args.config, *common]
         cmd += [

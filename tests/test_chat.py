@@ -1,12 +1,12 @@
-"""`python -m train chat` driven through stdin on a tiny model that has learnt to stop."""
+"""`instructify chat` driven through stdin on a tiny model that has learnt to stop."""
 
 import io
 import sys
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train import __main__ as cli
-from train import chat
+from instructify import cli
+from instructify.serving import chat_cli
 
 
 def test_chat_streams_replies_that_stop_and_obeys_commands(chat_model):
@@ -23,7 +23,7 @@ def test_chat_streams_replies_that_stop_and_obeys_commands(chat_model):
         "never read\n",
     ]
     out = io.StringIO()
-    messages = chat.run(model, tok, lines, out, max_new_tokens=24)
+    messages = chat_cli.run(model, tok, lines, out, max_new_tokens=24)
     text = out.getvalue()
     # the model learnt this reply: streamed, ended on <|im_end|> (not shown, no cut-off note)
     first = text.split("(system message set)")[0]
@@ -41,7 +41,7 @@ def test_chat_streams_replies_that_stop_and_obeys_commands(chat_model):
 def test_cut_reply_is_reported(chat_model):
     model, tok = AutoModelForCausalLM.from_pretrained(chat_model), AutoTokenizer.from_pretrained(chat_model)
     out = io.StringIO()
-    chat.run(model, tok, ["we went to the lake and went swimming\n"], out, max_new_tokens=3)
+    chat_cli.run(model, tok, ["we went to the lake and went swimming\n"], out, max_new_tokens=3)
     assert "(no <|im_end|> within 3 new tokens: the reply was cut)" in out.getvalue()
 
 

@@ -1,11 +1,12 @@
-"""train/checkable.py: seeded template prompts of the kinds a program can check, apart from the instruction
+"""instructify/evals/checkable.py: seeded template prompts of the kinds a program can check, apart from the instruction
 check, and the test that keeps only right replies to them."""
 
 import random
 
 import pytest
 
-from train import checkable, instructions, synth
+from instructify.evals import checkable, instructions
+from instructify.synth import prompts, replies
 
 
 def test_templated_prompts_are_seeded_checkable_and_apart_from_the_check():
@@ -24,7 +25,7 @@ def test_templated_prompts_are_seeded_checkable_and_apart_from_the_check():
     assert all(p in made["arithmetic"] for p in touching)
     # ...and synth's admit() drops those: nothing it takes gives a check item away
     seen: set[str] = set()
-    taken = [p for k in checkable.TEMPLATED for p in made[k] if synth.admit(p, seen, checks) is None]
+    taken = [p for k in checkable.TEMPLATED for p in made[k] if prompts.admit(p, seen, checks) is None]
     assert taken and not any(instructions.touches(p, checks) for p in taken)
 
 
@@ -51,4 +52,4 @@ def test_templated_prompts_are_seeded_checkable_and_apart_from_the_check():
 )
 def test_a_reply_we_can_check_must_be_right(prompt, reply, reason):
     assert checkable.wrong(prompt, reply) == reason
-    assert synth.reply_problem(prompt, reply, True, [0], "fact") == reason
+    assert replies.reply_problem(prompt, reply, True, [0], "fact") == reason

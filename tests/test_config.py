@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from train import config
+from instructify import config
 
 CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
 
@@ -101,9 +101,9 @@ def test_the_help_of_a_choice_lists_every_allowed_value():
 def test_data_formats_are_the_config_choices():
     from typing import get_args, get_type_hints
 
-    from train import data
+    from instructify.data import formats
 
-    assert set(get_args(get_type_hints(config.SourceConfig)["format"])) == {"auto", *data.CONVERTERS}
+    assert set(get_args(get_type_hints(config.SourceConfig)["format"])) == {"auto", *formats.CONVERTERS}
 
 
 def test_every_dtype_choice_is_one_the_loader_takes_and_nothing_else():
@@ -111,7 +111,7 @@ def test_every_dtype_choice_is_one_the_loader_takes_and_nothing_else():
 
     import torch
 
-    from train.model import pick_dtype
+    from instructify.training.model import pick_dtype
 
     for value in get_args(get_type_hints(config.ModelConfig)["dtype"]):
         assert pick_dtype(value, torch.device("cpu")) in (torch.bfloat16, torch.float32)

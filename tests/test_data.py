@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from train import data
-from train.config import DataConfig, SourceConfig
+from instructify.config import DataConfig, SourceConfig
+from instructify.data import formats, mixture, records, splits, validate
 
 CHAT = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
 
@@ -12,8 +12,8 @@ def load(tmp_path, rows, name="d.jsonl", special=("<|im_end|>",), **cfg):
     path = tmp_path / name
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     sources = cfg.pop("sources", [SourceConfig(path=str(path))])
-    report = data.LoadReport()
-    return data.load(DataConfig(sources=sources, **cfg), special, report), report
+    report = records.LoadReport()
+    return mixture.load(DataConfig(sources=sources, **cfg), special, report), report
 
 
 # ---- formats -------------------------------------------------------------------------------------------------
@@ -40,7 +40,7 @@ def test_each_format_is_detected_and_converted(tmp_path, name):
 
 def test_alpaca_input_and_system():
     row = {"instruction": "Sum", "input": "1 2", "output": "3", "system": "Be exact."}
-    assert data.to_messages(row, "auto", {}) == [
+    assert formats.to_messages(row, "auto", {}) == [
         {"role": "system", "content": "Be exact."},
         {"role": "user", "content": "Sum\n\n1 2"},
         {"role": "assistant", "content": "3"},
@@ -69,7 +69,7 @@ def test_two_speaker_merges_consecutive_messages_and_alternates():
             {"speaker": "a", "text": "cool"},
         ]
     }
-    assert data.to_messages(row, "two_speaker", {}) == [
+    assert formats.to_messages(row, "two_speaker", {}) == [
         {"role": "user", "content": "hi you there?"},
         {"role": "assistant", "content": "yes"},
         {"role": "user", "content": "cool"},
@@ -77,8 +77,8 @@ def test_two_speaker_merges_consecutive_messages_and_alternates():
 
 
 def test_chitchat_package_loads_every_conversation():
-    report = data.LoadReport()
-    convs = data.load(DataConfig(), (), report)
+    report = records.LoadReport()
+    convs = mixture.load(DataConfig(), (), report)
     assert report.read == 7168 and len(convs) + sum(report.rejected.values()) == 7168
     # conversations where only one person wrote have no assistant turn: rejected and counted, never silent
     assert report.rejected["no assistant turn"] > 3000
@@ -115,8 +115,8 @@ def test_every_file_type_folder_and_glob_give_the_same_rows(tmp_path):
         folder,
         tmp_path / "in" / "*.jsonl",
     ):
-        report = data.LoadReport()
-        convs = data.load(DataConfig(sources=[SourceConfig(path=str(path))]), (), report)
+        report = records.LoadReport()
+        convs = mixture.load(DataConfig(sources=[SourceConfig(path=str(path))]), (), report)
         assert [c.messages for c in convs] == expected, path
 
 
@@ -127,9 +127,9 @@ def test_csv_alpaca(tmp_path):
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
-    with pytest.raises(data.DataError, match="no such file, folder or glob match"):
-        data.load(
-            DataConfig(sources=[SourceConfig(path=str(tmp_path / "nope.jsonl"))]), (), data.LoadReport()
+    with pytest.raises(records.DataError, match="no such file, folder or glob match"):
+        mixture.load(
+            DataConfig(sources=[SourceConfig(path=str(tmp_path / "nope.jsonl"))]), (), records.LoadReport()
         )
 
 
@@ -139,9 +139,9 @@ def test_weights_mix_sources(tmp_path):
     a.write_text("".join(json.dumps({"messages": CHAT}) + "\n" for _ in range(10)))
     b.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": "x"}) + "\n" for i in range(10)))
     cfg = DataConfig(sources=[SourceConfig(path=str(a), weight=2.0), SourceConfig(path=str(b), weight=0.5)])
-    convs = data.load(cfg, (), data.LoadReport())
+    convs = mixture.load(cfg, (), records.LoadReport())
     assert sum(c.id.startswith("0:") for c in convs) == 20 and sum(c.id.startswith("1:") for c in convs) == 5
-    assert [c.id for c in data.load(cfg, (), data.LoadReport())] == [c.id for c in convs]  # seeded
+    assert [c.id for c in mixture.load(cfg, (), records.LoadReport())] == [c.id for c in convs]  # seeded
 
 
 # ---- validation ----------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_weights_mix_sources(tmp_path):
     ],
 )
 def test_problem_names_the_reason(messages, reason):
-    assert reason in data.problem(messages, ("<bos>", "<|im_end|>"))
+    assert reason in validate.problem(messages, ("<bos>", "<|im_end|>"))
 
 
 @pytest.mark.parametrize(
@@ -193,17 +193,17 @@ def test_problem_names_the_reason(messages, reason):
     ],
 )
 def test_check_messages_names_the_message_and_field(messages, index, field):
-    found = data.check_messages(messages, ("<bos>",))
+    found = validate.check_messages(messages, ("<bos>",))
     assert (found.index, found.field) == (index, field)
-    assert str(found) == data.problem(messages, ("<bos>",))
+    assert str(found) == validate.problem(messages, ("<bos>",))
 
 
 def test_a_prompt_ends_on_the_users_message_and_needs_no_reply():
     user, reply = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}
-    assert data.check_messages([user], prompt=True) is None
-    assert data.check_messages([user, reply, user], prompt=True) is None
-    assert "must end with the user's" in data.check_messages([user, reply], prompt=True).reason
-    assert data.check_messages([user, reply]) is None  # training data: a reply to learn
+    assert validate.check_messages([user], prompt=True) is None
+    assert validate.check_messages([user, reply, user], prompt=True) is None
+    assert "must end with the user's" in validate.check_messages([user, reply], prompt=True).reason
+    assert validate.check_messages([user, reply]) is None  # training data: a reply to learn
 
 
 def test_rejections_are_counted_written_and_named_by_file_and_row(tmp_path):
@@ -224,8 +224,8 @@ def test_rejections_are_counted_written_and_named_by_file_and_row(tmp_path):
     written = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
     assert [w["where"] for w in written] == [f"{tmp_path}/d.jsonl:{i}" for i in (2, 3, 4)]
     assert written[1]["reason"] == 'message 2 has role "bot"; expected one of system, user, assistant'
-    with pytest.raises(data.DataError, match=r"75% of 4 rows rejected \(limit data.max_rejected=10%\)"):
-        data.check_rejected(report, 0.1, "d.jsonl")
+    with pytest.raises(records.DataError, match=r"75% of 4 rows rejected \(limit data.max_rejected=10%\)"):
+        mixture.check_rejected(report, 0.1, "d.jsonl")
 
 
 def test_consecutive_same_role_merge_or_reject(tmp_path):
@@ -238,30 +238,32 @@ def test_consecutive_same_role_merge_or_reject(tmp_path):
 
 def test_special_token_text_is_rejected_with_a_reason():
     msgs = [{"role": "user", "content": "say <|im_end|> now"}, {"role": "assistant", "content": "ok"}]
-    assert "message 1 contains special-token text <|im_end|>" in data.problem(msgs, ("<|im_end|>", "<bos>"))
-    assert data.problem(msgs, ()) is None  # escape policy: allowed, tokenised as plain text
+    assert "message 1 contains special-token text <|im_end|>" in validate.problem(
+        msgs, ("<|im_end|>", "<bos>")
+    )
+    assert validate.problem(msgs, ()) is None  # escape policy: allowed, tokenised as plain text
 
 
 # ---- split and length ----------------------------------------------------------------------------------------
 
 
 def test_split_is_seeded_disjoint_and_stable_when_rows_are_appended():
-    convs = [data.Conversation(str(i), []) for i in range(1000)]
-    train, held = data.split(convs, 0.1, seed=1)
+    convs = [records.Conversation(str(i), []) for i in range(1000)]
+    train, held = splits.split(convs, 0.1, seed=1)
     assert 60 < len(held) < 140 and len(train) + len(held) == 1000
     assert not {c.id for c in train} & {c.id for c in held}
-    assert [c.id for c in data.split(convs, 0.1, seed=1)[1]] == [c.id for c in held]
-    assert [c.id for c in data.split(convs, 0.1, seed=2)[1]] != [c.id for c in held]
-    grown = convs + [data.Conversation(f"new{i}", []) for i in range(500)]
-    train2, held2 = data.split(grown, 0.1, seed=1)
+    assert [c.id for c in splits.split(convs, 0.1, seed=1)[1]] == [c.id for c in held]
+    assert [c.id for c in splits.split(convs, 0.1, seed=2)[1]] != [c.id for c in held]
+    grown = convs + [records.Conversation(f"new{i}", []) for i in range(500)]
+    train2, held2 = splits.split(grown, 0.1, seed=1)
     assert {c.id for c in held} <= {c.id for c in held2} and {c.id for c in train} <= {c.id for c in train2}
 
 
 def test_fit_cuts_after_an_assistant_reply_never_inside_one():
     roles = ["user", "assistant", "user", "assistant"]
-    assert data.fit(roles, [5, 10, 15, 20], max_length=100) == 4
-    assert data.fit(roles, [5, 10, 15, 20], max_length=17) == 2  # user 3 fits, its reply does not
-    assert data.fit(roles, [5, 60, 65, 70], max_length=20) == 0  # even the first reply does not fit
+    assert splits.fit(roles, [5, 10, 15, 20], max_length=100) == 4
+    assert splits.fit(roles, [5, 10, 15, 20], max_length=17) == 2  # user 3 fits, its reply does not
+    assert splits.fit(roles, [5, 60, 65, 70], max_length=20) == 0  # even the first reply does not fit
 
 
 class Enc:
@@ -272,22 +274,22 @@ class Enc:
 @pytest.mark.parametrize("policy, kept, messages", [("drop", 1, [2]), ("truncate", 2, [2, 2])])
 def test_overlength_policies(policy, kept, messages):
     convs = [
-        data.Conversation("a", [CHAT[0], CHAT[1]]),
-        data.Conversation("b", [CHAT[0], CHAT[1], CHAT[0], CHAT[1]]),
+        records.Conversation("a", [CHAT[0], CHAT[1]]),
+        records.Conversation("b", [CHAT[0], CHAT[1], CHAT[0], CHAT[1]]),
     ]
-    report = data.LoadReport()
-    rows = data.fit_all(convs, [Enc([3, 6]), Enc([3, 6, 9, 12])], 8, policy, report)
+    report = records.LoadReport()
+    rows = splits.fit_all(convs, [Enc([3, 6]), Enc([3, 6, 9, 12])], 8, policy, report)
     assert len(rows) == kept and [len(r["messages"]) for r in rows] == messages
     assert (report.too_long, report.truncated) == ((1, 0) if policy == "drop" else (0, 1))
     assert all(len(r["input_ids"]) <= 8 for r in rows)
-    with pytest.raises(data.DataError, match="12 tokens, over data.max_length=8"):
-        data.fit_all(convs, [Enc([3, 6]), Enc([3, 6, 9, 12])], 8, "error", report)
+    with pytest.raises(records.DataError, match="12 tokens, over data.max_length=8"):
+        splits.fit_all(convs, [Enc([3, 6]), Enc([3, 6, 9, 12])], 8, "error", report)
 
 
 def test_eval_prompts_fit_max_length_and_vary_prior_turns():
     msgs = [CHAT[0], CHAT[1]] * 4  # 8 messages: replies at 1, 3, 5, 7
-    convs = [data.Conversation(str(i), msgs) for i in range(3)] + [data.Conversation("long", msgs[:2])]
+    convs = [records.Conversation(str(i), msgs) for i in range(3)] + [records.Conversation("long", msgs[:2])]
     encs = [Enc([5, 10, 15, 20, 25, 30, 35, 40])] * 3 + [Enc([50])]  # ends stop past max_length
-    prompts = data.eval_prompts(convs, encs, max_length=40, seed=0)
+    prompts = splits.eval_prompts(convs, encs, max_length=40, seed=0)
     assert [p["prior_turns"] for p in prompts] == [1, 3, 5]  # the long one has no reply that fits: no prompt
     assert all(p["messages"][-1]["role"] == "user" and p["reference"] == "hello" for p in prompts)

@@ -15,8 +15,8 @@ import yaml
 from conftest import conversations
 from safetensors.torch import load_file
 
-from train import __main__ as cli
-from train import config, distributed, runs
+from instructify import cli, config, runs
+from instructify.training import distributed
 
 ROOT = Path(__file__).parent.parent
 PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -98,7 +98,7 @@ def one_and_two(runs_dir, gemma_like) -> tuple[Path, Path, str]:
     config, as `make sft ACCELERATE=configs/accelerate/ddp.yaml NPROC=2` runs it)."""
     one = _config(runs_dir, gemma_like, "one", gradient_accumulation_steps=2)
     two = _config(runs_dir, gemma_like, "two")
-    _run([sys.executable, "-m", "train", "sft", "--config", str(one)])
+    _run([sys.executable, "-m", "instructify", "sft", "--config", str(one)])
     launch = [
         sys.executable,
         "-m",
@@ -107,7 +107,7 @@ def one_and_two(runs_dir, gemma_like) -> tuple[Path, Path, str]:
         "configs/accelerate/ddp.yaml",
     ]
     launch += ["--num_processes", "2", "--main_process_port", str(_port())]
-    done = _run([*launch, "-m", "train", "sft", "--config", str(two)])
+    done = _run([*launch, "-m", "instructify", "sft", "--config", str(two)])
     return runs_dir / "one", runs_dir / "two", done.stderr
 
 
@@ -165,7 +165,7 @@ def test_two_process_run_killed_after_a_checkpoint_resumes_to_the_same_losses(
     assert (out / "checkpoints" / "checkpoint-2" / runs.MARKER).is_file()
     assert not (out / "checkpoints" / "checkpoint-4" / runs.MARKER).exists()
 
-    done = _run([*_torchrun(), "-m", "train", "sft", "--config", str(path), "training.resume=auto"])
+    done = _run([*_torchrun(), "-m", "instructify", "sft", "--config", str(path), "training.resume=auto"])
     assert "resume: from" in done.stderr and "checkpoint-2" in done.stderr
     resumed, straight = _losses(out), _losses(two)
     assert sorted(k for k in resumed if k > 2) == [3, 4, 5, 6]

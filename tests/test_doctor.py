@@ -6,8 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train import __main__ as cli
-from train import doctor, template
+from instructify import cli
+from instructify.chat import template
+from instructify.ship import doctor
 
 
 @pytest.fixture

@@ -9,8 +9,10 @@ from conftest import assistant_mask
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from train import __main__ as cli
-from train import config, doctor, sft, template
+from instructify import cli, config
+from instructify.chat import template
+from instructify.ship import doctor
+from instructify.training import sft
 
 
 @pytest.fixture
@@ -201,7 +203,7 @@ def test_injection_payload_is_rejected_or_kept_as_plain_text(tmp_path, gemma_lik
 def test_teacher_forced_metrics_on_a_tiny_model(gemma_like, batch_size):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train.evaluate import teacher_forced
+    from instructify.evals.conformance import teacher_forced
 
     model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
     tokens = template.add_chat_tokens(model, tok)
@@ -244,7 +246,7 @@ def test_teacher_forced_metrics_on_a_tiny_model(gemma_like, batch_size):
 def test_keep_best_puts_the_chosen_checkpoints_weights_in_the_adapter(tiny_config, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from train import monitor
+    from instructify.training import monitor
 
     path = tiny_config(
         "best",
@@ -267,7 +269,7 @@ def test_keep_best_puts_the_chosen_checkpoints_weights_in_the_adapter(tiny_confi
     lora = [k for k in adapter if "lora_" in k]
     assert lora and all(torch.equal(adapter[k], chosen[k]) for k in lora)
     assert not all(torch.equal(adapter[k], last[k]) for k in lora)
-    from train import report
+    from instructify.evals import report
 
     (run / "report.json").write_text("{}")
     assert "weights of step 2 of 4" in report.write(run).read_text()
@@ -281,7 +283,7 @@ def test_best_check_prefers_the_score_then_the_later_step():
         {"step": 125, "stop_token_prob": 0.5},
         {"step": 150, "clean_stop_rate": 0.95, "loop_rate": 0.05},
     ]
-    from train.monitor import best_check
+    from instructify.training.monitor import best_check
 
     assert best_check(curve, {50, 100, 150})["step"] == 100
     assert best_check(curve, {50, 150})["step"] == 150

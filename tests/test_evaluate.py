@@ -2,9 +2,9 @@
 
 import pytest
 
-from train.evaluate import Reply, length_distribution, summarize, wilson
-from train.generation import classify
-from train.report import table
+from instructify.evals.conformance import Reply, length_distribution, summarize, wilson
+from instructify.evals.generation import classify
+from instructify.evals.report import table
 
 IM_END, EOS = 100, 1
 
@@ -68,13 +68,13 @@ def test_reply_lengths_by_prior_turns():
     ],
 )
 def test_leak(text, leak):
-    from train.evaluate import leaks
+    from instructify.evals.conformance import leaks
 
     assert leaks(text) == leak
 
 
 def test_loop_needs_three_repeats_of_eight_tokens():
-    from train.evaluate import loops
+    from instructify.evals.conformance import loops
 
     sentence = list(range(8))
     assert loops(sentence * 3) and not loops(sentence * 2 + [99]) and not loops(list(range(40)))
@@ -92,7 +92,7 @@ def test_loop_needs_three_repeats_of_eight_tokens():
     ],
 )
 def test_a_sentence_said_twice_is_a_loop(text, loop):
-    from train.evaluate import looped, repeats_sentence
+    from instructify.evals.conformance import looped, repeats_sentence
 
     assert repeats_sentence(text) == loop
     assert looped(list(range(20)), text) == loop  # no token loop here: the sentence decides
@@ -117,7 +117,7 @@ def test_eval_on_a_tiny_model_that_stops_in_two_rounds_equals_one_generate_per_p
     from conftest import conversations
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train import evaluate, generation
+    from instructify.evals import conformance, generation
 
     model, tok = AutoModelForCausalLM.from_pretrained(chat_model), AutoTokenizer.from_pretrained(chat_model)
     prompts = [
@@ -127,7 +127,7 @@ def test_eval_on_a_tiny_model_that_stops_in_two_rounds_equals_one_generate_per_p
         if k < len(r["messages"])
     ]
     monkeypatch.setattr(generation, "FIRST_ROUND", 3)  # every reply crosses into the second round
-    replies = evaluate.generate(model, tok, prompts, max_new_tokens=12, batch_size=4)
+    replies = conformance.generate(model, tok, prompts, max_new_tokens=12, batch_size=4)
     for p, r in zip(prompts, replies):
         batch = tok.apply_chat_template(
             p["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -138,7 +138,7 @@ def test_eval_on_a_tiny_model_that_stops_in_two_rounds_equals_one_generate_per_p
             ]
         expected = tok.decode(out, skip_special_tokens=False).split("<|im_end|>")[0]
         assert (r.text, r.stopped) == (expected, "<|im_end|>" in tok.decode(out))
-    m = evaluate.summarize(replies)
+    m = conformance.summarize(replies)
     # learnt replies stop (up to 9 tokens); the 12-token budget cuts none of them
     assert m["stop_rate"] == 1.0 and m["clean_stop_rate"] == 1.0 and m["loop_rate"] == 0.0
     assert set(m["reply_tokens_by_prior_turns"]) == {"1", "3"}

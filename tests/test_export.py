@@ -12,8 +12,9 @@ from conftest import conversations
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train import __main__ as cli
-from train import config, sft, template
+from instructify import cli, config
+from instructify.chat import template
+from instructify.training import sft
 
 pytestmark = pytest.mark.slow
 

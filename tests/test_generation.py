@@ -4,7 +4,7 @@ completion is cut at its stop string."""
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train import generation
+from instructify.evals import generation
 
 PREFIX = "Hello there, a short preamble.\n"
 TEXTS = ["a b c", "one two three four five six", "x", "the quick brown fox"]

@@ -19,9 +19,10 @@ from transformers import (
     GemmaTokenizer,
 )
 
-from train import __main__ as cli
-from train import doctor, gguf_export, template
-from train.model import resolve
+from instructify import cli
+from instructify.chat import template
+from instructify.ship import doctor, gguf_export
+from instructify.training.model import resolve
 
 # Max |logit difference| between model/ (float32) and the GGUF loaded back, on logits of the tiny models
 # (|logit| < 5): bf16 keeps 8 bits of mantissa, f16 11, q8_0 8-bit blocks with an f16 scale.

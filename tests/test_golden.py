@@ -6,8 +6,8 @@ import torch
 from conftest import assistant_mask
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train import template
-from train.model import resolve
+from instructify.chat import template
+from instructify.training.model import resolve
 
 pytestmark = pytest.mark.slow
 

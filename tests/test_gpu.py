@@ -120,7 +120,7 @@ def _launch(accelerate: str, config: Path, log: Path, *overrides: str) -> dict:
         f"configs/accelerate/{accelerate}.yaml",
     ]
     cmd += ["--num_processes", "1", "--main_process_port", str(_port())]
-    cmd += ["-m", "train", "sft", "--config", str(config), *overrides]
+    cmd += ["-m", "instructify", "sft", "--config", str(config), *overrides]
     # a data cache of its own (shared with its resume): runs started together would replace one another's entry
     env = {**ENV, "INSTRUCTIFY_CACHE": str(config.with_suffix(".cache"))}
     started = time.perf_counter()
@@ -141,8 +141,8 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _export(config: Path) -> dict:
-    from train import config as config_lib
-    from train import export
+    from instructify import config as config_lib
+    from instructify.ship import export
 
     try:
         export.export(config_lib.load(str(config)))  # raises if doctor finds a problem

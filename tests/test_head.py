@@ -5,9 +5,10 @@ import torch
 from peft import get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train import head, template
-from train.config import LoraConfig
-from train.model import lora_config
+from instructify.chat import template
+from instructify.config import LoraConfig
+from instructify.modules import head
+from instructify.training.model import lora_config
 
 
 def peft_model(path):
@@ -116,7 +117,7 @@ def test_output_row_of_im_end_gets_gradient_through_the_head(gemma_like):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_token_rows_lookup_matches_peft(gemma_like, dtype):
     """Input embedding with the trainable rows looked up in place: PEFT's values and row gradients."""
-    from train import token_rows
+    from instructify.modules import token_rows
 
     pm, tok, tokens = peft_model(gemma_like)
     pm = pm.to(dtype)

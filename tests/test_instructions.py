@@ -2,7 +2,7 @@
 
 import pytest
 
-from train import instructions as ins
+from instructify.evals import instructions as ins
 
 
 def item(kind: str, prompt: str) -> ins.Item:
@@ -65,7 +65,7 @@ def test_score_counts_by_kind_and_needs_a_stop_for_stopped_correct():
 def test_the_check_samples_when_eval_samples_and_keeps_that_entry_apart(chat_model, tiny_config):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train import config, pipeline
+    from instructify import config, pipeline
 
     model, tok = AutoModelForCausalLM.from_pretrained(chat_model), AutoTokenizer.from_pretrained(chat_model)
     greedy = config.load(tiny_config(eval={"instructions": 3}))

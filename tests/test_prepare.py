@@ -7,9 +7,10 @@ import yaml
 from peft import get_peft_model
 from trl import SFTTrainer
 
-from train import __main__ as cli
-from train import config, prepare, sft
-from train.model import lora_config
+from instructify import cli, config
+from instructify.data import prepare
+from instructify.training import sft
+from instructify.training.model import lora_config
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import yaml
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from train import __main__ as cli
-from train import doctor
-from train.evaluate import Reply, summarize, write_report
+from instructify import cli
+from instructify.evals.conformance import Reply, summarize, write_report
+from instructify.ship import doctor
 
 SECRET = "hf_SECRETsecretSECRETsecret0123456789"
 

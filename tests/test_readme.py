@@ -1,6 +1,6 @@
 """README.md and docs/ stay true: every config key documented, every figure equal to the JSON it came from, every
-command they name runs as written: each make target and variable exists, each `python -m train` command and each
-flag parses with the real parser (train.__main__._parser()), each script flag is one the script defines, each repo
+command they name runs as written: each make target and variable exists, each `instructify` command and each
+flag parses with the real parser (instructify.cli._parser()), each script flag is one the script defines, each repo
 path exists."""
 
 import re
@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from train import __main__ as cli
-from train import config
+from instructify import cli, config
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -50,6 +49,7 @@ def commands(text: str) -> list[str]:
 def is_command(text: str) -> bool:
     first = text.split()[0]
     return first in (
+        "instructify",
         "make",
         "python",
         "sbatch",
@@ -65,10 +65,16 @@ def page_commands():
     return [(name, c) for name, text in PAGES.items() for c in commands(text)]
 
 
-def _words(command: str) -> list[str]:
-    """The words of the command in `command` that runs `-m train` (a shell line may pipe into it)."""
-    part = next(p for p in re.split(r"\s(?:\||&&|;)\s", command) if "-m train" in p)
-    return [w for w in shlex.split(part.replace("\\|", "|")) if w != "\\"]
+# How a page runs us: the `instructify` command (on PATH or in .venv/bin), or `-m instructify` under a launcher.
+INVOKED = re.compile(r"(?:(?<![\w./-])(?:\.venv/bin/)?instructify|-m instructify)(?= [\w-])")
+
+
+def _arguments(command: str) -> list[str]:
+    """The arguments our parser gets from `command` (a shell line may pipe into it)."""
+    part = next(p for p in re.split(r"\s(?:\||&&|;)\s", command) if INVOKED.search(p))
+    words = [w for w in shlex.split(part.replace("\\|", "|")) if w != "\\"]
+    at = next(i for i, w in enumerate(words) if w == "instructify" or w.endswith("/instructify"))
+    return words[at + 1 :]
 
 
 def _subcommands() -> dict:
@@ -89,7 +95,7 @@ def _parses(words: list[str], where: str) -> None:
     try:
         cli._parser().parse_args(words)
     except SystemExit as e:  # argparse exits 2 on an error, 0 for --help
-        assert e.code == 0, f"{where}: `python -m train {' '.join(words)}` does not parse"
+        assert e.code == 0, f"{where}: `instructify {' '.join(words)}` does not parse"
 
 
 def test_config_reference_is_current():
@@ -126,14 +132,12 @@ def test_readme_is_a_front_door_to_docs():
             assert (ROOT / name).parent.joinpath(target).resolve().is_file(), f"{name} links to {target}"
 
 
-def test_every_python_m_train_command_parses_with_its_flags():
+def test_every_instructify_command_parses_with_its_flags():
     seen = 0
     for name, command in page_commands():
-        if not re.search(r"-m train \w", command):
+        if not INVOKED.search(command):
             continue
-        words = _words(command)
-        at = words.index("train", words.index("-m") + 1)
-        _parses(words[at + 1 :], name)
+        _parses(_arguments(command), name)
         seen += 1
     assert seen >= 10
 
@@ -150,7 +154,7 @@ def test_every_make_command_names_a_target_its_variables_and_flags():
             settings = dict(w.split("=", 1) for w in shlex.split(m.group(2)))
             assert set(settings) <= variables, f"{name}: `{m.group(0)}` sets a variable the Makefile lacks"
             args = shlex.split(settings.get("ARGS", ""))
-            runs = re.search(r"(?:-m train|\$\(LAUNCH\)) (\w+)", recipes[target])
+            runs = re.search(r"(?:-m instructify|\$\(BIN\)/instructify|\$\(LAUNCH\)) (\w+)", recipes[target])
             script = re.search(r"(scripts/\w+\.py)", recipes[target])
             if runs and runs.group(1) in subcommands:
                 _parses([runs.group(1), "--config", "configs/quickstart.yaml", *args], name)
@@ -163,7 +167,7 @@ def test_every_make_command_names_a_target_its_variables_and_flags():
 
 
 def test_every_flag_named_is_one_its_program_defines():
-    """Flags in prose and tables (`--max-batch`, `--data`) too: each is an option of a `python -m train` command, of
+    """Flags in prose and tables (`--max-batch`, `--data`) too: each is an option of a `instructify` command, of
     a script its paragraph names (itself or through a make target), or of another program named beside it."""
     ours = {flag for parser in _subcommands().values() for flag in parser._option_string_actions}
     scripts = {p.relative_to(ROOT).as_posix(): p.read_text() for p in ROOT.glob("scripts/*.py")}
@@ -174,7 +178,7 @@ def test_every_flag_named_is_one_its_program_defines():
             named = [s for s in scripts if s in paragraph or any(s in recipes.get(t, "") for t in targets)]
             # each command, and the paragraph with its code spans cut out
             for command in [*commands(paragraph), re.sub(r"`[^`]*`", "", paragraph)]:
-                launcher = command.split("-m train ")[0]  # what follows is parsed by the test above
+                launcher = INVOKED.split(command)[0]  # what follows is parsed by the test above
                 for flag in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", launcher):
                     if flag in EXTERNAL:
                         assert EXTERNAL[flag] in paragraph, (
@@ -182,7 +186,7 @@ def test_every_flag_named_is_one_its_program_defines():
                         )
                     else:
                         assert flag in ours or any(f'"{flag}"' in scripts[s] for s in named), (
-                            f"{name}: {flag} is no option of `python -m train` nor of {named} ({command[:80]})"
+                            f"{name}: {flag} is no option of `instructify` nor of {named} ({command[:80]})"
                         )
 
 
@@ -196,10 +200,10 @@ def test_every_repo_path_in_a_command_exists():
 
 
 PLANTS = [
-    ("`python -m train serve --max-batches 8`", test_every_python_m_train_command_parses_with_its_flags),
+    ("`instructify serve --max-batches 8`", test_every_instructify_command_parses_with_its_flags),
     (
-        "```bash\n.venv/bin/python -m train inspect --datta x.jsonl\n```",
-        test_every_python_m_train_command_parses_with_its_flags,
+        "```bash\n.venv/bin/instructify inspect --datta x.jsonl\n```",
+        test_every_instructify_command_parses_with_its_flags,
     ),
     ("| `--max-batches` | 8 | requests decoded together |", test_every_flag_named_is_one_its_program_defines),
     ("`make bench-serve` (`--request 32`)", test_every_flag_named_is_one_its_program_defines),

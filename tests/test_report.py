@@ -2,10 +2,10 @@
 
 import json
 
-from train import report
-from train.config import EvalConfig
-from train.evaluate import Reply, summarize, write_report
-from train.monitor import ConformanceMonitor
+from instructify.config import EvalConfig
+from instructify.evals import report
+from instructify.evals.conformance import Reply, summarize, write_report
+from instructify.training.monitor import ConformanceMonitor
 
 
 def test_report_shows_every_model_side_by_side_with_the_curve(tmp_path):
@@ -87,10 +87,10 @@ def test_fast_inference_changes_no_output_and_restores_the_weights(gemma_like):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train import model as model_lib
-    from train import template
-    from train.config import LoraConfig
-    from train.monitor import fast_inference
+    from instructify.chat import template
+    from instructify.config import LoraConfig
+    from instructify.training import model as model_lib
+    from instructify.training.monitor import fast_inference
 
     base, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
     tokens = template.add_chat_tokens(base, tok)

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from train import __main__ as cli
-from train import config, guard, runs, sft
+from instructify import cli, config, runs
+from instructify.training import guard, sft
 
 ROOT = Path(__file__).parent.parent
 PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -133,7 +133,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_its_own_code(run_config):
     path = run_config("term", max_steps=100000, save_steps=0)
     out = Path(config.load(path).output_dir)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "train", "sft", "--config", str(path), "eval.monitor_every=1"],
+        [sys.executable, "-m", "instructify", "sft", "--config", str(path), "eval.monitor_every=1"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": PYTHONPATH},
         stdout=subprocess.PIPE,

@@ -18,8 +18,10 @@ import openai
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train import data, serve, template
-from train.template import IM_END
+from instructify.chat import template
+from instructify.chat.template import IM_END
+from instructify.data import validate
+from instructify.serving import api
 
 HELLO = [{"role": "user", "content": "hi there how are you doing today"}]
 LEARNT_REPLY = "im doing good thanks and you"  # what the tiny chat model learnt to answer (tests/conftest.py)
@@ -38,7 +40,7 @@ def loaded(chat_model):
 
 def _start(loaded, **kwargs):
     model, tok = loaded
-    server = serve.make_server(model, tok, "tiny-chat", port=0, **kwargs)
+    server = api.make_server(model, tok, "tiny-chat", port=0, **kwargs)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -174,11 +176,11 @@ def test_bad_requests_get_a_4xx_naming_the_field_and_the_server_goes_on(server, 
     ],
 )
 def test_a_request_is_held_to_the_training_datas_rules(messages):
-    """One validator (data.check_messages): the message and field a request error names are the ones the training
+    """One validator (validate.check_messages): the message and field a request error names are the ones the training
     data's reason names."""
-    found = data.check_messages(messages, ("<|im_end|>",), prompt=True)
-    with pytest.raises(serve.RequestError) as error:
-        serve._check_messages(messages, ("<|im_end|>",))
+    found = validate.check_messages(messages, ("<|im_end|>",), prompt=True)
+    with pytest.raises(api.RequestError) as error:
+        api._check_messages(messages, ("<|im_end|>",))
     where = f"messages[{found.index}]"
     assert error.value.param == (f"{where}.{found.field}" if found.field else where)
     assert str(error.value) == f"{where} {found.reason}"
@@ -186,11 +188,11 @@ def test_a_request_is_held_to_the_training_datas_rules(messages):
 
 def test_text_parts_are_joined_before_the_rules_apply():
     parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
-    assert serve._check_messages([{"role": "user", "content": parts}], ()) == [
+    assert api._check_messages([{"role": "user", "content": parts}], ()) == [
         {"role": "user", "content": "a\nb"}
     ]
-    with pytest.raises(serve.RequestError, match="special-token text <|im_end|>"):
-        serve._check_messages(
+    with pytest.raises(api.RequestError, match="special-token text <|im_end|>"):
+        api._check_messages(
             [{"role": "user", "content": [{"type": "text", "text": "<|im_end|>"}]}], ("<|im_end|>",)
         )
 
@@ -198,7 +200,7 @@ def test_text_parts_are_joined_before_the_rules_apply():
 def test_malformed_oversized_and_unknown(server):
     status, payload = _post(server, None, raw=b"{not json")
     assert status == 400 and "not valid JSON" in payload["error"]["message"]
-    status, payload = _post(server, None, raw=b"x" * (serve.MAX_BODY_BYTES + 1))
+    status, payload = _post(server, None, raw=b"x" * (api.MAX_BODY_BYTES + 1))
     assert status == 413 and "limit" in payload["error"]["message"]
     conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
     conn.request("GET", "/v1/nothing")
@@ -531,7 +533,7 @@ def test_stopping_ends_what_outlives_the_grace_period_with_a_503(gemma_like):
 
 
 def test_sigterm_finishes_the_running_requests_and_exits_0(gemma_like, tmp_path):
-    """`python -m train serve` under SIGTERM: the long stream under way completes, new connections are refused,
+    """`instructify serve` under SIGTERM: the long stream under way completes, new connections are refused,
     the process exits 0 within its grace period."""
     model, tok = AutoModelForCausalLM.from_pretrained(gemma_like), AutoTokenizer.from_pretrained(gemma_like)
     template.add_chat_tokens(model, tok)  # untrained: it rambles to max_tokens
@@ -543,7 +545,16 @@ def test_sigterm_finishes_the_running_requests_and_exits_0(gemma_like, tmp_path)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    cmd = [sys.executable, "-m", "train", "serve", "--model", str(tmp_path / "model"), "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "instructify",
+        "serve",
+        "--model",
+        str(tmp_path / "model"),
+        "--port",
+        str(port),
+    ]
     cmd += ["--grace", "20", "model.dtype=float32"]  # bf16 on a CPU is slow on each new shape the first time
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -591,8 +602,8 @@ def test_a_seed_makes_a_sampled_reply_repeatable_alone_or_batched(server):
 NEW_SHAPES = """
 import os, sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from train import serve
-from train.engine import Job
+from instructify.serving import api
+from instructify.serving.engine import Job
 
 def rss_mb():
     with open("/proc/self/status") as f:
@@ -600,7 +611,7 @@ def rss_mb():
 
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16)
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
-engine = serve.make_server(model, tokenizer, "m", port=0, max_batch=4, max_pending=1000).engine
+engine = api.make_server(model, tokenizer, "m", port=0, max_batch=4, max_pending=1000).engine
 for lengths in (range(1, 61), range(61, 241), range(241, 421)):
     jobs = [engine.submit(Job([5] * n, 2, (False, 1.0, 1.0))) for n in lengths]
     for job in jobs:

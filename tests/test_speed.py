@@ -17,9 +17,12 @@ from peft import get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from train import config, head, sft, speed, template, token_rows
-from train.config import LoraConfig
-from train.model import lora_config
+from instructify import config
+from instructify.chat import template
+from instructify.config import LoraConfig
+from instructify.modules import head, token_rows
+from instructify.training import sft, speed
+from instructify.training.model import lora_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,12 +2,14 @@
 reasons, a JSONL the data stage reads, and its provenance."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import CORPUS
 
-from train import __main__ as cli
-from train import config, data, synth
+from instructify import cli, config
+from instructify.data import mixture, records
+from instructify.synth import prompts, replies, write
 
 
 @pytest.mark.parametrize(
@@ -32,24 +34,27 @@ from train import config, data, synth
     ],
 )
 def test_reply_filters(prompt, reply, ended, reason):
-    assert synth.reply_problem(prompt, reply, ended, list(range(len(reply.split())))) == reason
+    assert replies.reply_problem(prompt, reply, ended, list(range(len(reply.split())))) == reason
 
 
 def test_a_prompt_of_a_kind_there_to_be_right_must_be_checkable():
-    assert synth.prompt_problem("What is 144 divided by 12?", "arithmetic") is None
+    assert prompts.prompt_problem("What is 144 divided by 12?", "arithmetic") is None
     assert (
-        synth.prompt_problem("What is 100 divided by 42?", "arithmetic") == "arithmetic prompt not checkable"
+        prompts.prompt_problem("What is 100 divided by 42?", "arithmetic")
+        == "arithmetic prompt not checkable"
     )
-    assert synth.prompt_problem("What is 13 less than 10?", "arithmetic") == "arithmetic prompt not checkable"
-    assert synth.prompt_problem("Translate 'bird' into German.", "translate") is None
-    assert synth.prompt_problem("Translate 'the good news' into Spanish.", "translate") == (
+    assert (
+        prompts.prompt_problem("What is 13 less than 10?", "arithmetic") == "arithmetic prompt not checkable"
+    )
+    assert prompts.prompt_problem("Translate 'bird' into German.", "translate") is None
+    assert prompts.prompt_problem("Translate 'the good news' into Spanish.", "translate") == (
         "translate prompt not checkable"
     )
-    assert synth.prompt_problem("Translate 'the good news' into Spanish.", "fact") is None
+    assert prompts.prompt_problem("Translate 'the good news' into Spanish.", "fact") is None
 
 
 def test_reordered_preamble_keeps_the_header_and_reverses_the_examples():
-    from train import incontext
+    from instructify.chat import incontext
 
     preamble = incontext.load("data/synth/incontext.md")
     other = incontext.reordered(preamble)
@@ -62,8 +67,8 @@ def test_reordered_preamble_keeps_the_header_and_reverses_the_examples():
 def test_seeds_file_errors_name_the_line(tmp_path):
     seeds = tmp_path / "seeds.txt"
     seeds.write_text("# a comment\nfact | Who wrote Hamlet?\npoetry | Write a poem.\n")
-    with pytest.raises(synth.SynthError, match=r"seeds.txt:3: expected `kind \| instruction`"):
-        synth.read_seeds(seeds)
+    with pytest.raises(prompts.SynthError, match=r"seeds.txt:3: expected `kind \| instruction`"):
+        prompts.read_seeds(seeds)
 
 
 def test_synth_with_an_instruct_generator_writes_what_the_data_stage_reads(
@@ -95,26 +100,26 @@ def test_synth_with_an_instruct_generator_writes_what_the_data_stage_reads(
         assert user["role"] == "user" and assistant["role"] == "assistant"
         assert assistant["content"] == CORPUS[CORPUS.index(user["content"]) + 1]
     assert provenance["generator"] == str(chat_model) and provenance["files"] == {
-        str(prompts): synth._sha(prompts)
+        str(prompts): write._sha(prompts)
     }
-    report = data.LoadReport()
+    report = records.LoadReport()
     cfg = config.load(path, [f"data.sources=[{{path: {out}}}]"])
-    assert len(data.load(cfg.data, (), report)) == len(rows) and not report.rejected
+    assert len(mixture.load(cfg.data, (), report)) == len(rows) and not report.rejected
 
 
 def test_self_instruct_counts_every_generated_line(tmp_path, tiny_config):
     """The tiny base writes noise: whatever it writes is kept or dropped with a reason, and the counts add up."""
     cfg = config.load(tiny_config("s"), ["synth.num_prompts=8", "synth.batch_size=4"])
-    from train.model import load
+    from instructify.training.model import load
 
     model, tok = load(cfg.model)
-    seeds = synth.read_seeds(synth.Path(cfg.synth.seeds))
-    new, counts = synth.self_instruct(model, tok, seeds, 8, 0, 4)
+    seeds = prompts.read_seeds(Path(cfg.synth.seeds))
+    new, counts = prompts.self_instruct(model, tok, seeds, 8, 0, 4)
     assert counts["generated"] == sum(v for k, v in counts.items() if k not in ("generated", "kept")) + len(
         new
     )
     assert counts["kept"] == len(new) <= 8
-    assert all(kind in synth.KINDS for kind, _ in new)
+    assert all(kind in prompts.KINDS for kind, _ in new)
 
 
 def test_a_yes_no_answer_that_flips_with_the_examples_order_is_dropped(gemma_like):
@@ -135,8 +140,8 @@ def test_a_yes_no_answer_that_flips_with_the_examples_order_is_dropped(gemma_lik
         }
         return [(said.get(c[-1]["content"], ("Because.", "Because."))[other_order], True) for c in convs]
 
-    counts = synth.Counts()
-    kept = synth._answer(conversations, reply, tok, counts, consistent=True)
+    counts = replies.Counts()
+    kept = replies.answer(conversations, reply, tok, counts, consistent=True)
     assert [m[0]["content"] for _, m in kept] == ["Is ice cold?", "Why?"]
     assert counts.replies == {"kept": 2, "yes/no differs with the examples reordered": 1}
 
@@ -155,8 +160,8 @@ def test_a_wrong_reply_is_sampled_again_and_the_first_right_one_kept(gemma_like,
         assert sampling["do_sample"]
         return [(next(tries.get(c[-1]["content"], iter(["It is 44."]))), True) for c in convs]
 
-    counts = synth.Counts()
-    got = synth._answer(conversations, reply, tok, counts, retries=retries)
+    counts = replies.Counts()
+    got = replies.answer(conversations, reply, tok, counts, retries=retries)
     assert [m[-1]["content"] for _, m in got] == kept
     assert counts.replies["wrong arithmetic"] == 2 - len(kept)  # each prompt counted once, by its last reason
     assert counts.replies["right on a sampled retry"] == len(kept)

@@ -3,7 +3,7 @@ import torch
 from conftest import SMOLLM2_STYLE, assistant_mask
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from train import template
+from instructify.chat import template
 
 CONV = [
     {"role": "system", "content": "be brief"},

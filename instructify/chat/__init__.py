@@ -1,0 +1,1 @@
+"""How a conversation becomes tokens: the ChatML template, special tokens, eos/pad/generation_config, the in-context prompt."""

@@ -1,0 +1,1 @@
+"""Conversations in: sources and formats to validated `messages` rows, the held-out split, the tokenised cache, inspect."""

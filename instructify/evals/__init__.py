@@ -1,0 +1,1 @@
+"""Measuring a model: does it stop (conformance), does it answer (the instruction check), shared generation, reports."""

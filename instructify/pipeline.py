@@ -1,0 +1,212 @@
+"""The stages of a run, top to bottom: what `instructify train|sft|eval` does.
+
+train: claim the run folder, set up (model + ChatML + data), record run.json, evaluate the base, fine-tune,
+export, evaluate the exported folder and the reference, the instruction check, the report. Under a launcher every
+rank trains; only rank 0 checks the folder, records, evaluates and exports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from instructify import config as config_lib
+from instructify import runs
+from instructify.data import records
+from instructify.evals import conformance, instructions
+from instructify.ship import export
+from instructify.training import distributed, sft
+from instructify.training.model import load, resolve
+
+log = logging.getLogger("instructify")
+
+
+def train(cfg: config_lib.Config, evaluate_after: bool = True) -> None:
+    """Every stage; `evaluate_after=False` is `sft`: stops once the adapter is written."""
+    out = Path(cfg.output_dir)
+    world = distributed.start()  # one job over every rank, or an error before anything is written
+    processes = distributed.processes(world)
+    from accelerate import PartialState
+
+    state = PartialState()
+    main = state.is_main_process
+    if main:
+        log.info("distributed: %s", distributed.describe(world))
+        runs.claim(out, cfg.overwrite, cfg.training.resume)
+    with state.main_process_first():  # rank 0 converts the model and fills the data cache first
+        setup = sft.setup(cfg)
+    if main:
+        record_run(cfg, setup, processes)
+        if evaluate_after and not (cfg.training.resume != "no" and "base" in conformance.read_report(out)):
+            (out / "report.json").unlink(missing_ok=True)
+            run_eval(cfg, setup.model, setup.tokenizer, setup.data.eval_prompts, "base", cfg.model.name)
+            check_instructions(cfg, "base", setup.model, setup.tokenizer, cfg.model.name)
+    sft.train(cfg, setup)
+    if not evaluate_after or not main:
+        return
+    export.export(cfg)
+    evaluate_folder(cfg, out / "model", "trained", None)
+
+
+def record_run(cfg: config_lib.Config, setup: sft.Setup, processes: list[dict]) -> None:
+    """run.json (what ran, on what data), the resolved config and the held-out prompts, in the run folder."""
+    out = Path(cfg.output_dir)
+    for line in setup.data.report["lines"]:
+        log.info("data: %s", line)
+    record = runs.record(cfg, setup.data.fingerprint, processes)
+    if cfg.training.resume != "no" and (out / "run.json").is_file():
+        for warning in runs.check_resume(json.loads((out / "run.json").read_text()), record):
+            log.warning("%s", warning)
+    runs.write_json(out / "run.json", record)
+    config_lib.save(cfg, out / "config.yaml")
+    (out / "eval_prompts.json").write_text(json.dumps(setup.data.eval_prompts))
+
+
+def evaluate_folder(cfg: config_lib.Config, folder: Path, name: str, reference: str | None) -> None:
+    """Conformance of a model folder on the run's held-out prompts, the reference beside it, the instruction
+    check, and the report."""
+    out = Path(cfg.output_dir)
+    prompts_file = out / "eval_prompts.json"
+    if not prompts_file.is_file():
+        raise records.DataError(f"{prompts_file}: missing; run `make train` first to fix the held-out split")
+    prompts = json.loads(prompts_file.read_text())
+    model, tokenizer = load(cfg.model, path=str(folder))
+    run_eval(cfg, model, tokenizer, prompts, name, str(folder))
+    check_instructions(cfg, name, model, tokenizer, str(folder))
+    del model
+    run_reference(cfg, prompts, reference)
+    check_base_incontext(cfg)
+    print_report(out, cfg.eval.show_samples)
+
+
+def eval_settings(cfg: config_lib.Config, prompts: list[dict]) -> dict:
+    """What makes two evaluations comparable: a stored entry with the same settings need not be run again."""
+    e = cfg.eval
+    return {
+        "prompts": [p["id"] for p in prompts[: e.num_conversations]],
+        **{
+            k: getattr(e, k)
+            for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "teacher_forced")
+        },
+    }
+
+
+def sampling_of(e: config_lib.EvalConfig) -> dict | None:
+    """Generation arguments for eval.do_sample (None: greedy)."""
+    return {"do_sample": True, "temperature": e.temperature, "top_p": e.top_p} if e.do_sample else None
+
+
+def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name: str, source: str) -> Path:
+    from transformers import set_seed
+
+    e = cfg.eval
+    n = min(e.num_conversations, len(prompts))
+    sampling = sampling_of(e)
+    set_seed(cfg.training.seed)
+    t0 = time.time()
+    metrics, replies = conformance.evaluate(
+        model, tokenizer, prompts[:n], e.max_new_tokens, e.batch_size, e.teacher_forced, sampling
+    )
+    metrics["seconds"] = round(time.time() - t0, 1)
+    metrics.update(model_path=source, settings=eval_settings(cfg, prompts))
+    log.info(
+        "%s: stop_rate %.1f%%, clean_stop_rate %.1f%% on %d prompts (%.0f s)",
+        name,
+        100 * metrics["stop_rate"],
+        100 * metrics["clean_stop_rate"],
+        n,
+        metrics["seconds"],
+    )
+    return conformance.write_report(Path(cfg.output_dir), name, metrics, replies, prompts[:n])
+
+
+def run_reference(cfg: config_lib.Config, prompts: list[dict], explicit: str | None) -> None:
+    """Evaluate the reference model, unless report.json already holds it with the same settings."""
+    source = explicit or cfg.eval.reference
+    if not source:
+        return
+    stored = conformance.read_report(Path(cfg.output_dir)).get("reference", {})
+    # an explicit --reference is evaluated again; the configured one only when its stored entry is stale
+    evaluated = (
+        not explicit
+        and stored.get("model_path") == source
+        and stored.get("settings") == eval_settings(cfg, prompts)
+    )
+    checked = not cfg.eval.instructions or (not explicit and _stored_check(cfg, "reference", source))
+    if evaluated and checked:
+        log.info("reference: %s already evaluated with these settings (report.json)", source)
+        return
+    model, tokenizer = load(cfg.model, path=resolve(source))
+    if not evaluated:
+        run_eval(cfg, model, tokenizer, prompts, "reference", source)
+    if not checked:
+        check_instructions(cfg, "reference", model, tokenizer, source)
+
+
+def _check_settings(cfg: config_lib.Config) -> dict:
+    e = cfg.eval
+    settings = {"per_kind": e.instructions, "max_new_tokens": e.instructions_max_new_tokens}
+    return settings | ({"sampling": sampling_of(e)} if e.do_sample else {})  # greedy entries stay as stored
+
+
+def _stored_check(cfg: config_lib.Config, name: str, source: str) -> bool:
+    stored = instructions.read(Path(cfg.output_dir)).get(name, {})
+    return stored.get("model_path") == source and stored.get("settings") == _check_settings(cfg)
+
+
+def check_instructions(
+    cfg: config_lib.Config, name: str, model, tokenizer, source: str, preamble: str | None = None
+) -> None:
+    """The instruction check (instructify/evals/instructions.py) of one model, into <output_dir>/instructions.json."""
+    from transformers import set_seed
+
+    e = cfg.eval
+    if not e.instructions:
+        return
+    t0 = time.time()
+    set_seed(cfg.training.seed)
+    checks = instructions.items(per_kind=e.instructions)
+    replies, stopped = instructions.answer(
+        model, tokenizer, checks, e.instructions_max_new_tokens, e.batch_size, preamble, sampling_of(e)
+    )
+    result = instructions.score(checks, replies, stopped)
+    result.update(model_path=source, settings=_check_settings(cfg), seconds=round(time.time() - t0, 1))
+    instructions.write(Path(cfg.output_dir), name, result)
+    log.info(
+        "%s: instruction check %.1f%% of %d correct (%.0f s)",
+        name,
+        100 * result["score"],
+        len(checks),
+        result["seconds"],
+    )
+
+
+def check_base_incontext(cfg: config_lib.Config) -> None:
+    """The base model under the in-context prompt (eval.incontext): what an untrained base answers when shown how."""
+    from instructify.chat import incontext
+
+    name = "base (in-context)"
+    if not cfg.eval.instructions or _stored_check(cfg, name, cfg.model.name):
+        return
+    model, tokenizer = load(cfg.model)
+    check_instructions(cfg, name, model, tokenizer, cfg.model.name, incontext.load(cfg.eval.incontext))
+
+
+def print_report(out: Path, show: int) -> None:
+    """report.md and plots from everything evaluated so far; the tables and a few replies on the console."""
+    from instructify.evals import report
+
+    path = report.write(out)
+    entries = conformance.read_report(out)
+    print("\n" + report.table(entries) + "\n")
+    checked = instructions.read(out)
+    if checked:
+        print(report.instructions_table(checked) + "\n")
+    for name in report.ordered(entries):
+        for s in entries[name].get("samples", [])[:show]:
+            print(
+                f"[{name}] user: {s['prompt'][:80]!r}\n[{name}] reply: {s['reply'][:160]!r}  stopped={s['stopped']}"
+            )
+    print(f"\nreport: {path} (plots beside it)")

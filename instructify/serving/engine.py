@@ -1,0 +1,347 @@
+"""The serving engine: one thread owns the model and decodes all running requests together, one token per step
+(continuous batching). A request that arrives joins the running batch at the next step (its prompt prefilled, its
+own max_tokens, sampling settings and seed); a row that stops, reaches max_tokens or loses its client leaves it.
+
+Why our own loop rather than `model.generate` or transformers' ContinuousBatchingManager: `generate` runs a fixed
+batch to its end (a newcomer waits for the slowest row), and the manager has one sampling mode and seed for all
+requests and no way to fail one row; this loop keeps a plain DynamicCache, padded on the left, and grows, merges
+and shrinks it along the batch dimension between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from instructify.evals.generation import pad, pad_id_of, stop_ids_of
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 64  # requests waiting for a row; more get an immediate 429 with Retry-After
+# A fast tokenizer used from several threads at once can fail with "Already borrowed" (it mutates its
+# truncation/padding state while encoding): request threads encode, the generation thread decodes.
+TOKENIZER_LOCK = threading.Lock()
+
+
+class Overloaded(Exception):
+    """More requests wait than --max-pending allows, or the server is stopping: answered `status` (429 or 503)
+    with Retry-After (seconds)."""
+
+    def __init__(self, message: str, retry_after: int, status: int = 429):
+        super().__init__(message)
+        self.retry_after, self.status = retry_after, status
+
+
+@dataclass
+class Job:
+    prompt_ids: list[int]
+    max_tokens: int
+    sampling: tuple  # (do_sample, temperature, top_p)
+    seed: int | None = None
+    # ("text", str) ... then ("end", reason, completion tokens), or ("error", message, HTTP status)
+    events: queue.Queue = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Row:
+    """A running request: what it generated and sent so far."""
+
+    job: Job
+    length: int  # its tokens in the cache (prompt and generated); the next token's position
+    generator: torch.Generator | None
+    ids: list[int] = field(default_factory=list)
+    sent: str = ""
+    last: int = 0
+
+
+class Engine:
+    """Owns the model. submit() queues a Job (or raises Overloaded); its events queue gets its text as it comes."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_batch: int = 8,
+        max_pending: int = MAX_PENDING,
+    ):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.max_batch, self.max_pending = max_batch, max_pending
+        self.stop_ids = stop_ids_of(model)
+        self.pad_id = pad_id_of(tokenizer, self.stop_ids)
+        self.top_k = model.generation_config.top_k  # what generate() would apply when sampling
+        self.pending: queue.Queue[Job] = queue.Queue()
+        self.admit_lock = threading.Lock()
+        self.waiting = 0  # submitted, not yet running
+        self.closing = False  # stopping: no new requests
+        self.rows: list[_Row] = []
+        self.prefilling = 0  # taken from the queue, not yet in rows
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None  # [rows, cache length]: 0 on each row's left padding
+        # what /metrics and the tests read
+        self.recent: deque[tuple[str, int]] = deque(maxlen=1000)  # (finish reason, tokens) of the last jobs
+        self.finished: deque[float] = deque(maxlen=1000)  # when they ended
+        self.steps: deque[tuple[float, int]] = deque(maxlen=4096)  # (time, tokens made) of each step
+        self.tokens_total = 0
+        self.busiest = 0  # the most rows decoded in one step
+        self.joined_running = 0  # requests that joined a batch already decoding
+        self.thread = threading.Thread(target=self._loop, name="generate", daemon=True)
+        self.thread.start()
+
+    # ---- the request threads' side
+
+    def submit(self, job: Job) -> Job:
+        with self.admit_lock:
+            if self.closing:
+                raise Overloaded("the server is shutting down; try another replica or later", 5, 503)
+            if self.waiting >= self.max_pending:
+                message = f"{self.waiting} requests are waiting (the server's --max-pending); try again later"
+                raise Overloaded(message, self.retry_after())
+            self.waiting += 1
+        self.pending.put(job)
+        return job
+
+    def retry_after(self) -> int:
+        """Seconds until the waiting requests are likely served, from the pace of the last minute's replies."""
+        since = time.monotonic() - 60
+        rate = sum(t > since for t in self.finished) / 60
+        return int(min(60, max(1, self.waiting / rate))) if rate else 5
+
+    def stats(self) -> dict:
+        since = time.monotonic() - 10
+        return {
+            "waiting": self.waiting,
+            "running": len(self.rows),
+            "max_batch": self.max_batch,
+            "max_pending": self.max_pending,
+            "tokens_total": self.tokens_total,
+            "tokens_per_s": round(sum(n for t, n in self.steps if t > since) / 10, 2),
+        }
+
+    def stop(self, grace: float) -> None:
+        """Take no new requests, let the admitted ones finish for up to `grace` seconds, then end the rest
+        with a 503."""
+        with self.admit_lock:
+            self.closing = True
+        deadline = time.monotonic() + grace
+        while (self.waiting or self.prefilling or self.rows) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.abort = True
+        self.thread.join(timeout=5)
+
+    abort = False
+
+    # ---- the generation thread
+
+    def _loop(self) -> None:
+        while not self.abort:
+            try:
+                self._admit()
+                if self.rows:
+                    self._step()
+            except Exception as error:  # a failed step ends the running requests; the server goes on
+                log.exception("generation failed")
+                for row in self.rows:
+                    self._fail(row.job, f"generation failed: {type(error).__name__}: {error}")
+                self.rows, self.cache, self.mask = [], None, None
+        for row in self.rows:
+            self._fail(row.job, "the server is shutting down", 503)
+        for job in self._take(len(self.pending.queue)):
+            self._fail(job, "the server is shutting down", 503)
+
+    def _take(self, n: int, block: bool = False) -> list[Job]:
+        jobs = []
+        while len(jobs) < n:
+            try:
+                jobs.append(
+                    self.pending.get(timeout=0.2) if block and not jobs else self.pending.get_nowait()
+                )
+            except queue.Empty:
+                break
+        with self.admit_lock:
+            self.waiting -= len(jobs)
+        return jobs
+
+    def _admit(self) -> None:
+        """Prefill the waiting requests that fit and merge them into the running batch."""
+        jobs = self._take(self.max_batch - len(self.rows), block=not self.rows)
+        ready = [j for j in jobs if not j.cancelled.is_set()]
+        for _ in range(len(jobs) - len(ready)):  # their clients left while they waited: never generated
+            self._record("cancelled", 0)
+        if not ready:
+            return
+        if self.rows:
+            self.joined_running += len(ready)
+        self.prefilling = len(ready)
+        try:
+            groups = [ready]
+            while groups:
+                group = groups.pop(0)
+                try:
+                    with torch.no_grad():
+                        rows, cache, mask, logits = self._prefill(group)
+                except Exception as error:  # these newcomers fail; the running batch goes on
+                    if len(group) > 1:
+                        groups += [[job] for job in group]  # find the one that fails: each alone
+                        continue
+                    log.exception("prefill failed")
+                    self._fail(group[0], f"generation failed: {type(error).__name__}: {error}")
+                    continue
+                self._merge(rows, cache, mask)
+                self._advance(logits, first=len(self.rows) - len(rows))
+        finally:
+            self.prefilling = 0
+
+    def _prefill(self, jobs: list[Job]):
+        inputs = pad([j.prompt_ids for j in jobs], self.pad_id, self.model.device, left=True)
+        mask = inputs["attention_mask"]
+        cache = (
+            DynamicCache()
+        )  # no config: full layers, which merge and pad alike (the mask does the sliding)
+        out = self.model(
+            **inputs,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        rows = [_Row(j, len(j.prompt_ids), self._generator(j)) for j in jobs]
+        return rows, cache, mask, out.logits[:, -1].float()
+
+    def _generator(self, job: Job) -> torch.Generator | None:
+        if not job.sampling[0]:
+            return None
+        generator = torch.Generator(device=self.model.device)
+        generator.manual_seed(job.seed if job.seed is not None else torch.seed())
+        return generator
+
+    def _merge(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Append the prefilled rows to the running batch, padding the shorter cache on the left."""
+        if not self.rows:
+            self.rows, self.cache, self.mask = rows, cache, mask
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        left = lambda t, dim: torch.nn.functional.pad(
+            t, (0, 0) * (t.dim() - 1 - dim) + (width - t.shape[dim], 0)
+        )
+        for old, new in zip(self.cache.layers, cache.layers):
+            old.keys = torch.cat([left(old.keys, 2), left(new.keys, 2)])
+            old.values = torch.cat([left(old.values, 2), left(new.values, 2)])
+        self.mask = torch.cat([left(self.mask, 1), left(mask, 1)])
+        self.rows += rows
+
+    @torch.no_grad()
+    def _step(self) -> None:
+        ids = torch.tensor([[r.last] for r in self.rows], device=self.model.device)
+        mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
+        positions = torch.tensor([[r.length] for r in self.rows], device=self.model.device)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.mask = mask
+        for row in self.rows:
+            row.length += 1
+        self._advance(out.logits[:, -1].float(), first=0)
+
+    def _advance(self, logits: torch.Tensor, first: int) -> None:
+        """Pick each row's next token from its logits (rows from `first` on), pass the text on, and drop the rows
+        that are done."""
+        rows = self.rows[first:]
+        self.busiest = max(self.busiest, len(self.rows))
+        done: set[int] = set()
+        made = 0
+        for k, (row, scores) in enumerate(zip(rows, logits), start=first):
+            if not torch.isfinite(scores).all():  # this row's numbers broke: it fails, the others go on
+                self._fail(row.job, "generation failed: the model's scores for this request are not finite")
+                done.add(k)
+                continue
+            row.last = self._choose(row, scores)
+            row.ids.append(row.last)
+            made += 1
+            if self._emit(row):
+                done.add(k)
+        self.steps.append((time.monotonic(), made))
+        self.tokens_total += made
+        for k, row in enumerate(self.rows):
+            if k not in done and row.job.cancelled.is_set():
+                self._end(row, "cancelled")
+                done.add(k)
+        if done:
+            self._keep([k for k in range(len(self.rows)) if k not in done])
+
+    def _choose(self, row: _Row, scores: torch.Tensor) -> int:
+        do_sample, temperature, top_p = row.job.sampling
+        if not do_sample:
+            return int(scores.argmax())
+        warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+        if self.top_k:
+            warpers.append(TopKLogitsWarper(self.top_k))
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+        scores = warpers(None, scores[None])[0]
+        return int(torch.multinomial(scores.softmax(-1), 1, generator=row.generator))
+
+    def _emit(self, row: _Row) -> str | None:
+        """Hand the row's new text to its client; its finish reason once it is done."""
+        if row.last in self.stop_ids:
+            return self._end(row, "stop")
+        with TOKENIZER_LOCK:
+            text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # hold back a partly decoded character
+            if text[len(row.sent) :]:
+                row.job.events.put(("text", text[len(row.sent) :]))
+            row.sent = text
+        if len(row.ids) >= row.job.max_tokens:
+            return self._end(row, "length")
+        return None
+
+    def _end(self, row: _Row, reason: str) -> str:
+        with TOKENIZER_LOCK:
+            text = self.tokenizer.decode(
+                [t for t in row.ids if t not in self.stop_ids], skip_special_tokens=True
+            )
+        if text[len(row.sent) :]:
+            row.job.events.put(("text", text[len(row.sent) :]))
+        row.job.events.put(("end", reason, len(row.ids)))
+        self._record(reason, len(row.ids))
+        return reason
+
+    def _fail(self, job: Job, message: str, status: int = 500) -> None:
+        job.events.put(("error", message, status))
+        self._record("error", 0)
+
+    def _record(self, reason: str, tokens: int) -> None:
+        self.recent.append((reason, tokens))
+        self.finished.append(time.monotonic())
+
+    def _keep(self, keep: list[int]) -> None:
+        """Only these rows go on; cache columns that are padding in every remaining row are dropped."""
+        self.rows = [self.rows[k] for k in keep]
+        if not self.rows:
+            self.cache, self.mask = None, None
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        self.mask = self.mask[index]
+        start = int((self.mask.cumsum(-1) == 0).sum(-1).min())  # the shortest left padding
+        self.mask = self.mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]

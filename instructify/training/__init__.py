@@ -1,0 +1,1 @@
+"""Fine-tuning: load a base, LoRA, SFT with its callbacks (monitor, guard, speed), several processes and shards."""
