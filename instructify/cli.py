@@ -19,30 +19,45 @@ log = logging.getLogger("instructify")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="instructify", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    # in this order: it is the order `instructify --help` lists them in
+    _add_training_commands(sub)
+    _add_data_commands(sub)
+    _add_model_commands(sub)
+    _add_serve_command(sub)
+    _add_ship_commands(sub)
+    return p
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help)
-        c.add_argument(
-            "--config", default="configs/quickstart.yaml", help="YAML config (default: %(default)s)"
-        )
-        c.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.max_steps=50 lora.r=8")
-        return c
 
-    command("train", help="every stage: base eval, sft, export, trained eval, before/after table")
-    command("sft", help="fine-tune and write <output_dir>/adapter")
-    exp = command("export", help="merge the adapter into <output_dir>/model; --gguf also writes a GGUF")
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand with the flags every config-driven command takes: --config and dotted overrides."""
+    c = sub.add_parser(name, help=help)
+    c.add_argument("--config", default="configs/quickstart.yaml", help="YAML config (default: %(default)s)")
+    c.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.max_steps=50 lora.r=8")
+    return c
+
+
+def _add_training_commands(sub) -> None:
+    """train, sft, export."""
+    _command(sub, "train", help="every stage: base eval, sft, export, trained eval, before/after table")
+    _command(sub, "sft", help="fine-tune and write <output_dir>/adapter")
+    exp = _command(sub, "export", help="merge the adapter into <output_dir>/model; --gguf also writes a GGUF")
     exp.add_argument(
         "--gguf",
         metavar="bf16|f16|q8_0",
         help="also write <output_dir>/<name>-<dtype>.gguf and an Ollama Modelfile (from model/ when it exists)",
     )
     exp.add_argument("--model", help="with --gguf: the model folder to write (default: <output_dir>/model)")
-    command(
+
+
+def _add_data_commands(sub) -> None:
+    """synth, prepare, inspect."""
+    _command(
+        sub,
         "synth",
         help="write instruction conversations from a model (self-instruct + in-context); synth.output",
     )
-    command("prepare", help="tokenise and cache the training data; print token-length statistics")
-    ins = command("inspect", help="show each training example with the trained tokens highlighted")
+    _command(sub, "prepare", help="tokenise and cache the training data; print token-length statistics")
+    ins = _command(sub, "inspect", help="show each training example with the trained tokens highlighted")
     ins.add_argument(
         "--data", help="a data file or folder in any supported format (default: the config's sources)"
     )
@@ -50,7 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument(
         "--jsonl", type=Path, help="write messages, input_ids, tokens, labels per example to this file"
     )
-    ev = command("eval", help="template conformance of a model folder on the held-out prompts; report.md")
+
+
+def _add_model_commands(sub) -> None:
+    """eval, chat."""
+    ev = _command(
+        sub, "eval", help="template conformance of a model folder on the held-out prompts; report.md"
+    )
     ev.add_argument("--model", help="model folder (default: <output_dir>/model)")
     ev.add_argument("--name", default=None, help="entry name in report.json (default: trained)")
     ev.add_argument(
@@ -58,13 +79,16 @@ def _parser() -> argparse.ArgumentParser:
         help="also evaluate this reference model: folder, Hub id, .gguf or pypi:<package> "
         "(default: eval.reference, unless report.json already holds it)",
     )
-    ch = command(
-        "chat", help="chat with a model through its template, streaming; /system TEXT, /reset, /exit"
+    ch = _command(
+        sub, "chat", help="chat with a model through its template, streaming; /system TEXT, /reset, /exit"
     )
     ch.add_argument("--model", help="model folder, .gguf or pypi:<package> (default: <output_dir>/model)")
     ch.add_argument("--system", help="system message (default: the template's own, if any)")
     ch.add_argument("--max-new-tokens", type=int, default=256, help="per reply (default: %(default)s)")
-    sv = command("serve", help="OpenAI-compatible chat API over a model folder (loopback by default)")
+
+
+def _add_serve_command(sub) -> None:
+    sv = _command(sub, "serve", help="OpenAI-compatible chat API over a model folder (loopback by default)")
     sv.add_argument("--model", help="model folder doctor accepts (default: <output_dir>/model)")
     sv.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
@@ -97,7 +121,13 @@ def _parser() -> argparse.ArgumentParser:
         default="INSTRUCTIFY_API_KEY",
         help="environment variable holding the bearer token clients must send, if set (default: %(default)s)",
     )
-    pu = command("push", help="upload the merged model (or adapter) with a model card to the Hub (private)")
+
+
+def _add_ship_commands(sub) -> None:
+    """push, doctor (its own flags: it takes a path, not overrides), config."""
+    pu = _command(
+        sub, "push", help="upload the merged model (or adapter) with a model card to the Hub (private)"
+    )
     pu.add_argument("--repo-id", help="Hub repository (default: push.repo_id)")
     pu.add_argument(
         "--dry-run", action="store_true", help="write <output_dir>/push and show its files and card only"
@@ -112,9 +142,8 @@ def _parser() -> argparse.ArgumentParser:
         "(default: <output_dir>/model of --config)",
     )
     doc.add_argument("--config", default="configs/quickstart.yaml", help="used when no path is given")
-    cfg = command("config", help="print the resolved config, or every key with --keys")
+    cfg = _command(sub, "config", help="print the resolved config, or every key with --keys")
     cfg.add_argument("--keys", action="store_true", help="list every config key with its default and meaning")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

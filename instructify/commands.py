@@ -27,7 +27,9 @@ def model_folder(path: str, hub_ok: bool = False) -> Path:
     if not (folder / "config.json").is_file() and not (
         hub_ok and not folder.exists() and path.count("/") == 1
     ):
-        raise NoModel(f"{folder}: no model folder; run `make train` first or pass --model")
+        raise NoModel(
+            f"{folder}: no model folder; run `instructify train --config FILE` (`make train`) first, or pass --model"
+        )
     return folder
 
 

@@ -25,7 +25,9 @@ def export(cfg: Config, adapter: Path | None = None, out: Path | None = None) ->
     adapter = adapter or Path(cfg.output_dir) / "adapter"
     out = out or Path(cfg.output_dir) / "model"
     if not (adapter / "adapter_config.json").is_file():
-        raise ExportError(f"{adapter}: no adapter found; run `make train` (or `instructify sft`) first")
+        raise ExportError(
+            f"{adapter}: no adapter found; run `instructify train --config FILE` (or `instructify sft`) first"
+        )
     model, tokenizer = model_lib.load(cfg.model)
     tokens = template.add_chat_tokens_from(cfg.template, model, tokenizer)
     trained_vocab = AutoTokenizer.from_pretrained(adapter).get_vocab()

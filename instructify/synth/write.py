@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from instructify.config import Config
+from instructify.config import Config, SynthConfig
 from instructify.evals import checkable, instructions
 from instructify.synth.prompts import admit, normal_form, read_prompts, read_seeds, self_instruct
 from instructify.synth.replies import Counts, answer, replier
@@ -57,6 +57,23 @@ def run(cfg: Config) -> dict:
     rng = random.Random(s.seed)
     model, tokenizer, reply, generator = replier(cfg)
     counts = Counts()
+    prompts = _gather_prompts(cfg, model, tokenizer, counts, rng)
+    t_prompts = time.time() - t0
+    kept = _answer_first_turns(s, prompts, reply, tokenizer, counts, rng)
+    rows, longer = _add_second_turns(s, kept, prompts, reply, tokenizer, counts, rng)
+    _write_rows(out, rows)
+    seconds = {"prompts": round(t_prompts, 1), "total": round(time.time() - t0, 1)}
+    provenance = _provenance(cfg, out, rows, longer, counts, generator, seconds, _machine(model))
+    Path(f"{out}.provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return provenance
+
+
+def _gather_prompts(
+    cfg: Config, model, tokenizer, counts: Counts, rng: random.Random
+) -> list[tuple[str, str]]:
+    """The (kind, prompt) pairs to answer: the user's file, or self-instruct from the seeds plus templated ones.
+    Counts each prompt's admission (kept or why dropped) in counts.prompts."""
+    s = cfg.synth
     if s.prompts:
         checks, seen, prompts = instructions.items(), set(), []
         for kind, p in read_prompts(Path(s.prompts)):
@@ -64,31 +81,42 @@ def run(cfg: Config) -> dict:
             counts.prompts[reason or "kept"] += 1
             if not reason:
                 prompts.append((kind, p))
+        return prompts
+    seeds = read_seeds(Path(s.seeds))
+    if s.generator == "incontext":
+        base, base_tok = model, tokenizer
     else:
-        seeds = read_seeds(Path(s.seeds))
-        if s.generator == "incontext":
-            base, base_tok = model, tokenizer
-        else:
-            from instructify.training.model import load
+        from instructify.training.model import load
 
-            base, base_tok = load(cfg.model)
-        prompts, counts.prompts = self_instruct(base, base_tok, seeds, s.num_prompts, s.seed, s.batch_size)
-        checks, seen = instructions.items(), {normal_form(p) for _, p in prompts}
-        for kind in checkable.TEMPLATED if s.templated else ():
-            for p in checkable.prompts(kind, s.templated, rng):
-                reason = admit(p, seen, checks)
-                counts.prompts[f"templated {reason or 'kept'}"] += 1
-                if not reason:
-                    prompts.append((kind, p))
-    t_prompts = time.time() - t0
+        base, base_tok = load(cfg.model)
+    prompts, counts.prompts = self_instruct(base, base_tok, seeds, s.num_prompts, s.seed, s.batch_size)
+    checks, seen = instructions.items(), {normal_form(p) for _, p in prompts}
+    for kind in checkable.TEMPLATED if s.templated else ():
+        for p in checkable.prompts(kind, s.templated, rng):
+            reason = admit(p, seen, checks)
+            counts.prompts[f"templated {reason or 'kept'}"] += 1
+            if not reason:
+                prompts.append((kind, p))
+    return prompts
 
+
+def _answer_first_turns(
+    s: SynthConfig, prompts, reply, tokenizer, counts: Counts, rng: random.Random
+) -> list:
+    """Each prompt as a conversation (a share of them with a random system message), answered and filtered."""
     conversations = []
     for kind, p in prompts:
         system = [{"role": "system", "content": rng.choice(SYSTEMS)}] if rng.random() < s.system_share else []
         conversations.append((kind, [*system, {"role": "user", "content": p}]))
-    kept = answer(conversations, reply, tokenizer, counts, s.generator == "incontext", s.retries)
-    # a second turn on some kept conversations: another instruction of the pool, answered with the first exchange
-    # in context (a model that answers only the first question of a conversation is no chat model)
+    return answer(conversations, reply, tokenizer, counts, s.generator == "incontext", s.retries)
+
+
+def _add_second_turns(
+    s: SynthConfig, kept, prompts, reply, tokenizer, counts: Counts, rng: random.Random
+) -> tuple[list, list]:
+    """A second turn on some kept conversations: another instruction of the pool, answered with the first exchange
+    in context (a model that answers only the first question of a conversation is no chat model). Returns the rows
+    (each kept conversation, replaced by its two-turn version where that one was kept too) and the two-turn ones."""
     follow = []
     for _, m in kept:
         if rng.random() < s.multi_turn_share:
@@ -97,12 +125,29 @@ def run(cfg: Config) -> dict:
     longer = answer(follow, reply, tokenizer, counts, s.generator == "incontext", s.retries)
     by_first = {json.dumps(m[:-2]): (k, m) for k, m in longer}
     rows = [by_first.get(json.dumps(m), (k, m)) for k, m in kept]
+    return rows, longer
 
+
+def _write_rows(out: Path, rows: list) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
         for kind, messages in rows:
             f.write(json.dumps({"messages": messages, "kind": kind}, ensure_ascii=False) + "\n")
-    provenance = {
+
+
+def _provenance(
+    cfg: Config,
+    out: Path,
+    rows: list,
+    longer: list,
+    counts: Counts,
+    generator: str,
+    seconds: dict,
+    machine: str,
+) -> dict:
+    """What was written, from what, with which settings: the `<output>.provenance.json` document."""
+    s = cfg.synth
+    return {
         "output": str(out),
         "rows": len(rows),
         "multi_turn": len(longer),
@@ -129,11 +174,9 @@ def run(cfg: Config) -> dict:
         },
         "prompts": dict(counts.prompts),
         "replies": dict(counts.replies),
-        "seconds": {"prompts": round(t_prompts, 1), "total": round(time.time() - t0, 1)},
-        "machine": _machine(model),
+        "seconds": seconds,
+        "machine": machine,
     }
-    Path(f"{out}.provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    return provenance
 
 
 def _machine(model) -> str:

@@ -138,37 +138,59 @@ class Throughput(TrainerCallback):
             self.out.write_text(json.dumps(self.summary(), indent=2) + "\n")
 
     def summary(self) -> dict:
-        timed = self.steps[self.warmup :] or self.steps
-        seconds = sum(s["seconds"] for s in timed)
-        total = {k: sum(s[k] for s in timed) for k in ("tokens", "slots", "trained", "sequences")}
-        out = {
-            "steps_timed": len(timed),
-            "warmup_steps": len(self.steps) - len(timed),
-            "step_seconds_mean": round(seconds / max(1, len(timed)), 3),
-            "step_seconds_median": round(statistics.median(s["seconds"] for s in timed), 3)
-            if timed
-            else None,
-            "tokens_per_s": round(total["tokens"] / seconds, 1) if seconds else None,
-            "trained_tokens_per_s": round(total["trained"] / seconds, 1) if seconds else None,
-            "padding_share": round(1 - total["tokens"] / total["slots"], 4) if total["slots"] else None,
-            "tokens": total["tokens"],
-            "trained_tokens": total["trained"],
-            # the largest resident set (and GPU memory) within the training steps, then over the whole process
-            **{
-                f"train_{key}": round(max(s[key] for s in self.steps), 1)
-                for key in ("peak_rss_mb", "peak_gpu_mb")
-                if self.steps and self.steps[0].get(key) is not None
-            },
-            **process_peak_memory_mb(),
-        }
-        if self.model is not None and torch.cuda.is_available() and seconds and total["sequences"]:
-            name = torch.cuda.get_device_name()
-            peak = peak_flops(name)
-            per_token = flops_per_token(_unwrap(self.model), total["tokens"] / total["sequences"])
-            out["device"] = name
-            for basis, flops in per_token.items():
-                out[f"mfu_{basis}"] = round(out["tokens_per_s"] * flops / peak, 4) if peak else None
-        return out
+        return summarize(self.steps, self.warmup, self.model)
+
+
+def summarize(steps: list[dict], warmup: int, model=None) -> dict:
+    """speed.json from the per-step records: rates over the steps after the first `warmup` (all of them when
+    there are no more), memory peaks, and MFU on a GPU when the model is known."""
+    timed = steps[warmup:] or steps
+    seconds = sum(s["seconds"] for s in timed)
+    total = {k: sum(s[k] for s in timed) for k in ("tokens", "slots", "trained", "sequences")}
+    out = {
+        **_rates(timed, len(steps) - len(timed), seconds, total),
+        # the largest resident set (and GPU memory) within the training steps, then over the whole process
+        **_step_peaks(steps),
+        **process_peak_memory_mb(),
+    }
+    if model is not None and torch.cuda.is_available() and seconds and total["sequences"]:
+        out.update(_mfu(model, out["tokens_per_s"], total["tokens"] / total["sequences"]))
+    return out
+
+
+def _rates(timed: list[dict], warmup_steps: int, seconds: float, total: dict[str, int]) -> dict:
+    """Step times, token rates, padding share and token counts over the timed steps."""
+    return {
+        "steps_timed": len(timed),
+        "warmup_steps": warmup_steps,
+        "step_seconds_mean": round(seconds / max(1, len(timed)), 3),
+        "step_seconds_median": round(statistics.median(s["seconds"] for s in timed), 3) if timed else None,
+        "tokens_per_s": round(total["tokens"] / seconds, 1) if seconds else None,
+        "trained_tokens_per_s": round(total["trained"] / seconds, 1) if seconds else None,
+        "padding_share": round(1 - total["tokens"] / total["slots"], 4) if total["slots"] else None,
+        "tokens": total["tokens"],
+        "trained_tokens": total["trained"],
+    }
+
+
+def _step_peaks(steps: list[dict]) -> dict[str, float]:
+    """train_peak_rss_mb, train_peak_gpu_mb: the largest of any step (warmup included), where measured."""
+    return {
+        f"train_{key}": round(max(s[key] for s in steps), 1)
+        for key in ("peak_rss_mb", "peak_gpu_mb")
+        if steps and steps[0].get(key) is not None
+    }
+
+
+def _mfu(model, tokens_per_s: float, seq_len: float) -> dict:
+    """The CUDA device's name and the model FLOP utilisation on each basis (None on a device of unknown peak)."""
+    name = torch.cuda.get_device_name()
+    peak = peak_flops(name)
+    per_token = flops_per_token(_unwrap(model), seq_len)
+    out: dict = {"device": name}
+    for basis, flops in per_token.items():
+        out[f"mfu_{basis}"] = round(tokens_per_s * flops / peak, 4) if peak else None
+    return out
 
 
 def _unwrap(model) -> PreTrainedModel:
