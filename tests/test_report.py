@@ -4,7 +4,7 @@ import json
 
 from instructify.config import EvalConfig
 from instructify.evals import report
-from instructify.evals.conformance import Reply, summarize, write_report
+from instructify.evals.conformance import Reply, summarize, wilson, write_report
 from instructify.training.monitor import ConformanceMonitor
 
 
@@ -114,3 +114,27 @@ def test_fast_inference_changes_no_output_and_restores_the_weights(gemma_like):
             assert not torch.equal(frozen[tokens.im_end_id], before[tokens.im_end_id])  # rows merged in
     torch.testing.assert_close(got, expected)
     assert torch.equal(frozen, before)  # and copied back exactly
+
+
+def test_every_interval_holds_its_rate():
+    """Wilson's bounds at k = 0 and k = n came out a rounding error inside the rate (6 of 6: 0.9999999999999999),
+    and the report's plot refused the negative error bar."""
+    for n in range(1, 301):
+        for k in range(n + 1):
+            lo, hi = wilson(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)
+
+
+def test_report_of_a_few_replies_all_or_none_stopped(tmp_path):
+    """Tiny evaluations (1 to 10 prompts, every reply stopped or none) give a report and plots, no traceback."""
+    for n in range(1, 11):
+        for stopped in (True, False):
+            out = tmp_path / f"{n}-{stopped}"
+            prompts = [
+                {"id": f"p{i}", "messages": [{"role": "user", "content": "q"}], "prior_turns": 1}
+                for i in range(n)
+            ]
+            rs = [Reply(f"p{i}", 1, "hi", 2, stopped, not stopped) for i in range(n)]
+            write_report(out, "trained", summarize(rs), rs, prompts)
+            report.write(out)
+            assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"

@@ -97,7 +97,8 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # the interval holds p: centre - half at k = 0 and centre + half at k = n differ from p by a rounding error
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def read_report(out_dir: Path) -> dict:
