@@ -191,268 +191,316 @@ def make_server(
     """The HTTP server (not yet serving: call serve_forever, or run it in a thread as the tests do)."""
     bound_kernel_caches()
     engine = Engine(model, tokenizer, max_batch, max_pending)
-    statuses: dict[int, int] = {}  # chat completion requests answered, by HTTP status
-    reading: dict = {}  # handler -> time by which its whole request must have arrived
-    reading_lock = threading.Lock()
-    forbidden = special_texts(tokenizer)
-    defaults = _model_defaults(model)
-    created = int(time.time())
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "instructify"
-        protocol_version = "HTTP/1.0"  # one request per connection; a stream ends when the connection closes
-        # while the request arrives, the reaper's deadline comes first (and answers 408); then each write
-        timeout = request_timeout + 5
-        timed_out = False
-
-        def setup(self):
-            super().setup()
-            with reading_lock:
-                reading[self] = time.monotonic() + request_timeout
-                self.server.active += 1
-
-        def handle(self):
-            with contextlib.suppress(OSError):  # the client left, or stalled, before the answer
-                super().handle()
-
-        def finish(self):
-            with reading_lock:
-                reading.pop(self, None)
-                self.server.active -= 1
-            with contextlib.suppress(OSError):
-                super().finish()
-
-        def _request_read(self) -> bool:
-            """The request is in: the reaper leaves this connection alone. False if it timed out meanwhile."""
-            with reading_lock:
-                reading.pop(self, None)
-                if self.timed_out:
-                    return False
-            self.connection.settimeout(request_timeout)  # a client that stops reading our reply
-            return True
-
-        def log_message(self, fmt, *args):  # through logging, never the Authorization header
-            log.info("%s %s", self.address_string(), fmt % args)
-
-        def send_response(self, code, message=None):
-            if self.command == "POST":  # one thread per request; the GIL keeps the count whole enough
-                statuses[code] = statuses.get(code, 0) + 1
-            super().send_response(code, message)
-
-        def _json(self, status: int, payload: dict, headers: dict | None = None) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _text(self, status: int, text: str) -> None:
-            data = text.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, error: RequestError) -> None:
-            kind = {401: "authentication_error", 404: "not_found_error"}.get(
-                error.status, "invalid_request_error"
-            )
-            self._json(
-                error.status,
-                {"error": {"message": str(error), "type": kind, "param": error.param, "code": None}},
-            )
-
-        def _authorized(self) -> bool:
-            if not api_key:
-                return True
-            given = self.headers.get("Authorization", "")
-            if hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return True
-            self._error(
-                RequestError(f"missing or wrong bearer token (the server's {API_KEY_ENV})", status=401)
-            )
-            return False
-
-        def do_GET(self):
-            if not self._request_read():
-                return None
-            if self.path == "/health":
-                return self._json(200, {"status": "ok", "model": model_id})
-            if self.path == "/metrics":
-                return self._text(200, metrics_text(engine.stats(), statuses))
-            if not self._authorized():
-                return None
-            if self.path == "/v1/models":
-                entry = {"id": model_id, "object": "model", "created": created, "owned_by": "instructify"}
-                return self._json(200, {"object": "list", "data": [entry]})
-            return self._error(RequestError(f"no such path {self.path}", status=404))
-
-        def do_POST(self):
-            if self.timed_out:
-                return None
-            if not self._authorized():
-                return None
-            if self.path != "/v1/chat/completions":
-                return self._error(RequestError(f"no such path {self.path}", status=404))
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                return self._error(RequestError("a Content-Length header is required", status=411))
-            if length > max_body:
-                if length <= 16 * max_body:  # read it, so that the client sees the answer rather than a reset
-                    left = length
-                    while left > 0 and (chunk := self.rfile.read(min(1 << 16, left))):
-                        left -= len(chunk)
-                message = f"the body is {length} bytes; the limit is {max_body}"
-                return self._error(RequestError(message, status=413))
-            data = self.rfile.read(length)
-            if not self._request_read():
-                return None
-            if len(data) < length:
-                message = f"the body ended after {len(data)} bytes; its Content-Length said {length}"
-                return self._error(RequestError(message))
-            try:
-                body = json.loads(data or b"null")
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                return self._error(RequestError(f"the body is not valid JSON: {e}"))
-            except RecursionError:
-                return self._error(RequestError("the body is JSON nested too deeply"))
-            try:
-                settings = parse_request(body, tokenizer, forbidden, defaults)
-            except RequestError as e:
-                return self._error(e)
-            try:
-                job = engine.submit(
-                    Job(
-                        settings["prompt_ids"], settings["max_tokens"], settings["sampling"], settings["seed"]
-                    )
-                )
-            except Overloaded as e:
-                kind = "rate_limit_error" if e.status == 429 else "server_error"
-                error = {"message": str(e), "type": kind, "param": None, "code": "server_busy"}
-                return self._json(e.status, {"error": error}, {"Retry-After": str(e.retry_after)})
-            reply_id = f"chatcmpl-{uuid.uuid4().hex}"
-            if settings["stream"]:
-                return self._stream(job, reply_id, settings)
-            return self._complete(job, reply_id, len(settings["prompt_ids"]))
-
-        def _events(self, job: Job):
-            while True:
-                event = job.events.get()
-                yield event
-                if event[0] != "text":
-                    return
-
-        def _usage(self, prompt: int, completion: int) -> dict:
-            return {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            }
-
-        def _complete(self, job: Job, reply_id: str, prompt_tokens: int) -> None:
-            parts = []
-            for event in self._events(job):
-                if event[0] == "text":
-                    parts.append(event[1])
-                elif event[0] == "error":
-                    error = {"message": event[1], "type": "server_error", "param": None, "code": None}
-                    return self._json(event[2], {"error": error})
-                else:
-                    _, reason, completion = event
-            message = {"role": "assistant", "content": "".join(parts)}
-            choice = {"index": 0, "message": message, "finish_reason": reason, "logprobs": None}
-            payload = {
-                "id": reply_id,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model_id,
-            }
-            payload |= {"choices": [choice], "usage": self._usage(prompt_tokens, completion)}
-            return self._json(200, payload)
-
-        def _stream(self, job: Job, reply_id: str, settings: dict) -> None:
-            # a small send buffer, so that a client that stops reading blocks our write (and times out) soon
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
-            base = {
-                "id": reply_id,
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model_id,
-            }
-
-            def send(delta: dict, reason: str | None = None, **extra) -> None:
-                chunk = base | {
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]
-                }
-                self.wfile.write(f"data: {json.dumps(chunk | extra)}\n\n".encode())
-                self.wfile.flush()
-
-            try:
-                send({"role": "assistant", "content": ""})
-                for event in self._events(job):
-                    if event[0] == "text":
-                        send({"content": event[1]})
-                    elif event[0] == "error":
-                        self.wfile.write(f"data: {json.dumps({'error': {'message': event[1]}})}\n\n".encode())
-                        break
-                    else:
-                        send({}, event[1])
-                        if settings["include_usage"]:
-                            usage = self._usage(len(settings["prompt_ids"]), event[2])
-                            self.wfile.write(
-                                f"data: {json.dumps(base | {'choices': [], 'usage': usage})}\n\n".encode()
-                            )
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
-            except OSError:  # gone, or not reading for request_timeout: its row stops at the next step
-                job.cancelled.set()
-
-    class Server(ThreadingHTTPServer):
+    server = Server(
+        (host, port),
         # every connection the OS accepts gets an answer: a backlog of socketserver's default 5 resets a burst
-        request_queue_size = max(128, 2 * (max_pending + max_batch))
-        daemon_threads = True
-        active = 0  # connections being handled
-
-    def time_out(handler) -> None:
-        """Answer 408 to a client that has not sent its whole request in time (slowloris, a body shorter than
-        its Content-Length) and close the connection; its handler thread then wakes up and ends."""
-        error = {"message": f"the request did not arrive within {request_timeout:g} s", "type": "timeout"}
-        data = json.dumps({"error": error | {"param": None, "code": None}}).encode()
-        head = (
-            f"HTTP/1.0 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {len(data)}"
-        )
-        with contextlib.suppress(OSError):
-            handler.connection.send(
-                f"{head}\r\nConnection: close\r\n\r\n".encode() + data, socket.MSG_DONTWAIT
-            )
-        with contextlib.suppress(OSError):
-            handler.connection.shutdown(socket.SHUT_RDWR)
-
-    def reap() -> None:
-        while True:
-            time.sleep(min(0.25, request_timeout / 4))
-            now = time.monotonic()
-            with reading_lock:
-                late = [h for h, deadline in reading.items() if deadline < now]
-                for handler in late:
-                    handler.timed_out = True
-                    del reading[handler]
-            for handler in late:
-                time_out(handler)
-
-    threading.Thread(target=reap, name="request-timeouts", daemon=True).start()
-    server = Server((host, port), Handler)
-    server.engine = engine
+        backlog=max(128, 2 * (max_pending + max_batch)),
+        engine=engine,
+        tokenizer=tokenizer,
+        model_id=model_id,
+        defaults=_model_defaults(model),
+        api_key=api_key,
+        max_body=max_body,
+        request_timeout=request_timeout,
+    )
+    threading.Thread(target=_reap, args=(server,), name="request-timeouts", daemon=True).start()
     return server
+
+
+class Server(ThreadingHTTPServer):
+    """The HTTP server, with what its handlers share (`self.server.<name>` in a Handler)."""
+
+    daemon_threads = True
+    active = 0  # connections being handled
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        backlog: int,
+        engine: Engine,
+        tokenizer: PreTrainedTokenizerBase,
+        model_id: str,
+        defaults: dict,
+        api_key: str | None,
+        max_body: int,
+        request_timeout: float,
+    ):
+        self.request_queue_size = backlog  # before the socket listens, in ThreadingHTTPServer's __init__
+        self.engine, self.tokenizer, self.model_id, self.defaults = engine, tokenizer, model_id, defaults
+        self.api_key, self.max_body, self.request_timeout = api_key, max_body, request_timeout
+        self.forbidden = special_texts(tokenizer)
+        self.created = int(time.time())
+        self.statuses: dict[int, int] = {}  # chat completion requests answered, by HTTP status
+        self.reading: dict = {}  # handler -> time by which its whole request must have arrived
+        self.reading_lock = threading.Lock()
+        super().__init__(address, Handler)
+
+
+def _time_out(handler: Handler) -> None:
+    """Answer 408 to a client that has not sent its whole request in time (slowloris, a body shorter than
+    its Content-Length) and close the connection; its handler thread then wakes up and ends."""
+    message = f"the request did not arrive within {handler.server.request_timeout:g} s"
+    error = {"message": message, "type": "timeout"}
+    data = json.dumps({"error": error | {"param": None, "code": None}}).encode()
+    head = f"HTTP/1.0 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {len(data)}"
+    with contextlib.suppress(OSError):
+        handler.connection.send(f"{head}\r\nConnection: close\r\n\r\n".encode() + data, socket.MSG_DONTWAIT)
+    with contextlib.suppress(OSError):
+        handler.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _reap(server: Server) -> None:
+    while True:
+        time.sleep(min(0.25, server.request_timeout / 4))
+        now = time.monotonic()
+        with server.reading_lock:
+            late = [h for h, deadline in server.reading.items() if deadline < now]
+            for handler in late:
+                handler.timed_out = True
+                del server.reading[handler]
+        for handler in late:
+            _time_out(handler)
+
+
+class _Connection(BaseHTTPRequestHandler):
+    """One connection of a Server: its deadlines, logging, counts by status and JSON or text answers. The
+    answers to a chat completion are a _Completion's, the routes a Handler's (below)."""
+
+    server: Server
+    server_version = "instructify"
+    protocol_version = "HTTP/1.0"  # one request per connection; a stream ends when the connection closes
+    timed_out = False
+
+    def setup(self):
+        # while the request arrives, the reaper's deadline comes first (and answers 408); then each write
+        self.timeout = self.server.request_timeout + 5
+        super().setup()
+        with self.server.reading_lock:
+            self.server.reading[self] = time.monotonic() + self.server.request_timeout
+            self.server.active += 1
+
+    def handle(self):
+        with contextlib.suppress(OSError):  # the client left, or stalled, before the answer
+            super().handle()
+
+    def finish(self):
+        with self.server.reading_lock:
+            self.server.reading.pop(self, None)
+            self.server.active -= 1
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def _request_read(self) -> bool:
+        """The request is in: the reaper leaves this connection alone. False if it timed out meanwhile."""
+        with self.server.reading_lock:
+            self.server.reading.pop(self, None)
+            if self.timed_out:
+                return False
+        self.connection.settimeout(self.server.request_timeout)  # a client that stops reading our reply
+        return True
+
+    def log_message(self, fmt, *args):  # through logging, never the Authorization header
+        log.info("%s %s", self.address_string(), fmt % args)
+
+    def send_response(self, code, message=None):
+        if self.command == "POST":  # one thread per request; the GIL keeps the count whole enough
+            statuses = self.server.statuses
+            statuses[code] = statuses.get(code, 0) + 1
+        super().send_response(code, message)
+
+    def _json(self, status: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _text(self, status: int, text: str) -> None:
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, error: RequestError) -> None:
+        kind = {401: "authentication_error", 404: "not_found_error"}.get(
+            error.status, "invalid_request_error"
+        )
+        self._json(
+            error.status,
+            {"error": {"message": str(error), "type": kind, "param": error.param, "code": None}},
+        )
+
+
+def _events(job: Job):
+    """The job's events as the engine sends them, up to its end or error."""
+    while True:
+        event = job.events.get()
+        yield event
+        if event[0] != "text":
+            return
+
+
+def _usage(prompt: int, completion: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class _Completion(_Connection):
+    """A chat completion: its job queued in the engine, answered whole or streamed as it is generated."""
+
+    def _submit(self, settings: dict) -> Job | None:
+        """The request's job, queued; None if the engine is full or stopping (answered 429 or 503)."""
+        try:
+            return self.server.engine.submit(
+                Job(settings["prompt_ids"], settings["max_tokens"], settings["sampling"], settings["seed"])
+            )
+        except Overloaded as e:
+            kind = "rate_limit_error" if e.status == 429 else "server_error"
+            error = {"message": str(e), "type": kind, "param": None, "code": "server_busy"}
+            self._json(e.status, {"error": error}, {"Retry-After": str(e.retry_after)})
+            return None
+
+    def _complete(self, job: Job, reply_id: str, prompt_tokens: int) -> None:
+        parts = []
+        for event in _events(job):
+            if event[0] == "text":
+                parts.append(event[1])
+            elif event[0] == "error":
+                error = {"message": event[1], "type": "server_error", "param": None, "code": None}
+                return self._json(event[2], {"error": error})
+            else:
+                _, reason, completion = event
+        message = {"role": "assistant", "content": "".join(parts)}
+        choice = {"index": 0, "message": message, "finish_reason": reason, "logprobs": None}
+        payload = {
+            "id": reply_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.server.model_id,
+        }
+        payload |= {"choices": [choice], "usage": _usage(prompt_tokens, completion)}
+        return self._json(200, payload)
+
+    def _stream(self, job: Job, reply_id: str, settings: dict) -> None:
+        # a small send buffer, so that a client that stops reading blocks our write (and times out) soon
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        base = {
+            "id": reply_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.server.model_id,
+        }
+
+        def send(delta: dict, reason: str | None = None, **extra) -> None:
+            chunk = base | {
+                "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]
+            }
+            self.wfile.write(f"data: {json.dumps(chunk | extra)}\n\n".encode())
+            self.wfile.flush()
+
+        try:
+            send({"role": "assistant", "content": ""})
+            for event in _events(job):
+                if event[0] == "text":
+                    send({"content": event[1]})
+                elif event[0] == "error":
+                    self.wfile.write(f"data: {json.dumps({'error': {'message': event[1]}})}\n\n".encode())
+                    break
+                else:
+                    send({}, event[1])
+                    if settings["include_usage"]:
+                        usage = _usage(len(settings["prompt_ids"]), event[2])
+                        self.wfile.write(
+                            f"data: {json.dumps(base | {'choices': [], 'usage': usage})}\n\n".encode()
+                        )
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except OSError:  # gone, or not reading for request_timeout: its row stops at the next step
+            job.cancelled.set()
+
+
+class Handler(_Completion):
+    """The routes: GET /health, /metrics and /v1/models; POST /v1/chat/completions, its body read and checked."""
+
+    def _authorized(self) -> bool:
+        api_key = self.server.api_key
+        if not api_key:
+            return True
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            return True
+        self._error(RequestError(f"missing or wrong bearer token (the server's {API_KEY_ENV})", status=401))
+        return False
+
+    def do_GET(self):
+        if not self._request_read():
+            return None
+        if self.path == "/health":
+            return self._json(200, {"status": "ok", "model": self.server.model_id})
+        if self.path == "/metrics":
+            return self._text(200, metrics_text(self.server.engine.stats(), self.server.statuses))
+        if not self._authorized():
+            return None
+        if self.path == "/v1/models":
+            model_id, created = self.server.model_id, self.server.created
+            entry = {"id": model_id, "object": "model", "created": created, "owned_by": "instructify"}
+            return self._json(200, {"object": "list", "data": [entry]})
+        return self._error(RequestError(f"no such path {self.path}", status=404))
+
+    def do_POST(self):
+        if self.timed_out or not self._authorized():
+            return None
+        if self.path != "/v1/chat/completions":
+            return self._error(RequestError(f"no such path {self.path}", status=404))
+        try:
+            settings = self._read_request()
+        except RequestError as e:
+            return self._error(e)
+        if settings is None:  # it timed out while arriving: the reaper answered 408
+            return None
+        job = self._submit(settings)
+        if job is None:
+            return None
+        reply_id = f"chatcmpl-{uuid.uuid4().hex}"
+        if settings["stream"]:
+            return self._stream(job, reply_id, settings)
+        return self._complete(job, reply_id, len(settings["prompt_ids"]))
+
+    def _read_request(self) -> dict | None:
+        """The request's checked settings (parse_request); None if it timed out while arriving. A bad request
+        raises RequestError."""
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise RequestError("a Content-Length header is required", status=411) from None
+        max_body = self.server.max_body
+        if length > max_body:
+            if length <= 16 * max_body:  # read it, so that the client sees the answer rather than a reset
+                left = length
+                while left > 0 and (chunk := self.rfile.read(min(1 << 16, left))):
+                    left -= len(chunk)
+            raise RequestError(f"the body is {length} bytes; the limit is {max_body}", status=413)
+        data = self.rfile.read(length)
+        if not self._request_read():
+            return None
+        if len(data) < length:
+            raise RequestError(f"the body ended after {len(data)} bytes; its Content-Length said {length}")
+        try:
+            body = json.loads(data or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RequestError(f"the body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise RequestError("the body is JSON nested too deeply") from None
+        return parse_request(body, self.server.tokenizer, self.server.forbidden, self.server.defaults)
 
 
 def serve_until_stopped(server: ThreadingHTTPServer, grace: float = GRACE) -> None:

@@ -69,7 +69,10 @@ class _Row:
 
 
 class Engine:
-    """Owns the model. submit() queues a Job (or raises Overloaded); its events queue gets its text as it comes."""
+    """Owns the model. submit() queues a Job (or raises Overloaded); its events queue gets its text as it comes.
+
+    This is the request threads' side. The generation thread is a _Generation (below): it takes the jobs from
+    `pending`, runs them in a _Batch and writes the counters that /metrics and the tests read."""
 
     def __init__(
         self,
@@ -78,19 +81,12 @@ class Engine:
         max_batch: int = 8,
         max_pending: int = MAX_PENDING,
     ):
-        self.model, self.tokenizer = model.eval(), tokenizer
         self.max_batch, self.max_pending = max_batch, max_pending
-        self.stop_ids = stop_ids_of(model)
-        self.pad_id = pad_id_of(tokenizer, self.stop_ids)
-        self.top_k = model.generation_config.top_k  # what generate() would apply when sampling
         self.pending: queue.Queue[Job] = queue.Queue()
         self.admit_lock = threading.Lock()
         self.waiting = 0  # submitted, not yet running
         self.closing = False  # stopping: no new requests
-        self.rows: list[_Row] = []
         self.prefilling = 0  # taken from the queue, not yet in rows
-        self.cache: DynamicCache | None = None
-        self.mask: torch.Tensor | None = None  # [rows, cache length]: 0 on each row's left padding
         # what /metrics and the tests read
         self.recent: deque[tuple[str, int]] = deque(maxlen=1000)  # (finish reason, tokens) of the last jobs
         self.finished: deque[float] = deque(maxlen=1000)  # when they ended
@@ -98,10 +94,14 @@ class Engine:
         self.tokens_total = 0
         self.busiest = 0  # the most rows decoded in one step
         self.joined_running = 0  # requests that joined a batch already decoding
-        self.thread = threading.Thread(target=self._loop, name="generate", daemon=True)
+        self.generation = _Generation(self, model, tokenizer)
+        self.thread = threading.Thread(target=self.generation.run, name="generate", daemon=True)
         self.thread.start()
 
-    # ---- the request threads' side
+    @property
+    def rows(self) -> list[_Row]:
+        """The running requests (the generation thread's batch)."""
+        return self.generation.batch.rows
 
     def submit(self, job: Job) -> Job:
         with self.admit_lock:
@@ -144,111 +144,133 @@ class Engine:
 
     abort = False
 
-    # ---- the generation thread
 
-    def _loop(self) -> None:
-        while not self.abort:
+class _Generation:
+    """The generation thread: it takes the waiting jobs that fit into the running batch (prefilled, then
+    merged) and decodes the batch one token per step, until the engine aborts."""
+
+    def __init__(self, engine: Engine, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
+        self.engine, self.model = engine, model.eval()
+        stop_ids = stop_ids_of(model)
+        self.pad_id = pad_id_of(tokenizer, stop_ids)
+        # top_k: what generate() would apply when sampling
+        self.decoder = _Decoder(engine, tokenizer, stop_ids, model.generation_config.top_k)
+        self.batch = _Batch()
+
+    def run(self) -> None:
+        engine, decoder = self.engine, self.decoder
+        while not engine.abort:
             try:
                 self._admit()
-                if self.rows:
-                    self._step()
+                if self.batch.rows:
+                    decoder.advance(self.batch, self.batch.step(self.model), first=0)
             except Exception as error:  # a failed step ends the running requests; the server goes on
                 log.exception("generation failed")
-                for row in self.rows:
-                    self._fail(row.job, f"generation failed: {type(error).__name__}: {error}")
-                self.rows, self.cache, self.mask = [], None, None
-        for row in self.rows:
-            self._fail(row.job, "the server is shutting down", 503)
-        for job in self._take(len(self.pending.queue)):
-            self._fail(job, "the server is shutting down", 503)
+                for row in self.batch.rows:
+                    decoder.fail(row.job, f"generation failed: {type(error).__name__}: {error}")
+                self.batch = _Batch()
+        for row in self.batch.rows:
+            decoder.fail(row.job, "the server is shutting down", 503)
+        for job in self._take(len(engine.pending.queue)):
+            decoder.fail(job, "the server is shutting down", 503)
 
     def _take(self, n: int, block: bool = False) -> list[Job]:
-        jobs = []
+        pending, jobs = self.engine.pending, []
         while len(jobs) < n:
             try:
-                jobs.append(
-                    self.pending.get(timeout=0.2) if block and not jobs else self.pending.get_nowait()
-                )
+                jobs.append(pending.get(timeout=0.2) if block and not jobs else pending.get_nowait())
             except queue.Empty:
                 break
-        with self.admit_lock:
-            self.waiting -= len(jobs)
+        with self.engine.admit_lock:
+            self.engine.waiting -= len(jobs)
         return jobs
 
     def _admit(self) -> None:
         """Prefill the waiting requests that fit and merge them into the running batch."""
-        jobs = self._take(self.max_batch - len(self.rows), block=not self.rows)
+        engine = self.engine
+        jobs = self._take(engine.max_batch - len(self.batch.rows), block=not self.batch.rows)
         ready = [j for j in jobs if not j.cancelled.is_set()]
         for _ in range(len(jobs) - len(ready)):  # their clients left while they waited: never generated
-            self._record("cancelled", 0)
+            self.decoder.record("cancelled", 0)
         if not ready:
             return
-        if self.rows:
-            self.joined_running += len(ready)
-        self.prefilling = len(ready)
+        if self.batch.rows:
+            engine.joined_running += len(ready)
+        engine.prefilling = len(ready)
         try:
-            groups = [ready]
-            while groups:
-                group = groups.pop(0)
-                try:
-                    with torch.no_grad():
-                        rows, cache, mask, logits = self._prefill(group)
-                except Exception as error:  # these newcomers fail; the running batch goes on
-                    if len(group) > 1:
-                        groups += [[job] for job in group]  # find the one that fails: each alone
-                        continue
-                    log.exception("prefill failed")
-                    self._fail(group[0], f"generation failed: {type(error).__name__}: {error}")
-                    continue
-                self._merge(rows, cache, mask)
-                self._advance(logits, first=len(self.rows) - len(rows))
+            self._prefill(ready)
         finally:
-            self.prefilling = 0
+            engine.prefilling = 0
 
-    def _prefill(self, jobs: list[Job]):
-        inputs = pad([j.prompt_ids for j in jobs], self.pad_id, self.model.device, left=True)
+    def _prefill(self, jobs: list[Job]) -> None:
+        """Prefill the jobs together, merge them in and pick their first tokens; if that prefill fails, each job
+        alone, so that only the one that fails fails."""
+        groups = [jobs]
+        while groups:
+            group = groups.pop(0)
+            try:
+                with torch.no_grad():
+                    new, logits = _Batch.prefill(self.model, self.pad_id, group)
+            except Exception as error:  # these newcomers fail; the running batch goes on
+                if len(group) > 1:
+                    groups += [[job] for job in group]  # find the one that fails: each alone
+                    continue
+                log.exception("prefill failed")
+                self.decoder.fail(group[0], f"generation failed: {type(error).__name__}: {error}")
+                continue
+            first = len(self.batch.rows)
+            self.batch.merge(new)
+            self.decoder.advance(self.batch, logits, first)
+
+
+class _Batch:
+    """The running rows and their DynamicCache, padded on the left; `mask` [rows, cache length] is 0 on each row's
+    left padding. It grows, merges and shrinks along the batch dimension between steps."""
+
+    def __init__(self, rows=None, cache: DynamicCache | None = None, mask: torch.Tensor | None = None):
+        self.rows: list[_Row] = rows or []
+        self.cache, self.mask = cache, mask
+
+    @classmethod
+    def prefill(cls, model: PreTrainedModel, pad_id: int, jobs: list[Job]) -> tuple[_Batch, torch.Tensor]:
+        """A batch of the jobs, their prompts through the model; and each row's scores for its first token."""
+        inputs = pad([j.prompt_ids for j in jobs], pad_id, model.device, left=True)
         mask = inputs["attention_mask"]
         cache = (
             DynamicCache()
         )  # no config: full layers, which merge and pad alike (the mask does the sliding)
-        out = self.model(
+        out = model(
             **inputs,
             position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        rows = [_Row(j, len(j.prompt_ids), self._generator(j)) for j in jobs]
-        return rows, cache, mask, out.logits[:, -1].float()
+        rows = [_Row(j, len(j.prompt_ids), _generator(model.device, j)) for j in jobs]
+        return cls(rows, cache, mask), out.logits[:, -1].float()
 
-    def _generator(self, job: Job) -> torch.Generator | None:
-        if not job.sampling[0]:
-            return None
-        generator = torch.Generator(device=self.model.device)
-        generator.manual_seed(job.seed if job.seed is not None else torch.seed())
-        return generator
-
-    def _merge(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor) -> None:
+    def merge(self, new: _Batch) -> None:
         """Append the prefilled rows to the running batch, padding the shorter cache on the left."""
         if not self.rows:
-            self.rows, self.cache, self.mask = rows, cache, mask
+            self.rows, self.cache, self.mask = new.rows, new.cache, new.mask
             return
-        width = max(self.mask.shape[1], mask.shape[1])
+        width = max(self.mask.shape[1], new.mask.shape[1])
         left = lambda t, dim: torch.nn.functional.pad(
             t, (0, 0) * (t.dim() - 1 - dim) + (width - t.shape[dim], 0)
         )
-        for old, new in zip(self.cache.layers, cache.layers):
-            old.keys = torch.cat([left(old.keys, 2), left(new.keys, 2)])
-            old.values = torch.cat([left(old.values, 2), left(new.values, 2)])
-        self.mask = torch.cat([left(self.mask, 1), left(mask, 1)])
-        self.rows += rows
+        for old, added in zip(self.cache.layers, new.cache.layers):
+            old.keys = torch.cat([left(old.keys, 2), left(added.keys, 2)])
+            old.values = torch.cat([left(old.values, 2), left(added.values, 2)])
+        self.mask = torch.cat([left(self.mask, 1), left(new.mask, 1)])
+        self.rows += new.rows
 
     @torch.no_grad()
-    def _step(self) -> None:
-        ids = torch.tensor([[r.last] for r in self.rows], device=self.model.device)
+    def step(self, model: PreTrainedModel) -> torch.Tensor:
+        """Each row's last token through the model; each row's scores for its next one."""
+        ids = torch.tensor([[r.last] for r in self.rows], device=model.device)
         mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
-        positions = torch.tensor([[r.length] for r in self.rows], device=self.model.device)
-        out = self.model(
+        positions = torch.tensor([[r.length] for r in self.rows], device=model.device)
+        out = model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
@@ -259,45 +281,56 @@ class Engine:
         self.mask = mask
         for row in self.rows:
             row.length += 1
-        self._advance(out.logits[:, -1].float(), first=0)
+        return out.logits[:, -1].float()
 
-    def _advance(self, logits: torch.Tensor, first: int) -> None:
+    def keep(self, keep: list[int]) -> None:
+        """Only these rows go on; cache columns that are padding in every remaining row are dropped."""
+        self.rows = [self.rows[k] for k in keep]
+        if not self.rows:
+            self.cache, self.mask = None, None
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        self.mask = self.mask[index]
+        start = int((self.mask.cumsum(-1) == 0).sum(-1).min())  # the shortest left padding
+        self.mask = self.mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+
+
+class _Decoder:
+    """What the model's scores become: each row's next token and its new text, handed to its client; the end of
+    the rows that are done, recorded in the engine's counters."""
+
+    def __init__(self, engine: Engine, tokenizer: PreTrainedTokenizerBase, stop_ids, top_k: int | None):
+        self.engine, self.tokenizer = engine, tokenizer
+        self.stop_ids, self.top_k = stop_ids, top_k
+
+    def advance(self, batch: _Batch, logits: torch.Tensor, first: int) -> None:
         """Pick each row's next token from its logits (rows from `first` on), pass the text on, and drop the rows
         that are done."""
-        rows = self.rows[first:]
-        self.busiest = max(self.busiest, len(self.rows))
+        engine = self.engine
+        engine.busiest = max(engine.busiest, len(batch.rows))
         done: set[int] = set()
         made = 0
-        for k, (row, scores) in enumerate(zip(rows, logits), start=first):
+        for k, (row, scores) in enumerate(zip(batch.rows[first:], logits), start=first):
             if not torch.isfinite(scores).all():  # this row's numbers broke: it fails, the others go on
-                self._fail(row.job, "generation failed: the model's scores for this request are not finite")
+                self.fail(row.job, "generation failed: the model's scores for this request are not finite")
                 done.add(k)
                 continue
-            row.last = self._choose(row, scores)
+            row.last = _choose(scores, row.job.sampling, self.top_k, row.generator)
             row.ids.append(row.last)
             made += 1
             if self._emit(row):
                 done.add(k)
-        self.steps.append((time.monotonic(), made))
-        self.tokens_total += made
-        for k, row in enumerate(self.rows):
+        engine.steps.append((time.monotonic(), made))
+        engine.tokens_total += made
+        for k, row in enumerate(batch.rows):
             if k not in done and row.job.cancelled.is_set():
                 self._end(row, "cancelled")
                 done.add(k)
         if done:
-            self._keep([k for k in range(len(self.rows)) if k not in done])
-
-    def _choose(self, row: _Row, scores: torch.Tensor) -> int:
-        do_sample, temperature, top_p = row.job.sampling
-        if not do_sample:
-            return int(scores.argmax())
-        warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
-        if self.top_k:
-            warpers.append(TopKLogitsWarper(self.top_k))
-        if top_p < 1.0:
-            warpers.append(TopPLogitsWarper(top_p))
-        scores = warpers(None, scores[None])[0]
-        return int(torch.multinomial(scores.softmax(-1), 1, generator=row.generator))
+            batch.keep([k for k in range(len(batch.rows)) if k not in done])
 
     def _emit(self, row: _Row) -> str | None:
         """Hand the row's new text to its client; its finish reason once it is done."""
@@ -321,27 +354,37 @@ class Engine:
         if text[len(row.sent) :]:
             row.job.events.put(("text", text[len(row.sent) :]))
         row.job.events.put(("end", reason, len(row.ids)))
-        self._record(reason, len(row.ids))
+        self.record(reason, len(row.ids))
         return reason
 
-    def _fail(self, job: Job, message: str, status: int = 500) -> None:
+    def fail(self, job: Job, message: str, status: int = 500) -> None:
         job.events.put(("error", message, status))
-        self._record("error", 0)
+        self.record("error", 0)
 
-    def _record(self, reason: str, tokens: int) -> None:
-        self.recent.append((reason, tokens))
-        self.finished.append(time.monotonic())
+    def record(self, reason: str, tokens: int) -> None:
+        self.engine.recent.append((reason, tokens))
+        self.engine.finished.append(time.monotonic())
 
-    def _keep(self, keep: list[int]) -> None:
-        """Only these rows go on; cache columns that are padding in every remaining row are dropped."""
-        self.rows = [self.rows[k] for k in keep]
-        if not self.rows:
-            self.cache, self.mask = None, None
-            return
-        index = torch.tensor(keep, device=self.mask.device)
-        self.mask = self.mask[index]
-        start = int((self.mask.cumsum(-1) == 0).sum(-1).min())  # the shortest left padding
-        self.mask = self.mask[:, start:]
-        for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, start:]
-            layer.values = layer.values[index, :, start:]
+
+def _generator(device: torch.device, job: Job) -> torch.Generator | None:
+    if not job.sampling[0]:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(job.seed if job.seed is not None else torch.seed())
+    return generator
+
+
+def _choose(
+    scores: torch.Tensor, sampling: tuple, top_k: int | None, generator: torch.Generator | None
+) -> int:
+    """The next token: the best one, or one drawn as generate() would (temperature, the model's top_k, top_p)."""
+    do_sample, temperature, top_p = sampling
+    if not do_sample:
+        return int(scores.argmax())
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    scores = warpers(None, scores[None])[0]
+    return int(torch.multinomial(scores.softmax(-1), 1, generator=generator))

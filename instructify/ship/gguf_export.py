@@ -322,7 +322,6 @@ def modelfile(gguf_file: Path, tok: PreTrainedTokenizerBase, generation: dict | 
     asks for, so the template has none), stop at <|im_end|>, the decoding default of generation_config.json
     (Ollama would otherwise sample at its own temperature), and the run's default system prompt, if any."""
     lines = [
-        f"# written by `instructify export --gguf`; load it with: ollama create NAME -f {gguf_file.parent.name}/Modelfile",
         f"FROM ./{gguf_file.name}",
         'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
         '<|im_start|>assistant\n"""',
