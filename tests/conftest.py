@@ -1,5 +1,6 @@
 """Tiny real models and tokenizers, built offline in-process: a Gemma-3-shaped base without ChatML tokens
-(tied embeddings, BOS) and a SmolLM2-shaped base that already has `<|im_start|>`/`<|im_end|>` (no BOS)."""
+(tied embeddings, BOS), a SmolLM2-shaped base that already has `<|im_start|>`/`<|im_end|>` (no BOS), and a
+Llama-3-shaped base with an untied output layer."""
 
 from __future__ import annotations
 
@@ -116,6 +117,24 @@ def smol_like(tmp_path_factory) -> Path:
         eos_token_id=0,
     )
     return _save(LlamaForCausalLM(config), tokenizer, tmp_path_factory.mktemp("smol-like"))
+
+
+@pytest.fixture(scope="session")
+def llama3_like(tmp_path_factory) -> Path:
+    """Llama-3-shaped base: an untied output layer, <|begin_of_text|> added, eos <|end_of_text|>, no pad, no
+    ChatML: the new rows must train in both layers."""
+    torch.manual_seed(0)
+    special = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>"]
+    tokenizer = _tokenizer(special, special[0], special[1], None, special[2])
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        **TINY_SHAPE,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return _save(LlamaForCausalLM(config), tokenizer, tmp_path_factory.mktemp("llama3-like"))
 
 
 @pytest.fixture

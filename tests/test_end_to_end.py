@@ -3,6 +3,7 @@ parameter changed; the exported folder loads with plain transformers and stops a
 
 import json
 
+import gguf
 import pytest
 import torch
 from conftest import assistant_mask
@@ -47,15 +48,25 @@ class Snapshot(TrainerCallback):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("base", ["gemma_like", "smol_like"])
+@pytest.mark.parametrize("base", ["gemma_like", "smol_like", "llama3_like"])
 def test_every_trainable_parameter_changes(run_config, base, request):
     cfg = config.load(run_config, [f"model.name={request.getfixturevalue(base)}"])
     prepared = sft.setup(cfg)
     snap = Snapshot()
     sft.train(cfg, prepared, callbacks=[snap])
     assert snap.before.keys() == snap.after.keys()
-    # new ChatML rows train when they were added (Gemma); SmolLM2's existing ones are reused as they are
-    assert any("trainable_tokens_delta" in n for n in snap.before) == (base == "gemma_like")
+    # new ChatML rows train when they were added (Gemma, Llama 3); SmolLM2's existing ones are reused as they are
+    rows = {
+        n.split(".trainable_tokens_delta")[0].rsplit(".", 2)[-2]
+        for n in snap.before
+        if "trainable_tokens_delta" in n
+    }
+    assert (
+        rows
+        == {"gemma_like": {"embed_tokens"}, "smol_like": set(), "llama3_like": {"embed_tokens", "lm_head"}}[
+            base
+        ]
+    )
     assert sum("lora_A" in n for n in snap.before) > 0
     unchanged = [n for n in snap.before if torch.equal(snap.before[n], snap.after[n])]
     assert unchanged == []
@@ -290,3 +301,32 @@ def test_best_check_prefers_the_score_then_the_later_step():
     assert best_check(curve, {125}) is None
     curve[2]["loop_rate"] = 0.05
     assert best_check(curve, {100, 150})["step"] == 150  # a tie: the later step
+
+
+@pytest.mark.slow
+def test_untied_output_rows_of_the_chatml_tokens_train_and_export(tiny_config, llama3_like, tmp_path):
+    """Llama 3, Mistral, Phi-3, OLMo 2: the output layer is its own matrix, so the `<|im_end|>` logit learns only if
+    its row there trains; the merged model holds it and doctor passes."""
+    path = tiny_config("untied", training={"max_steps": 30, "learning_rate": 5e-3})
+    overrides = [f"model.name={llama3_like}"]
+    assert cli.main(["sft", "--config", str(path), *overrides]) == 0
+    assert (
+        cli.main(["export", "--config", str(path), *overrides]) == 0
+    )  # export runs doctor: refuses on a FAIL
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "untied" / "model")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "untied" / "model")
+    assert not model.config.tie_word_embeddings
+    base = AutoModelForCausalLM.from_pretrained(llama3_like).get_output_embeddings().weight
+    start = base.mean(0)  # template.init_rows: a new row starts at the mean of the existing ones
+    out = model.get_output_embeddings().weight
+    for token in (template.IM_START, template.IM_END):
+        row = out[tok.convert_tokens_to_ids(token)]
+        assert (row - start).norm() > 0.1 * start.norm() + 1e-3, f"{token}: output row unchanged by training"
+    assert [c.line() for c in doctor.diagnose(tmp_path / "untied" / "model") if c.status == "FAIL"] == []
+    # the GGUF holds the output layer as its own tensor, the template and <|im_end|> as eos
+    assert cli.main(["export", "--config", str(path), "--gguf", "f16", *overrides]) == 0
+    reader = gguf.GGUFReader(tmp_path / "untied" / "untied-f16.gguf")
+    assert "output.weight" in {t.name for t in reader.tensors}
+    meta = {k: f.contents() for k, f in reader.fields.items()}
+    assert meta["tokenizer.ggml.eos_token_id"] == tok.convert_tokens_to_ids(template.IM_END)
+    assert "<|im_start|>" in meta["tokenizer.chat_template"]

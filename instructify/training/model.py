@@ -121,18 +121,29 @@ def load(cfg: ModelConfig, path: str | None = None) -> tuple[PreTrainedModel, Pr
     return model, tokenizer
 
 
+def _module_name(model: PreTrainedModel, module: torch.nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
+
+
+def token_row_layers(model: PreTrainedModel) -> list[str]:
+    """The layers whose rows of the ChatML tokens train: the input embedding, and the output layer when it is not
+    tied to it. PEFT carries the input rows into a tied output layer, never into an untied one (peft 2792), where
+    the `<|im_end|>` logit would keep its initial value: Llama 3, Mistral, Phi-3, OLMo 2."""
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    layers = [_module_name(model, embedding)]
+    if head is not None and head.weight is not embedding.weight:
+        layers.append(_module_name(model, head))
+    return layers
+
+
 def lora_config(cfg: LoraConfig, new_token_ids: list[int], model: PreTrainedModel) -> PeftLoraConfig:
-    """LoRA on the linear layers; the added token rows train too (PEFT trainable tokens, tie-aware)."""
-    embedding = model.get_input_embeddings()
-    embed_name = next(name for name, module in model.named_modules() if module is embedding).rsplit(".", 1)[
-        -1
-    ]
+    """LoRA on the linear layers; the added token rows train too (PEFT trainable tokens) in both layers."""
+    ids = list(new_token_ids)
     return PeftLoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM",
-        # Keyed by the input embedding; PEFT wraps a tied lm_head with the same delta rows.
-        trainable_token_indices={embed_name: list(new_token_ids)} if new_token_ids else None,
+        trainable_token_indices={name: ids for name in token_row_layers(model)} if ids else None,
     )
