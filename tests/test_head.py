@@ -144,3 +144,40 @@ def test_token_rows_lookup_matches_peft(gemma_like, dtype):
     layer.merge()  # merged (as during the monitor's generation checks): PEFT's own path, same values
     torch.testing.assert_close(embed(ids), peft_out, atol=0, rtol=0)
     layer.unmerge()
+
+
+@pytest.mark.parametrize("family", ["granite", "cohere"])
+def test_scaled_logits_give_the_models_own_loss(tmp_path, gemma_like, family):
+    """Granite divides its logits by `logits_scaling`, Cohere multiplies them by `logit_scale`: the head and the
+    teacher-forced eval score what the model's own forward computes."""
+    from transformers import CohereConfig, CohereForCausalLM, GraniteConfig, GraniteForCausalLM
+
+    from instructify.evals import conformance
+
+    tok = AutoTokenizer.from_pretrained(gemma_like)
+    shape = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2)
+    shape.update(num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    torch.manual_seed(0)
+    if family == "granite":
+        model = GraniteForCausalLM(GraniteConfig(**shape, logits_scaling=8.0, tie_word_embeddings=True))
+    else:
+        model = CohereForCausalLM(CohereConfig(**shape, logit_scale=0.25, tie_word_embeddings=True))
+    model.save_pretrained(tmp_path / family)
+    tok.save_pretrained(tmp_path / family)
+    pm, tok, _ = peft_model(tmp_path / family)
+    conv = [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "what did you do"}]
+    ids = torch.tensor([tok.apply_chat_template(conv, tokenize=True, return_dict=True)["input_ids"]])
+    labels = ids.clone()
+    labels[:, :6] = -100
+    fused = pm(input_ids=ids, labels=labels, fused_lm_head=True)
+    reference = pm(input_ids=ids, labels=labels)  # the model's own forward, its scaling included
+    torch.testing.assert_close(fused.loss, reference.loss, atol=1e-4, rtol=1e-4)
+    # teacher-forced: the probability of the reply's last token (<|im_end|>) as the own forward gives it
+    prompt = {"messages": conv[:1], "reference": conv[1]["content"]}
+    got = conformance.teacher_forced(pm, tok, [prompt])["stop_token_prob"]
+    full = tok.apply_chat_template(conv, tokenize=True, return_dict=True)["input_ids"]
+    with torch.no_grad():
+        logits = pm(input_ids=torch.tensor([full])).logits[0]
+    end = full.index(tok.convert_tokens_to_ids(template.IM_END), len(full) - 3)
+    expected = torch.softmax(logits[end - 1].float(), -1)[full[end]].item()
+    assert got == pytest.approx(expected, rel=1e-3, abs=1e-6)

@@ -219,7 +219,7 @@ def teacher_forced(
     rows = [_reply_span(tokenizer, p["messages"], p["reference"], im_end_id) for p in prompts]
     rows = sorted((r for r in rows if r), key=lambda r: len(r[0]))  # similar lengths: little padding
     weight, indices, trainable = head.output_layer(base)
-    softcap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
+    scale, softcap = head.logit_transform(base.config)
     nll, n_tokens, probs, top1 = 0.0, 0, [], []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
@@ -228,7 +228,7 @@ def teacher_forced(
         # right padding: positions are as unpadded; position p predicts token p + 1
         where = [(row, p) for row, (_, first, last) in enumerate(batch) for p in range(first - 1, last)]
         targets = torch.tensor([batch[row][0][p + 1] for row, p in where], device=hidden.device)
-        selected = hidden[[row for row, _ in where], [p for _, p in where]].to(weight.dtype)
+        selected = (hidden[[row for row, _ in where], [p for _, p in where]] * scale).to(weight.dtype)
         log_probs, _, is_top1 = head.score(selected, targets, weight, indices, trainable, softcap)
         nll -= log_probs.float().sum().item()
         n_tokens += len(where)

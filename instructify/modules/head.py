@@ -148,16 +148,28 @@ def score(
     return _TrainedLogProbs.apply(hidden, targets, weight.detach(), indices, rows, softcap)
 
 
-def install(model: PreTrainedModel) -> None:
-    """Patch `model` (the transformers model, under any PEFT wrapper) with the trained-positions head."""
-    own_forward = types.MethodType(type(model).forward, model)
-    text_config = model.config.get_text_config()
-    softcap = getattr(text_config, "final_logit_softcapping", None)
-    for attr in ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"):
+def logit_transform(config) -> tuple[float, float | None]:
+    """(scale, softcap) of a family's logits: logits = softcap * tanh(scale * (h @ W.T) / softcap). Granite divides
+    by `logits_scaling`, Cohere multiplies by `logit_scale`, Gemma 2/3 cap with `final_logit_softcapping`. The
+    scale is applied to the hidden state, the same product, so the projection and its gradient stay as they are."""
+    text_config = config.get_text_config()
+    scale = 1.0
+    if getattr(text_config, "logits_scaling", None) not in (None, 1, 1.0):
+        scale = 1.0 / text_config.logits_scaling
+    if getattr(text_config, "logit_scale", None) not in (None, 1, 1.0):
+        scale *= text_config.logit_scale
+    for attr in ("output_multiplier", "lm_head_multiplier"):
         if getattr(text_config, attr, None) not in (None, 1, 1.0):
             raise NotImplementedError(
                 f"{text_config.model_type}: logit scaling `{attr}` is not supported yet"
             )
+    return scale, getattr(text_config, "final_logit_softcapping", None)
+
+
+def install(model: PreTrainedModel) -> None:
+    """Patch `model` (the transformers model, under any PEFT wrapper) with the trained-positions head."""
+    own_forward = types.MethodType(type(model).forward, model)
+    scale, softcap = logit_transform(model.config)
 
     def forward(
         self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs
@@ -172,7 +184,7 @@ def install(model: PreTrainedModel) -> None:
         mask = shift_labels != -100
         weight, indices, rows = output_layer(self)
         log_probs, entropy, is_top1 = score(
-            hidden[mask].to(weight.dtype), shift_labels[mask], weight, indices, rows, softcap
+            (hidden[mask] * scale).to(weight.dtype), shift_labels[mask], weight, indices, rows, softcap
         )
 
         def spread(x: torch.Tensor) -> torch.Tensor:
