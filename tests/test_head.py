@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import TINY_SHAPE
 from peft import get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -155,8 +156,7 @@ def test_scaled_logits_give_the_models_own_loss(tmp_path, gemma_like, family):
     from instructify.evals import conformance
 
     tok = AutoTokenizer.from_pretrained(gemma_like)
-    shape = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2)
-    shape.update(num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    shape = dict(vocab_size=len(tok), **TINY_SHAPE, max_position_embeddings=512)
     torch.manual_seed(0)
     if family == "granite":
         model = GraniteForCausalLM(GraniteConfig(**shape, logits_scaling=8.0, tie_word_embeddings=True))

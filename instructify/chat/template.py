@@ -106,7 +106,8 @@ def row_problem(weight: torch.Tensor, i: int) -> str | None:
     return None
 
 
-def _embedding_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
+def embedding_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
+    """The input embedding, and the output layer when it is its own matrix (untied): where token rows live."""
     layers = [model.get_input_embeddings()]
     out = model.get_output_embeddings()
     if out is not None and out.weight is not layers[0].weight:
@@ -122,7 +123,7 @@ def init_rows(
     trains fast. Never random or zero: a random row makes the new token's logit noise, a zero row keeps it from
     ever being predicted, and either way the model learns to stop slowly if at all."""
     with torch.no_grad():
-        for layer in _embedding_layers(model):
+        for layer in embedding_layers(model):
             w = layer.weight
             mean = w[:old_rows].float().mean(0)
             w[old_rows:] = mean.to(w.dtype)

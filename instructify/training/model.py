@@ -15,6 +15,7 @@ from accelerate import PartialState
 from peft import LoraConfig as PeftLoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from instructify.chat import template
 from instructify.config import LoraConfig, ModelConfig, cache_dir
 
 log = logging.getLogger(__name__)
@@ -129,11 +130,7 @@ def token_row_layers(model: PreTrainedModel) -> list[str]:
     """The layers whose rows of the ChatML tokens train: the input embedding, and the output layer when it is not
     tied to it. PEFT carries the input rows into a tied output layer, never into an untied one (peft 2792), where
     the `<|im_end|>` logit would keep its initial value: Llama 3, Mistral, Phi-3, OLMo 2."""
-    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
-    layers = [_module_name(model, embedding)]
-    if head is not None and head.weight is not embedding.weight:
-        layers.append(_module_name(model, head))
-    return layers
+    return [_module_name(model, layer) for layer in template.embedding_layers(model)]
 
 
 def lora_config(cfg: LoraConfig, new_token_ids: list[int], model: PreTrainedModel) -> PeftLoraConfig:
