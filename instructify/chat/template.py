@@ -8,6 +8,7 @@ for training is the one saved for inference, and the assistant mask covers each 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import logging
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from tokenizers import pre_tokenizers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from instructify.config import TemplateConfig
@@ -415,7 +417,40 @@ def _assemble(
 
 @functools.lru_cache(maxsize=8)
 def _newline(tokenizer) -> tuple[int, ...]:
-    return tuple(tokenizer("\n", add_special_tokens=False)["input_ids"])
+    return tuple(_tokenize(tokenizer, ["\n"])[0][0])  # as it follows <|im_end|>, not as a text's start
+
+
+def _metaspaces(pre) -> list:
+    """The Metaspace steps of a pre-tokenizer (alone or in a Sequence): SentencePiece's '▁' prefix lives there."""
+    if isinstance(pre, pre_tokenizers.Metaspace):
+        return [pre]
+    found, i = [], 0
+    while isinstance(pre, pre_tokenizers.Sequence):  # no len(): index until IndexError
+        try:
+            found += _metaspaces(pre[i])
+        except IndexError:
+            break
+        i += 1
+    return found
+
+
+@contextlib.contextmanager
+def _mid_text(backend):
+    """Tokenise each piece as it stands in the rendered conversation, after a control token, not as a text's
+    start: a SentencePiece tokenizer whose '▁' prefix goes on the first word only (Metaspace "first", the
+    transformers 5 default for Llama 2, Mistral, Phi-3) would otherwise give "▁user" where inference has "user".
+    Special-token text in a message stays plain text (encode_special_tokens)."""
+    first = [m for m in _metaspaces(backend.pre_tokenizer) if m.prepend_scheme == "first"]
+    previous = backend.encode_special_tokens
+    backend.encode_special_tokens = True
+    for m in first:
+        m.prepend_scheme = "never"
+    try:
+        yield backend
+    finally:
+        backend.encode_special_tokens = previous
+        for m in first:
+            m.prepend_scheme = "first"
 
 
 def _tokenize(tokenizer: PreTrainedTokenizerBase, pieces: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -427,12 +462,8 @@ def _tokenize(tokenizer: PreTrainedTokenizerBase, pieces: list[str]) -> list[tup
             pieces, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True
         )
         return [(ids, [s for s, _ in offs]) for ids, offs in zip(enc["input_ids"], enc["offset_mapping"])]
-    previous = backend.encode_special_tokens
-    backend.encode_special_tokens = True
-    try:
+    with _mid_text(backend):
         encodings = backend.encode_batch(pieces, add_special_tokens=False)
-    finally:
-        backend.encode_special_tokens = previous
     return [(e.ids, [s for s, _ in e.offsets]) for e in encodings]
 
 
