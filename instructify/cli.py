@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     from instructify.data import records
     from instructify.ship import export
     from instructify.synth import prompts
-    from instructify.training import distributed, guard
+    from instructify.training import distributed, guard, support
 
     try:
         return commands.COMMANDS[args.command](cfg, args)
@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.RunError,
         prompts.SynthError,
         incontext.InContextError,
+        support.UnsupportedModel,
         FileNotFoundError,
     ) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -65,6 +65,11 @@ class TemplateConfig:
         mean="of all rows",
         description="mean of the rows of 'end of turn' etc.",
     )
+    train_present_rows: bool = _f(
+        True,
+        "Also train the rows of ChatML tokens the base already has (Qwen and Llama 3 bases hardly trained them); "
+        "false: only rows added or re-initialised here",
+    )
     special_text: Literal["reject", "escape"] = _f(
         "reject",
         "Messages holding special-token text like <|im_end|>",

@@ -1,6 +1,7 @@
 """doctor on folders with each mistake, each check alone, and on the two packaged real models."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -81,6 +82,37 @@ def test_untrained_terminator_row_fails(chat_folder):
     start, end = doctor.control_tokens(doctor.Folder(chat_folder))
     assert start.status == "PASS" and end.name == "token <|im_end|>"
     assert end.status == "FAIL" and "near zero" in end.detail
+
+
+def test_both_layers_rows_are_measured_against_the_trained_rows(tmp_path, llama3_like):
+    """An untied model: an output row of <|im_end|> still at the mean it started from fails (the untied-layer bug:
+    it never trained); one far fainter than the trained rows (a base that has the token but never used it) warns;
+    a trained one passes with where it stands among the rows in both layers."""
+    model, tok = AutoModelForCausalLM.from_pretrained(llama3_like), AutoTokenizer.from_pretrained(llama3_like)
+    tokens = template.add_chat_tokens(model, tok)
+    inp, out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    with torch.no_grad():
+        for w in (inp, out):
+            w[tokens.new_token_ids] += torch.randn(2, model.config.hidden_size) * 0.1
+
+    def verdict():
+        model.save_pretrained(tmp_path / "m")
+        tok.save_pretrained(tmp_path / "m")
+        return doctor.control_tokens(doctor.Folder(tmp_path / "m"))[1]
+
+    end = verdict()
+    assert end.status == "PASS" and re.search(r"input row: norm above \d+% .* output row: norm above", end.detail)
+    with torch.no_grad():  # rows with a common offset (as in real models), so their mean is not near zero
+        out[tokens.im_end_id + 1 :] = torch.randn(out.shape[0] - tokens.im_end_id - 1, out.shape[1]) * 0.02
+        out += torch.randn(model.config.hidden_size) * 0.2
+        out[tokens.im_end_id] = torch.cat([out[: tokens.im_end_id], out[tokens.im_end_id + 1 :]]).mean(0)
+    end = verdict()
+    assert end.status == "FAIL" and "output: row" in end.detail and "the mean of all rows" in end.detail
+    with torch.no_grad():
+        out[tokens.im_end_id :] = torch.randn(out.shape[0] - tokens.im_end_id, out.shape[1])
+        out[tokens.im_end_id] *= 0.15 / out[tokens.im_end_id].norm() * out.norm(dim=1).median()
+    end = verdict()
+    assert end.status == "WARN" and "output row looks hardly trained" in end.fix
 
 
 def test_double_bos_template_fails(chat_folder):

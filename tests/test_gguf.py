@@ -187,19 +187,19 @@ def leftovers(folder):
     return sorted(p.name for p in folder.parent.iterdir() if p.name != folder.name)
 
 
-def test_bad_input_is_refused_and_leaves_nothing(gemma_like, gemma_chat, tmp_path, monkeypatch):
+def test_bad_input_is_refused_and_leaves_nothing(smol_like, gemma_chat, tmp_path, monkeypatch):
     with pytest.raises(gguf_export.GGUFError, match=r"unknown GGUF dtype 'q4_k'; use one of bf16, f16, q8_0"):
         gguf_export.write_gguf(gemma_chat, "q4_k")
     base = tmp_path / "base" / "model"
-    shutil.copytree(gemma_like, base)
+    shutil.copytree(smol_like, base)  # a base: no chat template
     with pytest.raises(gguf_export.GGUFError, match=r"doctor found problems[\s\S]*\nFAIL chat template"):
         gguf_export.write_gguf(base, "bf16")
     other = tmp_path / "other" / "model"
     shutil.copytree(gemma_chat, other)
     config = json.loads((other / "config.json").read_text())
-    (other / "config.json").write_text(json.dumps(dict(config, model_type="mistral")))
+    (other / "config.json").write_text(json.dumps(dict(config, model_type="falcon_h1")))
     with pytest.raises(
-        gguf_export.GGUFError, match="model_type 'mistral'; GGUF export knows gemma3_text, llama"
+        gguf_export.GGUFError, match="model_type 'falcon_h1'; GGUF export knows llama, mistral, granite"
     ):
         gguf_export.write_gguf(other, "bf16")
     # a global second layer, which GGUF's Gemma 3 cannot say (conftest's chat model has one)

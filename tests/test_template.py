@@ -42,9 +42,13 @@ def test_reuses_existing_chatml_tokens(smol_like):
     model, tok = load(smol_like)
     rows = model.get_input_embeddings().weight.shape[0]
     ids = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    before = model.get_input_embeddings().weight[ids].clone()
     tokens = template.add_chat_tokens(model, tok)
-    assert tokens.new_token_ids == [] and [tokens.im_start_id, tokens.im_end_id] == ids
+    assert [tokens.im_start_id, tokens.im_end_id] == ids
     assert model.get_input_embeddings().weight.shape[0] == rows  # nothing added, nothing resized
+    # the rows the base has train (template.train_present_rows), from where the base left them
+    assert tokens.new_token_ids == ids and torch.equal(model.get_input_embeddings().weight[ids], before)
+    assert template.add_chat_tokens(*load(smol_like), train_present=False).new_token_ids == []
     # SmolLM2 has no pad and eos == bos == <|endoftext|>: pad must be neither eos id
     assert tok.pad_token_id is not None and tok.pad_token_id not in model.generation_config.eos_token_id
     assert model.generation_config.eos_token_id[0] == tokens.im_end_id

@@ -65,7 +65,9 @@ class ChatTokens:
     im_end_id: int
     pad_id: int
     eos_ids: list[int]  # generation stops on any of these; im_end first
-    new_token_ids: list[int]  # rows added or re-initialised here: they must train (PEFT trainable tokens)
+    new_token_ids: list[
+        int
+    ]  # rows that train (PEFT trainable tokens): added, re-initialised, or present ChatML
     bos_id: int | None = None  # the one BOS the template starts with, None for models without (SmolLM2)
     system_prompt: str | None = None  # injected when a conversation has no system message
 
@@ -96,7 +98,8 @@ def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
 
 
 def row_problem(weight: torch.Tensor, i: int) -> str | None:
-    """Why embedding row `i` looks untrained (near-zero norm, or identical to other rows), or None."""
+    """Why embedding row `i` looks untrained (near-zero norm, identical to other rows, or still the mean of all
+    rows it was started at), or None."""
     if i >= weight.shape[0]:
         return f"id {i} is past the {weight.shape[0]} embedding rows"
     weight = weight.detach().float()
@@ -105,7 +108,19 @@ def row_problem(weight: torch.Tensor, i: int) -> str | None:
         return f"row {i} is near zero (norm {norms[i]:.3g}, median {norms.median():.3g})"
     if int((weight == weight[i]).all(dim=1).sum()) > 1:
         return f"row {i} is identical to other rows (an untrained initialisation)"
+    if row_standing(weight, i)[1] < 1e-3:
+        return f"row {i} is the mean of all rows (where a new row starts): it never trained"
     return None
+
+
+def row_standing(weight: torch.Tensor, i: int) -> tuple[float, float]:
+    """Row `i` against the others: the percentile of its norm, and its distance from the mean row over the median
+    row's (a trained row sits near 1; a row that was started at the mean and never trained, at 0)."""
+    weight = weight.detach().float()
+    norms = weight.norm(dim=1)
+    distance = (weight - weight.mean(0)).norm(dim=1)
+    percentile = 100.0 * float((norms < norms[i]).float().mean())
+    return percentile, float(distance[i] / distance.median().clamp_min(1e-12))
 
 
 def embedding_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
@@ -255,10 +270,12 @@ def add_chat_tokens(
     system_prompt: str | None = None,
     source: str = "chatml",
     init: str = "mean",
+    train_present: bool = True,
 ) -> ChatTokens:
     """Give `tokenizer` and `model` ChatML: tokens (choose_tokens), embedding rows (apply_rows), eos, pad, and the
     template (choose_template). `model=None` sets up the tokenizer only (inspect, prepare): the token ids are the
-    same, since tokens are appended in a fixed order."""
+    same, since tokens are appended in a fixed order. `train_present`: ChatML rows the base already has train
+    too, kept as they are (a Qwen base's <|im_end|> is in its vocabulary, but its base training hardly saw it)."""
     base_eos = _base_eos(model, tokenizer)
     choice = choose_tokens(
         tokenizer, model.get_input_embeddings().weight if model is not None else None, base_eos
@@ -267,9 +284,11 @@ def add_chat_tokens(
     if added:
         tokenizer.add_special_tokens({"extra_special_tokens": added}, replace_extra_special_tokens=False)
     tokenizer.pad_token = choice.pad
-    trainable = choice.untrained + tokenizer.convert_tokens_to_ids(choice.missing)
+    reinit = choice.untrained + tokenizer.convert_tokens_to_ids(choice.missing)
     if model is not None:
-        apply_rows(model, tokenizer, trainable, init)
+        apply_rows(model, tokenizer, reinit, init)
+    present = [i for i in tokenizer.convert_tokens_to_ids([IM_START, IM_END]) if i not in reinit]
+    trainable = reinit + (present if train_present else [])
 
     im_start_id, im_end_id = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
     eos_ids = [im_end_id] + [e for e in dict.fromkeys(base_eos) if e != im_end_id]
@@ -286,7 +305,7 @@ def add_chat_tokens(
 
 def add_chat_tokens_from(cfg: TemplateConfig, model: PreTrainedModel | None, tokenizer) -> ChatTokens:
     """`add_chat_tokens` with the run config's template settings: the one place they are unpacked."""
-    return add_chat_tokens(model, tokenizer, cfg.system_prompt, cfg.name, cfg.init)
+    return add_chat_tokens(model, tokenizer, cfg.system_prompt, cfg.name, cfg.init, cfg.train_present_rows)
 
 
 def set_stop_ids(model: PreTrainedModel, eos_ids: list[int], pad_id: int) -> None:

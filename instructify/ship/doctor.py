@@ -248,16 +248,35 @@ def control_tokens(f: Folder) -> list[Check]:
                 )
             )
             continue
-        found = [p for w in (f.rows or {}).values() if (p := template.row_problem(w, i))]
+        rows = sorted((f.rows or {}).items(), key=lambda kw: _layer(kw[0]) == "output")  # input first
+        found = [f"{_layer(k)}: {p}" for k, w in rows if (p := template.row_problem(w, i))]
+        standing = {_layer(k): template.row_standing(w, i) for k, w in rows}
+        faint = [name for name, (pct, _) in standing.items() if pct < FAINT_PERCENTILE]
+        status = "FAIL" if found else "WARN" if faint else "PASS"
         if found:
             detail = "; ".join(found)
-        else:
-            detail = f"single special token {i}" + (
-                ", embedding row looks trained" if f.rows else " (no safetensors weights to inspect)"
+        elif f.rows:
+            detail = f"single special token {i}; " + "; ".join(
+                f"{name} row: norm above {pct:.0f}% of rows, {dist:.2f}x the median distance from the mean row"
+                for name, (pct, dist) in standing.items()
             )
-        fix = "initialise the row (mean of rows) and train it (PEFT trainable tokens)"
-        checks.append(Check(f"token {t}", "FAIL" if found else "PASS", detail, fix))
+        else:
+            detail = f"single special token {i} (no safetensors weights to inspect)"
+        fix = (
+            f"the {' and '.join(faint)} row looks hardly trained (a base that has the token but never used it): "
+            "train it (template.train_present_rows: true, the default)"
+            if faint and not found
+            else "initialise the row (mean of rows) and train it (PEFT trainable tokens)"
+        )
+        checks.append(Check(f"token {t}", status, detail, fix))
     return checks
+
+
+FAINT_PERCENTILE = 1.0  # a control row whose norm is below that of 99% of rows is one training hardly touched
+
+
+def _layer(key: str) -> str:
+    return "output" if key.endswith("lm_head.weight") else "input"
 
 
 @check("one BOS", needs=("full_ids",))

@@ -1,10 +1,9 @@
 """Write an exported model folder as one GGUF file (llama.cpp, Ollama, LM Studio) and an Ollama Modelfile.
 
 Built on the `gguf` package's `GGUFWriter`, tensor-name tables and quantizers. Our own code is only what it lacks
-without llama.cpp's `convert_hf_to_gguf.py` (a 10k-line script that is not on PyPI): the per-architecture
-metadata and weight layout for the two families we train (Gemma 3: norms stored as 1 + w; Llama/SmolLM2: q/k rows
-in llama.cpp's rotary order), and the vocabulary read from `tokenizer.json`, where the added tokens become control
-tokens, eos is the turn terminator `<|im_end|>` (also eot) and the chat template is the run's ChatML.
+without llama.cpp's `convert_hf_to_gguf.py` (a 10k-line script that is not on PyPI): each architecture's metadata
+and weight layout (gguf_arch), and the vocabulary read from `tokenizer.json` (gguf_vocab), where the added tokens
+become control tokens, eos is the turn terminator `<|im_end|>` (also eot) and the chat template is the run's ChatML.
 """
 
 from __future__ import annotations
@@ -15,18 +14,16 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 import numpy as np
-import torch
 from safetensors import safe_open
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from instructify.chat import template
-from instructify.ship import doctor
-from instructify.ship.export import ExportError
+from instructify.ship import doctor, gguf_arch, gguf_vocab
+from instructify.ship.gguf_vocab import GGUFError
 
 log = logging.getLogger(__name__)
 
@@ -36,92 +33,12 @@ DTYPES = {
     "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
     "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
 }
-ARCHITECTURES = {"gemma3_text": gguf.MODEL_ARCH.GEMMA3, "llama": gguf.MODEL_ARCH.LLAMA}
-GEMMA3_SWA_PATTERN = (
-    6  # llama.cpp and transformers' GGUF loader both assume every 6th Gemma 3 layer is global
-)
-GEMMA3_LOCAL_ROPE = 10_000.0  # and this rope base on the sliding layers
-
-
-class GGUFError(ExportError):
-    pass
-
-
-@dataclass(frozen=True)
-class Vocab:
-    model: str  # tokenizer.ggml.model: "llama" (sentencepiece-style BPE with byte fallback) or "gpt2" (byte-level)
-    pre: str  # tokenizer.ggml.pre: how llama.cpp splits text before BPE
-    tokens: list[str]
-    scores: list[float]
-    types: list[int]
-    merges: list[str]
 
 
 def gguf_path(folder: Path, dtype: str) -> Path:
     """`runs/<name>/<name>-<dtype>.gguf` beside `model/`, or `<folder>-<dtype>.gguf` for another folder."""
     name = folder.parent.name if folder.name == "model" else folder.name
     return folder.parent / f"{name}-{dtype}.gguf"
-
-
-def _pre_tokenizer(pre: dict | None) -> str | None:
-    """llama.cpp's name for a byte-level pre-tokenizer, from tokenizer.json; None when it has no name for it."""
-    steps = (pre or {}).get("pretokenizers", [pre] if pre else [])
-    kinds = [s.get("type") for s in steps]
-    byte_level = [s for s in steps if s.get("type") == "ByteLevel"]
-    if not byte_level or not byte_level[-1].get("use_regex", True) or byte_level[-1].get("add_prefix_space"):
-        return None
-    if kinds == ["ByteLevel"]:
-        return "gpt-2"
-    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
-        return "smollm"  # SmolLM/SmolLM2: one digit per token, then GPT-2's split
-    return None
-
-
-def read_vocab(folder: Path, tok: PreTrainedTokenizerBase, rows: int) -> Vocab:
-    """Tokens, scores, types and merges in llama.cpp's terms, padded with unused tokens to the embedding rows."""
-    spec = json.loads((folder / "tokenizer.json").read_text())
-    model = spec["model"]
-    if model.get("type") != "BPE":
-        raise GGUFError(
-            f"{folder}/tokenizer.json: a {model.get('type')} tokenizer; GGUF export handles BPE only"
-        )
-    spm_like = bool(model.get("byte_fallback"))  # Gemma: pieces with '▁' for spaces, <0xNN> byte tokens
-    pre = "default" if spm_like else _pre_tokenizer(spec.get("pre_tokenizer"))
-    if pre is None:
-        raise GGUFError(
-            f"{folder}/tokenizer.json: pre-tokenizer {json.dumps(spec.get('pre_tokenizer'))[:120]} has no "
-            "llama.cpp name here; convert this model with llama.cpp's convert_hf_to_gguf.py"
-        )
-    by_id = {i: t for t, i in model["vocab"].items()}
-    added = {a["id"]: a for a in spec.get("added_tokens", [])}
-    by_id.update({i: a["content"] for i, a in added.items()})
-    if max(by_id) >= rows:
-        raise GGUFError(
-            f"{folder}: the tokenizer has {max(by_id) + 1} tokens, the embedding only {rows} rows"
-        )
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    # llama.cpp's sentencepiece tokenizer merges the adjacent pair whose result scores highest: a merge's rank,
-    # negated, reproduces the BPE merge order. Tokens no merge produces are never formed by a merge.
-    rank: dict[str, int] = {}
-    for r, m in enumerate(merges):
-        rank.setdefault(m.replace(" ", ""), r)
-    tokens, scores, types = [], [], []
-    for i in range(rows):
-        t = by_id.get(i)
-        if t is None:  # padding rows of an embedding resized to a multiple of 64
-            tokens.append(f"[PAD{i}]")
-            scores.append(-1e9)
-            types.append(gguf.TokenType.UNUSED)
-            continue
-        tokens.append(t)
-        scores.append(-float(rank[t]) - 1 if t in rank else -1e9)
-        if i in added:
-            types.append(gguf.TokenType.CONTROL if added[i]["special"] else gguf.TokenType.USER_DEFINED)
-        elif spm_like and re.fullmatch(r"<0x[0-9A-F]{2}>", t):
-            types.append(gguf.TokenType.BYTE)
-        else:
-            types.append(gguf.TokenType.NORMAL)
-    return Vocab("llama" if spm_like else "gpt2", pre, tokens, scores, [int(t) for t in types], merges)
 
 
 def inference_template(tok: PreTrainedTokenizerBase) -> str:
@@ -138,52 +55,23 @@ def inference_template(tok: PreTrainedTokenizerBase) -> str:
     return plain
 
 
-def _check_architecture(config: dict) -> gguf.MODEL_ARCH:
+def _check_architecture(config: dict) -> gguf_arch.Arch:
     kind = config.get("model_type")
-    if kind not in ARCHITECTURES:
+    if kind not in gguf_arch.ARCHITECTURES:
         raise GGUFError(
-            f"config.json: model_type {kind!r}; GGUF export knows {', '.join(ARCHITECTURES)} (Gemma 3 and "
-            "Llama/SmolLM2); for other models use llama.cpp's convert_hf_to_gguf.py on the folder"
+            f"config.json: model_type {kind!r}; GGUF export knows {', '.join(gguf_arch.ARCHITECTURES)}; for other "
+            "models use llama.cpp's convert_hf_to_gguf.py on the folder"
         )
-    problems = []
-    if kind == "gemma3_text":
-        n = config["num_hidden_layers"]
-        expected = [
-            "full_attention" if (i + 1) % GEMMA3_SWA_PATTERN == 0 else "sliding_attention" for i in range(n)
-        ]
-        if config.get("layer_types", expected) != expected:
-            problems.append(f"layer_types {config['layer_types']} (GGUF assumes every 6th layer global)")
-        if config.get("query_pre_attn_scalar", config["head_dim"]) != config["head_dim"]:
-            problems.append("query_pre_attn_scalar != head_dim")
-        local = config.get("rope_parameters", {}).get("sliding_attention", {})
-        if local.get("rope_theta", GEMMA3_LOCAL_ROPE) != GEMMA3_LOCAL_ROPE or local.get("rope_type") not in (
-            None,
-            "default",
-        ):
-            problems.append(f"sliding-layer rope {local}")
-        if config.get("attn_logit_softcapping") is not None:
-            problems.append("attn_logit_softcapping")
-    else:
-        if config.get("attention_bias") or config.get("mlp_bias"):
-            problems.append("attention or MLP biases")
-        if config.get("hidden_act", "silu") != "silu":
-            problems.append(f"hidden_act {config['hidden_act']}")
-    rope = _rope(config)
-    if rope.get("rope_type", "default") != "default":
-        problems.append(f"rope scaling {rope}")
-    if problems:
+    spec = gguf_arch.ARCHITECTURES[kind]
+    if problems := spec.problems(config):
         raise GGUFError(f"config.json: {kind} with {'; '.join(problems)}: not expressible in GGUF here")
-    return ARCHITECTURES[kind]
+    return spec
 
 
-def _rope(config: dict) -> dict:
-    rope = config.get("rope_parameters") or {}
-    return rope.get("full_attention", rope) if config.get("model_type") == "gemma3_text" else rope
-
-
-def _write_metadata(w: gguf.GGUFWriter, config: dict, name: str, file_type: int) -> None:
-    heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
-    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+def _write_metadata(
+    w: gguf.GGUFWriter, config: dict, spec: gguf_arch.Arch, name: str, file_type: int
+) -> None:
+    dim = gguf_arch.head_dim(config)
     w.add_name(name)
     w.add_file_type(file_type)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -191,23 +79,18 @@ def _write_metadata(w: gguf.GGUFWriter, config: dict, name: str, file_type: int)
     w.add_embedding_length(config["hidden_size"])
     w.add_block_count(config["num_hidden_layers"])
     w.add_feed_forward_length(config["intermediate_size"])
-    w.add_head_count(heads)
-    w.add_head_count_kv(kv)
+    w.add_head_count(config["num_attention_heads"])
+    w.add_head_count_kv(config["num_key_value_heads"])
     w.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    w.add_rope_freq_base(float(_rope(config).get("rope_theta", config.get("rope_theta", 10_000.0))))
-    w.add_key_length(head_dim)
-    w.add_value_length(head_dim)
-    if config["model_type"] == "gemma3_text":
-        w.add_sliding_window(config["sliding_window"])
-        if config.get("final_logit_softcapping"):
-            w.add_final_logit_softcapping(config["final_logit_softcapping"])
-    else:
-        w.add_vocab_size(config["vocab_size"])
-        w.add_rope_dimension_count(head_dim)
+    theta = gguf_arch.rope(config).get("rope_theta", config.get("rope_theta", 10_000.0))
+    w.add_rope_freq_base(float(theta))
+    w.add_key_length(dim)
+    w.add_value_length(dim)
+    spec.metadata(w, config)
 
 
 def _write_tokenizer(
-    w: gguf.GGUFWriter, vocab: Vocab, tok: PreTrainedTokenizerBase, chat_template: str
+    w: gguf.GGUFWriter, vocab: gguf_vocab.Vocab, tok: PreTrainedTokenizerBase, chat_template: str
 ) -> None:
     w.add_tokenizer_model(vocab.model)
     w.add_tokenizer_pre(vocab.pre)
@@ -223,7 +106,7 @@ def _write_tokenizer(
     w.add_add_bos_token(template.adds_bos(tok))  # Gemma: one <bos>, which the template writes; SmolLM2: none
     w.add_add_eos_token(False)
     if vocab.model == "llama":
-        w.add_add_space_prefix(False)
+        w.add_add_space_prefix(vocab.space_prefix)
     if tok.unk_token_id is not None:
         w.add_unk_token_id(tok.unk_token_id)
     if tok.pad_token_id is not None:
@@ -231,21 +114,13 @@ def _write_tokenizer(
     w.add_chat_template(chat_template)
 
 
-def _llama_rotary_rows(weight: torch.Tensor, heads: int) -> torch.Tensor:
-    """transformers keeps each head's rotary halves apart, llama.cpp interleaves them (its converter's permute)."""
-    return (
-        weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(weight.shape)
-    )
-
-
-def _tensors(folder: Path, config: dict, arch: gguf.MODEL_ARCH):
+def _tensors(folder: Path, config: dict, spec: gguf_arch.Arch):
     """(GGUF name, float32 numpy array) for every weight, in llama.cpp's layout."""
-    names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
+    names = gguf.get_tensor_name_map(spec.arch, config["num_hidden_layers"])
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise GGUFError(f"{folder}: no *.safetensors weights")
+    yield from spec.extra_tensors(config)
     for f in files:
         with safe_open(str(f), "pt") as st:
             for key in st.keys():  # noqa: SIM118 - safe_open is not a dict
@@ -253,15 +128,8 @@ def _tensors(folder: Path, config: dict, arch: gguf.MODEL_ARCH):
                     continue  # llama.cpp reuses token_embd when there is no output tensor
                 name = names.get_name(key, try_suffixes=(".weight", ".bias"))
                 if name is None:
-                    raise GGUFError(f"{f.name}: tensor {key} has no GGUF name for {arch.name.lower()}")
-                w = st.get_tensor(key).float()
-                if arch == gguf.MODEL_ARCH.GEMMA3 and key.endswith("norm.weight"):
-                    w = w + 1  # Gemma3RMSNorm scales by (1 + w); llama.cpp by w
-                elif arch == gguf.MODEL_ARCH.LLAMA and key.endswith("q_proj.weight"):
-                    w = _llama_rotary_rows(w, config["num_attention_heads"])
-                elif arch == gguf.MODEL_ARCH.LLAMA and key.endswith("k_proj.weight"):
-                    w = _llama_rotary_rows(w, config["num_key_value_heads"])
-                yield name, w.numpy()
+                    raise GGUFError(f"{f.name}: tensor {key} has no GGUF name for {spec.arch.name.lower()}")
+                yield name, gguf_arch.layout(spec, config, key, st.get_tensor(key).float()).numpy()
 
 
 def _encode(
@@ -281,14 +149,14 @@ def write_gguf(folder: Path, dtype: str = "bf16", out: Path | None = None) -> Pa
         raise GGUFError(f"unknown GGUF dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     if not (folder / "config.json").is_file():
         raise GGUFError(f"{folder}: no model folder (config.json missing); run `make train` first")
+    config = json.loads((folder / "config.json").read_text())
+    config = config.get("text_config", config)
+    spec = _check_architecture(config)  # first: a model GGUF cannot hold is refused before any loading
     text, ok = doctor.report(doctor.diagnose(folder))
     if not ok:
         raise GGUFError(f"{folder}: doctor found problems; not writing a GGUF that would not stop:\n{text}")
-    config = json.loads((folder / "config.json").read_text())
-    config = config.get("text_config", config)
-    arch = _check_architecture(config)
     tok = AutoTokenizer.from_pretrained(folder)
-    vocab = read_vocab(folder, tok, config["vocab_size"])
+    vocab = gguf_vocab.read_vocab(folder, config["vocab_size"])
     chat_template = inference_template(tok)
     qtype, file_type = DTYPES[dtype]
     out = Path(out) if out else gguf_path(folder, dtype)
@@ -297,10 +165,10 @@ def write_gguf(folder: Path, dtype: str = "bf16", out: Path | None = None) -> Pa
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        w = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[arch])
-        _write_metadata(w, config, out.stem, file_type)
+        w = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[spec.arch])
+        _write_metadata(w, config, spec, out.stem, file_type)
         _write_tokenizer(w, vocab, tok, chat_template)
-        for name, data in _tensors(folder, config, arch):
+        for name, data in _tensors(folder, config, spec):
             data, raw = _encode(data, qtype)
             w.add_tensor(name, data, raw_dtype=raw)
         w.write_header_to_file()

@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from instructify.chat import template
 from instructify.config import LoraConfig, ModelConfig, cache_dir
+from instructify.training import support
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def resolve(name: str) -> str:
 def load(cfg: ModelConfig, path: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load model and tokenizer from `path` (default: the configured base) in the dtype the device runs best."""
     source = path or resolve(cfg.name)
+    support.check(cfg, source)  # from config.json alone: before any weights load
     kwargs = {"revision": cfg.revision} if cfg.revision and path is None else {}
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(
