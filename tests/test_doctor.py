@@ -101,7 +101,9 @@ def test_both_layers_rows_are_measured_against_the_trained_rows(tmp_path, llama3
         return doctor.control_tokens(doctor.Folder(tmp_path / "m"))[1]
 
     end = verdict()
-    assert end.status == "PASS" and re.search(r"input row: norm above \d+% .* output row: norm above", end.detail)
+    assert end.status == "PASS" and re.search(
+        r"input row: norm above \d+% .* output row: norm above", end.detail
+    )
     with torch.no_grad():  # rows with a common offset (as in real models), so their mean is not near zero
         out[tokens.im_end_id + 1 :] = torch.randn(out.shape[0] - tokens.im_end_id - 1, out.shape[1]) * 0.02
         out += torch.randn(model.config.hidden_size) * 0.2
