@@ -163,7 +163,7 @@ FAMILIES = {
             lambda: byte_bpe(QWEN_SPECIAL, QWEN2_SPLIT, eos_token="<|endoftext|>", pad_token="<|endoftext|>"),
             tied=True,
             chatml_present=True,
-            extra=dict(head_dim=32),
+            extra=dict(head_dim=128),  # Qwen3's own: wider than hidden_size / heads
         ),
         Family(
             "phi3",  # Phi-3.5-mini: Llama's SentencePiece with its own end tokens, no BOS added
@@ -207,8 +207,8 @@ FAMILIES = {
             gemma_spm,
             tied=True,
             extra=dict(
-                head_dim=32,
-                query_pre_attn_scalar=32,
+                head_dim=256,  # Gemma 2's, which GGUF readers assume for the query scale
+                query_pre_attn_scalar=256,
                 sliding_window=64,
                 final_logit_softcapping=30.0,
                 attn_logit_softcapping=50.0,
