@@ -13,7 +13,7 @@ REFERENCE ?=
 SYNTH  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup launch-check synth train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval bench-decoding check-engines lint clean
+.PHONY: help setup launch-check synth train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval bench-decoding check-engines check-families lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -118,6 +118,9 @@ $(VENV)/.llama-cpp: $(VENV)/.installed
 
 check-engines: $(VENV)/.llama-cpp .venv-vllm/.installed ## llama.cpp on the run's GGUF, vLLM on model/: stop rates beside transformers' in report.md (ARGS="--dtypes bf16,f16,q8_0 --no-vllm")
 	$(BIN)/python scripts/check_engines.py --config $(CONFIG) $(ARGS)
+
+check-families: $(VENV)/.llama-cpp ## llama.cpp on each tiny family's GGUF: prompt ids and greedy tokens equal transformers' (bench/families-llamacpp.json)
+	$(BIN)/python scripts/check_families.py $(ARGS)
 
 lint: setup ## ruff check and format check; import-linter: stages import downward only (pyproject.toml)
 	$(BIN)/ruff check instructify tests scripts

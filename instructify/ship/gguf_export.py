@@ -72,7 +72,9 @@ def _write_metadata(
     w: gguf.GGUFWriter, config: dict, spec: gguf_arch.Arch, name: str, file_type: int
 ) -> None:
     dim = gguf_arch.head_dim(config)
-    w.add_name(name)
+    # llama.cpp strips the whitespace after every special token of a model whose general.name holds "phi3" or
+    # "phi-3" (its fix for Phi-3's own tokenizer), which would drop the newline our ChatML puts after <|im_end|>
+    w.add_name(re.sub(r"(?i)(phi)-?(3)", r"\1_\2", name))
     w.add_file_type(file_type)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_context_length(config["max_position_embeddings"])
