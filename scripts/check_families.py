@@ -45,9 +45,13 @@ NEW_TOKENS = 12
 
 
 def cpu_flags() -> str:
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), ""
+    )
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
-    return f"{platform.processor() or platform.machine()}: " + " ".join(f for f in wanted if f in flags)
+    flags = set(info.split())
+    return f"{model or platform.machine()}, {' '.join(f for f in wanted if f in flags)}"
 
 
 def trained(name: str, root: Path) -> Path:

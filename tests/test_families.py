@@ -18,6 +18,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from instructify.chat import template
 
 NAMES = list(families.FAMILIES)
+# Each test below is one stage of the support matrix (scripts/support_matrix.py renders docs/support.md).
+STAGES = {
+    "test_prepare_ids_and_mask_equal_apply_chat_template": "prepare",
+    "test_special_token_text_in_a_message_stays_plain_text": "special text",
+    "test_sft_trains_the_chatml_rows_in_every_layer": "sft",
+    "test_export_passes_doctor": "export + doctor",
+    "test_eval_reports_the_trained_model": "eval",
+    "test_chat_gives_the_reply_transformers_gives": "chat",
+    "test_serve_gives_the_reply_transformers_gives": "serve",
+    "test_gguf_reads_back_with_chatml_and_the_same_logits": "GGUF",
+}
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ command they name runs as written: each make target and variable exists, each `i
 flag parses with the real parser (instructify.cli._parser()), each script flag is one the script defines, each repo
 path exists."""
 
+import json
 import re
 import shlex
 import sys
@@ -106,6 +107,18 @@ def test_config_reference_is_current():
     assert config_reference.render(page) == page
     for key, _, _ in config.describe():
         assert f"| `{key}` |" in page, key
+
+
+def test_support_matrix_is_rendered_from_test_results_of_every_family_and_stage():
+    """Regenerate with `python scripts/support_matrix.py` (it runs tests/test_families.py)."""
+    import families
+    import support_matrix
+    from test_families import STAGES
+
+    record = json.loads((ROOT / "docs" / "support.json").read_text())
+    assert support_matrix.render(record) == PAGES["docs/support.md"]
+    assert list(record["tests"]) == list(families.FAMILIES)
+    assert all(set(stages) == set(STAGES.values()) for stages in record["tests"].values())
 
 
 def test_figures_equal_the_json_they_came_from():

@@ -55,3 +55,30 @@ def test_trained_kinds_pass_and_remote_code_passes_when_allowed(gemma_like, llam
     custom = {"model_type": "acme_lm", "auto_map": {"AutoConfig": "acme.AcmeConfig"}}
     assert support.problem(custom, trust_remote_code=True) is None
     assert support.problem(custom, trust_remote_code=False) is not None
+
+
+WORKED = {"llama-3.2-1b": "llama3", "qwen2.5-0.5b": "qwen2", "mistral-7b-v0.3": "mistral"}
+
+
+@pytest.mark.parametrize("worked, family", WORKED.items())
+def test_worked_configs_train_a_tiny_base_of_their_kind(worked, family, tmp_path, chat_file):
+    """Each worked Hub config, as written, with only the model swapped for a tiny base of the same kind, the data
+    for the test conversations and the run cut short: its settings load, train, and export past doctor."""
+    import families
+
+    base = families.build(family, tmp_path / "base")
+    path = f"configs/{worked}.yaml"
+    overrides = [
+        f"model.name={base}",
+        "model.dtype=float32",
+        f"output_dir={tmp_path / 'run'}",
+        f"data.sources=[{{path: {chat_file}}}]",
+        "data.eval_share=0.2",
+        "training.max_steps=6",
+        "training.learning_rate=1e-2",  # six steps must move the new rows off their start, or doctor refuses
+        "training.per_device_batch_size=2",
+        "training.gradient_accumulation_steps=1",
+    ]
+    assert cli.main(["sft", "--config", path, *overrides]) == 0
+    assert cli.main(["export", "--config", path, *overrides]) == 0
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
