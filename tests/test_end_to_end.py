@@ -55,7 +55,7 @@ def test_every_trainable_parameter_changes(run_config, base, request):
     snap = Snapshot()
     sft.train(cfg, prepared, callbacks=[snap])
     assert snap.before.keys() == snap.after.keys()
-    # new ChatML rows train when they were added (Gemma, Llama 3); SmolLM2's existing ones are reused as they are
+    # the ChatML rows train: added (Gemma, Llama 3) or already there (SmolLM2, template.train_present_rows)
     rows = {
         n.split(".trainable_tokens_delta")[0].rsplit(".", 2)[-2]
         for n in snap.before
@@ -63,9 +63,11 @@ def test_every_trainable_parameter_changes(run_config, base, request):
     }
     assert (
         rows
-        == {"gemma_like": {"embed_tokens"}, "smol_like": set(), "llama3_like": {"embed_tokens", "lm_head"}}[
-            base
-        ]
+        == {
+            "gemma_like": {"embed_tokens"},
+            "smol_like": {"embed_tokens"},
+            "llama3_like": {"embed_tokens", "lm_head"},
+        }[base]
     )
     assert sum("lora_A" in n for n in snap.before) > 0
     unchanged = [n for n in snap.before if torch.equal(snap.before[n], snap.after[n])]

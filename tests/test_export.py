@@ -103,7 +103,7 @@ def test_merged_export_equals_the_adapter(tmp_path, base, dtype, tolerance, requ
     fresh = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
     fresh_tok = AutoTokenizer.from_pretrained(base_path)
     tokens = template.add_chat_tokens(fresh, fresh_tok)
-    assert bool(tokens.new_token_ids) == (base == "gemma_like")  # added (Gemma) or reused (SmolLM2)
+    assert len(tokens.new_token_ids) == 2  # added (Gemma) or already there (SmolLM2): both rows train
     adapted = PeftModel.from_pretrained(fresh, run / "adapter").eval()
     for conv in conversations(3):
         ids = tok.apply_chat_template(conv["messages"], return_tensors="pt", return_dict=True)["input_ids"]

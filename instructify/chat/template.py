@@ -113,14 +113,16 @@ def row_problem(weight: torch.Tensor, i: int) -> str | None:
     return None
 
 
-def row_standing(weight: torch.Tensor, i: int) -> tuple[float, float]:
-    """Row `i` against the others: the percentile of its norm, and its distance from the mean row over the median
-    row's (a trained row sits near 1; a row that was started at the mean and never trained, at 0)."""
+def row_standing(weight: torch.Tensor, i: int) -> tuple[float, float, float]:
+    """Row `i` against the others: the percentile of its norm, its distance from the mean row over the median
+    row's (a trained row sits near 1; a row that was started at the mean and never trained, at 0), and its norm
+    over the median norm."""
     weight = weight.detach().float()
     norms = weight.norm(dim=1)
     distance = (weight - weight.mean(0)).norm(dim=1)
     percentile = 100.0 * float((norms < norms[i]).float().mean())
-    return percentile, float(distance[i] / distance.median().clamp_min(1e-12))
+    ratio = float(norms[i] / norms.median().clamp_min(1e-12))
+    return percentile, float(distance[i] / distance.median().clamp_min(1e-12)), ratio
 
 
 def embedding_layers(model: PreTrainedModel) -> list[torch.nn.Module]:
