@@ -106,7 +106,7 @@ def chat(cfg: config_lib.Config, args: argparse.Namespace) -> int:
 
 
 def serve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
-    from instructify.serving import api
+    from instructify.serving import server as http
     from instructify.ship import doctor
     from instructify.training.model import load
 
@@ -115,14 +115,14 @@ def serve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     if not ok:
         print(f"error: {folder}: doctor found problems; not serving a model that would not stop:\n{text}")
         return 1
-    api_key = api.api_key_from_env(args.api_key_env)
+    api_key = http.api_key_from_env(args.api_key_env)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         log.warning(
             "serving on %s without a bearer token: set %s to require one", args.host, args.api_key_env
         )
     model, tokenizer = load(cfg.model, path=str(folder))
     model_id = folder.parent.name if folder.name == "model" else folder.name
-    server = api.make_server(
+    server = http.make_server(
         model,
         tokenizer,
         model_id,
@@ -142,7 +142,7 @@ def serve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
         port,
         "required" if api_key else "off",
     )
-    api.serve_until_stopped(server, args.grace)
+    http.serve_until_stopped(server, args.grace)
     return 0
 
 

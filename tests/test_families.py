@@ -248,12 +248,12 @@ def test_serve_gives_the_reply_transformers_gives(name, run_of):
 
     import openai
 
-    from instructify.serving import api
+    from instructify.serving import server as http
 
     _, out = run_of(name)
     folder = out / "model"
     model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-    server = api.make_server(model, tok, name, port=0)
+    server = http.make_server(model, tok, name, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         host, port = server.server_address[:2]

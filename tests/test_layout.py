@@ -90,3 +90,22 @@ def test_every_unit_is_short(path):
         if lines > LONGEST
     ]
     assert not long, f"{path.relative_to(ROOT)}: over {LONGEST} lines: {', '.join(long)}"
+
+
+SERVING_LONGEST = 60  # the HTTP layer is a thin app over the engine: routes, request models, the bridge
+
+
+def test_the_server_is_a_thin_app_on_a_maintained_http_stack():
+    """No hand-written HTTP server (http.server, socketserver) in the package, and no function of the serving
+    layer over SERVING_LONGEST lines."""
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        for name in ("BaseHTTPRequestHandler", "http.server", "socketserver"):
+            assert name not in text, f"{path.relative_to(ROOT)} uses {name}"
+    long = [
+        f"{path.name}: {node.name} ({lines} lines)"
+        for path in (PACKAGE / "serving").glob("*.py")
+        for node, lines in _units(ast.parse(path.read_text()))
+        if not isinstance(node, ast.ClassDef) and lines > SERVING_LONGEST
+    ]
+    assert not long, long

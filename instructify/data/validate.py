@@ -48,7 +48,7 @@ class Problem:
 def check_messages(
     messages: object, special_texts: tuple[str, ...] = (), prompt: bool = False
 ) -> Problem | None:
-    """The one set of rules for a conversation, for training data and for the chat API (instructify/serving/api.py): roles from
+    """The one set of rules for a conversation, for training data and for the chat API (instructify/serving/request.py): roles from
     ROLES, system only first, then user and assistant alternating from user, non-empty text content, and none of
     `special_texts` (control-token strings such as `<|im_end|>`; empty to allow them, as `template.special_text:
     escape` does, where they are tokenised as plain text) inside a message. A training conversation needs an

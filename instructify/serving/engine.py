@@ -51,7 +51,9 @@ class Job:
     max_tokens: int
     sampling: tuple  # (do_sample, temperature, top_p)
     seed: int | None = None
-    # ("text", str) ... then ("end", reason, completion tokens), or ("error", message, HTTP status)
+    stop: tuple[str, ...] = ()  # strings that end the reply, not included in it (OpenAI's `stop`)
+    # ("text", str) ... then ("end", reason, completion tokens), or ("error", message, HTTP status); anything with
+    # a thread-safe put() (the API hands them to its event loop)
     events: queue.Queue = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -339,18 +341,25 @@ class _Decoder:
         with TOKENIZER_LOCK:
             text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
         if not text.endswith("\ufffd"):  # hold back a partly decoded character
-            if text[len(row.sent) :]:
-                row.job.events.put(("text", text[len(row.sent) :]))
-            row.sent = text
+            cut, safe = _stop_cut(text, row.job.stop, len(row.sent))
+            if cut is not None:
+                return self._end(row, "stop", text[:cut])
+            if text[len(row.sent) : safe]:
+                row.job.events.put(("text", text[len(row.sent) : safe]))
+            row.sent = text[:safe]
         if len(row.ids) >= row.job.max_tokens:
             return self._end(row, "length")
         return None
 
-    def _end(self, row: _Row, reason: str) -> str:
-        with TOKENIZER_LOCK:
-            text = self.tokenizer.decode(
-                [t for t in row.ids if t not in self.stop_ids], skip_special_tokens=True
-            )
+    def _end(self, row: _Row, reason: str, text: str | None = None) -> str:
+        if text is None:
+            with TOKENIZER_LOCK:
+                text = self.tokenizer.decode(
+                    [t for t in row.ids if t not in self.stop_ids], skip_special_tokens=True
+                )
+            cut, _ = _stop_cut(text, row.job.stop, len(row.sent))  # in text held back as a partial character
+            if cut is not None:
+                text, reason = text[:cut], "stop"
         if text[len(row.sent) :]:
             row.job.events.put(("text", text[len(row.sent) :]))
         row.job.events.put(("end", reason, len(row.ids)))
@@ -364,6 +373,20 @@ class _Decoder:
     def record(self, reason: str, tokens: int) -> None:
         self.engine.recent.append((reason, tokens))
         self.engine.finished.append(time.monotonic())
+
+
+def _stop_cut(text: str, stops: tuple[str, ...], sent: int) -> tuple[int | None, int]:
+    """Where the first stop string in `text` begins (None: none yet), and how much of `text` may be sent: all but
+    an end that could still grow into a stop string. Only text after the `sent` characters can be new."""
+    if not stops:
+        return None, len(text)
+    longest = max(map(len, stops))
+    start = max(0, sent - longest + 1)
+    found = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    if found:
+        return min(found), min(found)
+    held = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+    return None, max(sent, len(text) - held)
 
 
 def _generator(device: torch.device, job: Job) -> torch.Generator | None:
