@@ -86,7 +86,7 @@ test: setup ## Run the test suite (tiny models built offline)
 bench: setup ## Training speed vs plain TRL: same fixed batches, and each arm's own order; writes bench/results.{json,md}
 	$(BIN)/python scripts/bench_train.py --config $(CONFIG) $(ARGS)
 
-bench-serve: setup ## Load test of `serve` on <output_dir>/model (after make train): 8 clients; writes bench/serve.json
+bench-serve: setup ## Load test of `serve` on <output_dir>/model (after make train): 8, 32, 128 clients, openai and urllib, a burst; bench/serve.json
 	$(BIN)/python scripts/bench_serve.py --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 bench-data: setup ## Conversations/s to validate, render and tokenise chitchat; writes bench/data.json

@@ -176,22 +176,37 @@ def decoding(data: dict) -> str:
     return f"`make bench-decoding` ({data['what']}): " + "; ".join(parts) + "."
 
 
-ENGINES = {"before": "whole batches", "after": "continuous"}  # bench_serve.py labels of the two engines
-
-
 def serve(data: dict) -> str:
+    """bench_serve.py's arms (servers) side by side for each number of clients and client kind, then the burst."""
     rows = [
-        "| clients (requests) | engine | requests/s | latency p50 | p95 | first streamed token p50 | completion tokens/s |",
-        "|---|---|---|---|---|---|---|",
+        "| clients (requests) | client | server | requests/s | latency p50 | p95 | first streamed token p50 "
+        "| completion tokens/s | no answer |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    runs = [(label, r) for label in ENGINES if label in data for r in data[label]["runs"]]
-    for label, r in sorted(runs, key=lambda x: (x[1]["clients"], list(ENGINES).index(x[0]))):
+    arms = list(data["arms"])
+    runs = [(arm, r) for arm in arms for r in data["arms"][arm]["runs"]]
+    key = lambda x: (x[1]["clients"], x[1]["client"] != "openai", arms.index(x[0]))
+    for arm, r in sorted(runs, key=key):
+        client = "openai (keep-alive)" if r["client"] == "openai" else "urllib (new connection)"
         rows.append(
-            f"| {r['clients']} ({r['requests']}) | {ENGINES[label]} | {r['requests_per_s']:.2f} | "
+            f"| {r['clients']} ({r['requests']}) | {client} | {arm} | {r['requests_per_s']:.2f} | "
             f"{r['latency_p50_s']:.1f} s | {r['latency_p95_s']:.1f} s | {r['first_token_p50_s']:.1f} s | "
-            f"{r['completion_tokens_per_s']:.1f} |"
+            f"{r['completion_tokens_per_s']:.1f} | {r['error_count']} |"
         )
-    return "\n".join(rows)
+    bursts = []
+    for arm in arms:
+        b = data["arms"][arm]["burst"]
+        answers = ", ".join(f"{k}: {v}" for k, v in sorted(b["answers"].items()))
+        bursts.append(
+            f"{arm}: {b['http_answers']} of {b['requests']} got an HTTP answer ({answers}), slowest /health "
+            f"{b['slowest_health_s']:.2f} s"
+        )
+    return (
+        "\n".join(rows)
+        + f"\n\nBurst of {data['arms'][arms[0]]['burst']['requests']} plain requests at once: "
+        + "; ".join(bursts)
+        + "."
+    )
 
 
 BLOCKS = {

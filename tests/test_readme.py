@@ -30,6 +30,9 @@ EXTERNAL = {
     "--nodes": "sbatch",
     "--signal": "SLURM",
     "--jinja": "llama-server",
+    "--checks": "schemathesis",
+    "--exclude-checks": "schemathesis",
+    "--max-examples": "schemathesis",
 }
 
 

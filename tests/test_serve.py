@@ -651,7 +651,6 @@ def test_a_seed_makes_a_sampled_reply_repeatable_alone_or_batched(server):
 NEW_SHAPES = """
 import os, sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from instructify.serving import request as request_lib
 from instructify.serving import server as server_lib
 from instructify.serving.engine import Job
 
