@@ -183,14 +183,19 @@ def make_app(
 
 async def _complete(job: Job, settings: Settings, head: dict, request: Request) -> Response:
     """The whole reply once the engine has finished it; the job is cancelled if its client leaves meanwhile."""
-    parts = []
+    parts, loop = [], asyncio.get_running_loop()
+    check = loop.time() + DISCONNECT_POLL  # on the clock: events may keep coming all the while
     while True:
         try:
-            event = await asyncio.wait_for(job.events.get(), DISCONNECT_POLL)
+            event = await asyncio.wait_for(job.events.get(), max(0.0, check - loop.time()))
         except TimeoutError:
+            event = None
+        if loop.time() >= check:
             if await request.is_disconnected():
                 job.cancelled.set()
                 return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+            check = loop.time() + DISCONNECT_POLL
+        if event is None:
             continue
         if event[0] == "text":
             parts.append(event[1])
