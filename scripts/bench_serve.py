@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from instructify import config as config_lib  # noqa: E402
+from scripts.machine import cpu_flags  # noqa: E402
 
 
 def free_port() -> int:
@@ -295,17 +296,6 @@ def main() -> int:
         for r in arm["runs"]
     )
     return 0 if ok and all(a["burst"]["http_answers"] == args.burst for a in results.values()) else 1
-
-
-def cpu_flags() -> str:
-    """The CPU's name and the flags that decide its matmul speed, as every published time names them."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line), "?")
-    flags = next(
-        (line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []
-    )
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return f"{name}, " + " ".join(f for f in wanted if f in flags)
 
 
 def measure(send, prompts: list, clients: int, requests: int) -> dict:

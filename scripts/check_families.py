@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from instructify import cli  # noqa: E402
 from instructify.chat import template  # noqa: E402
 from instructify.ship import gguf_export  # noqa: E402
+from scripts.machine import cpu_flags  # noqa: E402
 
 PROMPTS = [
     [{"role": "user", "content": "hi there how are you doing today"}],
@@ -42,16 +42,6 @@ PROMPTS = [
     ],
 ]
 NEW_TOKENS = 12
-
-
-def cpu_flags() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next(
-        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), ""
-    )
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
-    flags = set(info.split())
-    return f"{model or platform.machine()}, {' '.join(f for f in wanted if f in flags)}"
 
 
 def trained(name: str, root: Path) -> Path:
