@@ -58,8 +58,7 @@ def _error(status: int, message: str, param: str | None = None, headers: dict | 
 def _param(loc: tuple) -> str | None:
     """A pydantic error's location as OpenAI names a parameter: messages[0].role. Union members' tags (`str`,
     `list[str]`) are not fields and are left out."""
-    names = _FIELDS
-    parts = [p for p in loc if p != "body" and (isinstance(p, int) or p in names)]
+    parts = [p for p in loc if p != "body" and (isinstance(p, int) or p in _FIELDS)]
     text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
     return text or None
 
@@ -169,8 +168,14 @@ def make_app(
     @app.post("/v1/chat/completions", response_model=schema.ChatCompletion, responses=COMPLETION)
     async def chat_completions(body: schema.ChatCompletionRequest, request: Request):
         settings = await run_in_threadpool(settings_of, body, tokenizer, forbidden, defaults)
-        job = Job(settings.prompt_ids, settings.max_tokens, settings.sampling, settings.seed, settings.stop)
-        job.events = _Events()
+        job = Job(
+            settings.prompt_ids,
+            settings.max_tokens,
+            settings.sampling,
+            settings.seed,
+            settings.stop,
+            _Events(),
+        )
         engine.submit(job)  # or Overloaded: 429 or 503 with Retry-After
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_id}
         if settings.stream:

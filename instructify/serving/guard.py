@@ -99,10 +99,11 @@ class Guard:
             return await self.app(scope, receive, send)
         counted = scope["method"] == "POST" and scope["path"] == "/v1/chat/completions"
         send = self._timed(send, counted)
+        headers = dict(scope["headers"])
         try:
-            refusal = self._unauthorized(scope)
+            refusal = self._unauthorized(scope["path"], headers)
             if refusal is None and scope["method"] == "POST" and scope["path"] in self.body_paths:
-                refusal, receive = await self._read_body(scope, receive)
+                refusal, receive = await self._read_body(headers, receive)
             if refusal is not None:
                 return await _answer(send, *refusal)
             await self.app(scope, receive, send)
@@ -120,17 +121,17 @@ class Guard:
 
         return timed
 
-    def _unauthorized(self, scope) -> tuple | None:
-        if not self.api_key or not scope["path"].startswith("/v1/"):
+    def _unauthorized(self, path: str, headers: dict) -> tuple | None:
+        if not self.api_key or not path.startswith("/v1/"):
             return None
-        given = dict(scope["headers"]).get(b"authorization", b"")
+        given = headers.get(b"authorization", b"")
         if hmac.compare_digest(given, f"Bearer {self.api_key}".encode()):  # constant time: no timing oracle
             return None
         return 401, f"missing or wrong bearer token (the server's {API_KEY_ENV})"
 
-    async def _read_body(self, scope, receive) -> tuple[tuple | None, Callable]:
+    async def _read_body(self, headers: dict, receive) -> tuple[tuple | None, Callable]:
         """(refusal or None, a receive that replays the body): the whole body, within the limit and deadline."""
-        length = dict(scope["headers"]).get(b"content-length")
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             return (413, f"the body is {int(length)} bytes; the limit is {self.max_body}"), receive
         chunks, size, more = [], 0, True
@@ -145,16 +146,19 @@ class Guard:
                     return (413, f"the body is over the limit of {self.max_body} bytes"), receive
         if deadline.cancelled_caught:
             return (408, f"the request's body did not arrive within {self.timeout:g} s", True), receive
-        if not _is_json(scope):  # as FastAPI's strict content type: no JSON from a browser's plain form post
+        if not _is_json(
+            headers
+        ):  # as FastAPI's strict content type: no JSON from a browser's plain form post
             return (415, "the body must be JSON, sent with Content-Type: application/json"), receive
-        problem = _json_problem(b"".join(chunks))
+        body = b"".join(chunks)
+        problem = _json_problem(body)
         if problem:
             return (400, problem), receive
-        return None, _replay(b"".join(chunks), receive)
+        return None, _replay(body, receive)
 
 
-def _is_json(scope) -> bool:
-    kind = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+def _is_json(headers: dict) -> bool:
+    kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     return kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json"))
 
 
