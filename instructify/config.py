@@ -91,8 +91,14 @@ class SourceConfig:
         "pypi:chitchat-dataset",
         "pypi:chitchat-dataset, a local .jsonl/.json/.parquet/.csv file, folder or glob, or a Hub dataset id",
     )
-    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "two_speaker"] = _f(
-        "auto", "Row format", auto="told from each row's keys"
+    format: Literal[
+        "auto", "messages", "sharegpt", "alpaca", "prompt_completion", "two_speaker", "xlam", "glaive"
+    ] = _f(
+        "auto",
+        "Row format (messages and sharegpt may carry `tools` and tool calls)",
+        auto="told from each row's keys",
+        xlam="Salesforce xLAM query/tools/answers",
+        glaive="glaive-function-calling-v2 system/chat text",
     )
     weight: float = _f(
         1.0, "Share of this source's rows used in the mix: 0.5 half (seeded sample), 2.0 twice"

@@ -19,6 +19,7 @@ import torch
 from tokenizers import pre_tokenizers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from instructify.chat import tools
 from instructify.config import TemplateConfig
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,52 @@ IM_END = "<|im_end|>"
 PAD = "<|pad|>"
 EMBEDDING_MULTIPLE = 64  # tensor-core friendly embedding size after adding tokens
 
-# `{% generation %}` marks what the assistant mask covers: the reply and the `<|im_end|>` that closes it, so the
-# model is trained to emit the terminator. Newlines are emitted as `{{ '\n' }}` expressions because transformers
-# renders with trim_blocks, which would eat a literal newline after a tag.
+
+# `{% generation %}` marks what the assistant mask covers: the reply, its tool calls and the `<|im_end|>` that closes
+# it, so the model is trained to emit the terminator (after a call too: PITFALLS 26), never the tools block or a
+# tool's result. Tools follow Hermes / Qwen2.5 (instructify/chat/tools.py, whose `flatten` renders the same text);
+# arguments are written verbatim when they are OpenAI's JSON string, as JSON when a dict (no double encoding).
+# Newlines are emitted as `{{ '\n' }}` expressions because transformers renders with trim_blocks, which would eat a
+# literal newline after a tag.
+def _tools_block(default: str) -> str:
+    head, tail = (_quote(t) for t in (tools.TOOLS_HEAD, tools.TOOLS_TAIL))
+    return (
+        "{%- if tools -%}"
+        "{{ '<|im_start|>system\\n' }}"
+        "{%- if messages[0]['role'] == 'system' -%}{{ messages[0]['content'] + '\\n\\n' }}"
+        + (f"{{%- else -%}}{{{{ '{default}\\n\\n' }}}}" if default else "")
+        + "{%- endif -%}"
+        f"{{{{ '{head}' }}}}"
+        "{%- for tool in tools -%}{{ '\\n' + (tool | tojson) }}{%- endfor -%}"
+        f"{{{{ '{tail}' + '<|im_end|>' + '\\n' }}}}"
+    )
+
+
 _CHATML_BODY = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'assistant' -%}"
     "{{ '<|im_start|>assistant\\n' }}"
-    "{%- generation -%}{{ message['content'] + '<|im_end|>' }}{%- endgeneration -%}"
+    "{%- generation -%}"
+    "{%- if message['content'] -%}{{ message['content'] }}{%- endif -%}"
+    "{%- for call in message['tool_calls'] or [] -%}"
+    "{%- if call['function'] is defined -%}{%- set call = call['function'] -%}{%- endif -%}"
+    "{%- if not loop.first or message['content'] -%}{{ '\\n' }}{%- endif -%}"
+    "{{ '<tool_call>\\n{\"name\": \"' + call['name'] + '\", \"arguments\": ' }}"
+    "{%- if call['arguments'] is string -%}{{ call['arguments'] }}{%- else -%}{{ call['arguments'] | tojson }}"
+    "{%- endif -%}"
+    "{{ '}\\n</tool_call>' }}"
+    "{%- endfor -%}"
+    "{{ '<|im_end|>' }}"
+    "{%- endgeneration -%}"
     "{{ '\\n' }}"
-    "{%- else -%}"
+    "{%- elif message['role'] == 'tool' -%}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' -%}{{ '<|im_start|>user' }}{%- endif -%}"
+    "{{ '\\n<tool_response>\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}{%- else -%}{{ message['content'] | tojson }}"
+    "{%- endif -%}"
+    "{{ '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' -%}{{ '<|im_end|>' + '\\n' }}{%- endif -%}"
+    "{%- elif not (loop.first and tools and message['role'] == 'system') -%}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{%- endif -%}"
     "{%- endfor -%}"
@@ -45,18 +82,23 @@ _CHATML_BODY = (
 )
 
 
+def _quote(text: str) -> str:
+    """`text` as the inside of a single-quoted Jinja string."""
+    return text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+
+
 def chatml_template(with_bos: bool, system_prompt: str | None = None) -> str:
     """The ChatML template; `with_bos` for tokenizers whose models expect one BOS (Gemma), not SmolLM2."""
     head = "{{ bos_token }}" if with_bos else ""
+    default = _quote(system_prompt) if system_prompt else ""
+    head += _tools_block(default)
     if system_prompt:
         # Injected only when the conversation brings no system message of its own.
-        default = system_prompt.replace("\\", "\\\\").replace("'", "\\'")
         head += (
-            "{%- if messages[0]['role'] != 'system' -%}"
+            "{%- elif messages[0]['role'] != 'system' -%}"
             f"{{{{ '<|im_start|>system\\n' + '{default}' + '<|im_end|>' + '\\n' }}}}"
-            "{%- endif -%}"
         )
-    return head + _CHATML_BODY
+    return head + "{%- endif -%}" + _CHATML_BODY
 
 
 @dataclass(frozen=True)

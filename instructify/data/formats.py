@@ -1,9 +1,11 @@
-"""Each row format (messages, ShareGPT, Alpaca, prompt/completion, two-speaker logs) converted to `messages`."""
+"""Each row format (messages, ShareGPT, Alpaca, prompt/completion, two-speaker logs, and the tool-calling shapes of
+xLAM and glaive) converted to `messages` and the row's `tools` (instructify/data/tool_formats.py)."""
 
 from __future__ import annotations
 
 import logging
 
+from instructify.data import tool_formats
 from instructify.data.records import DataError, Messages
 from instructify.data.sources import _Unreadable
 
@@ -26,6 +28,10 @@ TWO_SPEAKER_JOIN = " "
 def detect(row: dict, columns: dict) -> str | None:
     """The format of a row, from its keys (after renames)."""
     col = lambda name: columns.get(name, name)  # noqa: E731
+    if col("query") in row and col("answers") in row:
+        return "xlam"
+    if col("chat") in row and col("system") in row:
+        return "glaive"
     if col("conversations") in row:
         return "sharegpt"
     for key in (col("messages"), col("turns")):
@@ -46,20 +52,24 @@ def _text_turns(value: object, role: str) -> Messages:
     return value if isinstance(value, list) else [{"role": role, "content": value}]
 
 
-def _from_messages(row: dict, col) -> Messages:
+Converted = tuple[Messages, list[dict]]  # messages and the row's tools ([] for rows without)
+
+
+def _from_messages(row: dict, col) -> Converted:
     msgs = row.get(col("messages"))
     if not isinstance(msgs, list):
         raise DataError(f"lacks a `{col('messages')}` list")
     role, content = col("role"), col("content")
-    return [
-        {"role": m.get(role), "content": m.get(content)}
+    out = [
+        tool_formats.tool_message({**m, "role": m.get(role), "content": m.get(content)})
         if isinstance(m, dict)
         else {"role": None, "content": m}
         for m in msgs
     ]
+    return out, tool_formats.row_tools(row, col("tools"))
 
 
-def _from_sharegpt(row: dict, col) -> Messages:
+def _from_sharegpt(row: dict, col) -> Converted:
     turns = row.get(col("conversations"))
     if not isinstance(turns, list):
         raise DataError(f"lacks a `{col('conversations')}` list")
@@ -67,11 +77,15 @@ def _from_sharegpt(row: dict, col) -> Messages:
     out = []
     for t in turns:
         raw = t.get(speaker) if isinstance(t, dict) else None
-        out.append({"role": SHAREGPT_ROLES.get(str(raw).lower(), raw), "content": t.get(text) if raw else t})
-    return out
+        out.append(
+            tool_formats.sharegpt_turn(str(raw), t.get(text), SHAREGPT_ROLES)
+            if raw
+            else {"role": raw, "content": t}
+        )
+    return out, tool_formats.row_tools(row, col("tools"))
 
 
-def _from_alpaca(row: dict, col) -> Messages:
+def _from_alpaca(row: dict, col) -> Converted:
     instruction, extra = row.get(col("instruction")), row.get(col("input"))
     if not isinstance(instruction, str):
         raise DataError(f"`{col('instruction')}` is not a string")
@@ -80,14 +94,16 @@ def _from_alpaca(row: dict, col) -> Messages:
     system = row.get(col("system"))
     return (
         [{"role": "system", "content": system}, *msgs] if isinstance(system, str) and system.strip() else msgs
-    )
+    ), []
 
 
-def _from_prompt_completion(row: dict, col) -> Messages:
-    return _text_turns(row.get(col("prompt")), "user") + _text_turns(row.get(col("completion")), "assistant")
+def _from_prompt_completion(row: dict, col) -> Converted:
+    return _text_turns(row.get(col("prompt")), "user") + _text_turns(
+        row.get(col("completion")), "assistant"
+    ), []
 
 
-def _from_two_speaker(row: dict, col) -> Messages:
+def _from_two_speaker(row: dict, col) -> Converted:
     turns = row.get(col("turns")) or row.get(col("messages"))
     if not isinstance(turns, list):
         raise DataError(f"lacks a `{col('turns')}` list of {{speaker, text}}")
@@ -106,7 +122,7 @@ def _from_two_speaker(row: dict, col) -> Messages:
     return [
         {"role": "user" if who == first else "assistant", "content": TWO_SPEAKER_JOIN.join(ws)}
         for who, ws in merged
-    ]
+    ], []
 
 
 # Each format's converter; config's `data.sources[].format` choices are these names and `auto` (a test holds them
@@ -117,11 +133,19 @@ CONVERTERS = {
     "alpaca": _from_alpaca,
     "prompt_completion": _from_prompt_completion,
     "two_speaker": _from_two_speaker,
+    "xlam": tool_formats.from_xlam,
+    "glaive": tool_formats.from_glaive,
 }
 
 
 def to_messages(row: object, fmt: str, columns: dict) -> Messages:
-    """Convert one raw row; raises DataError with the reason for rows this format cannot read."""
+    """The messages of one raw row (to_conversation without its tools)."""
+    return to_conversation(row, fmt, columns)[0]
+
+
+def to_conversation(row: object, fmt: str, columns: dict) -> Converted:
+    """Convert one raw row to (messages, tools); raises DataError with the reason for rows this format cannot
+    read."""
     if isinstance(row, _Unreadable):
         raise DataError(row.reason)
     if not isinstance(row, dict):
@@ -131,7 +155,7 @@ def to_messages(row: object, fmt: str, columns: dict) -> Messages:
         if fmt is None:
             raise DataError(
                 f"cannot tell the format from keys {sorted(row)}; expected messages, conversations, "
-                "instruction/output, prompt/completion or turns; set data.sources[].format or .columns"
+                "instruction/output, prompt/completion, turns, query/answers (xLAM) or system/chat (glaive); set data.sources[].format or .columns"
             )
     if fmt not in CONVERTERS:
         raise DataError(f"unknown format {fmt!r}")

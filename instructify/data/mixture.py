@@ -5,30 +5,40 @@ from __future__ import annotations
 import logging
 import random
 
+from instructify.chat import tools as chat_tools
 from instructify.config import DataConfig
-from instructify.data.formats import to_messages
+from instructify.data.formats import to_conversation
 from instructify.data.records import Conversation, DataError, LoadReport
 from instructify.data.sources import read_source
-from instructify.data.validate import merge_consecutive, problem
+from instructify.data.validate import check_tool_use, merge_consecutive, normal_calls, problem
 
 log = logging.getLogger(__name__)
 
 
-def load(cfg: DataConfig, special_texts: tuple[str, ...], report: LoadReport) -> list[Conversation]:
-    """Every source, converted and validated, weighted into one list (rejects counted in `report`)."""
+def load(
+    cfg: DataConfig, special_texts: tuple[str, ...], report: LoadReport, system_prompt: str | None = None
+) -> list[Conversation]:
+    """Every source, converted and validated, weighted into one list (rejects counted in `report`). Conversations
+    with tools are checked by the rules of tool use, then flattened to the ChatML text the template renders (the
+    tools block in the system turn, with `system_prompt` where the template injects it)."""
     out = []
     for n, src in enumerate(cfg.sources):
         convs = []
         for where, row in read_source(src):
             report.read += 1
             try:
-                msgs = to_messages(row, src.format, src.columns)
+                msgs, tools = to_conversation(row, src.format, src.columns)
             except DataError as e:
                 report.reject(where, str(e), getattr(row, "raw", row))
                 continue
             if cfg.consecutive == "merge" and all(isinstance(m, dict) and "role" in m for m in msgs):
                 msgs, merged = merge_consecutive(msgs)
                 report.merged += merged
+            if chat_tools.uses_tools(msgs, tools):
+                if found := check_tool_use(msgs, tools):
+                    report.reject(where, str(found), row)
+                    continue
+                msgs = chat_tools.flatten(normal_calls(msgs), tools, system_prompt)
             reason = problem(msgs, special_texts)
             if reason:
                 report.reject(where, reason, row)

@@ -68,7 +68,7 @@ def build(
     """Load, validate, split, encode and fit: the rows the trainer trains on, and the held-out prompts."""
     report = records.LoadReport()
     forbidden = template.special_texts(tokenizer) if cfg.template.special_text == "reject" else ()
-    convs = mixture.load(cfg.data, forbidden, report)
+    convs = mixture.load(cfg.data, forbidden, report, cfg.template.system_prompt)
     train_convs, held_out = splits.split(convs, cfg.data.eval_share, cfg.data.seed)
     if cfg.data.train_size is not None:
         train_convs = train_convs[: cfg.data.train_size]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from dataclasses import dataclass
 
+from instructify.chat import tools as chat_tools
 from instructify.data.records import Messages
 
 log = logging.getLogger(__name__)
@@ -18,7 +20,8 @@ def merge_consecutive(messages: Messages) -> tuple[Messages, bool]:
     """Join consecutive messages of one role with a newline; (messages, whether anything was merged)."""
     out: Messages = []
     for m in messages:
-        if out and out[-1]["role"] == m["role"] and m["role"] in ("user", "assistant"):
+        calls = m.get("tool_calls") or (out and out[-1].get("tool_calls"))  # a call is never merged into text
+        if out and out[-1]["role"] == m["role"] and m["role"] in ("user", "assistant") and not calls:
             out[-1] = {"role": m["role"], "content": f"{out[-1]['content']}\n{m['content']}"}
         else:
             out.append(dict(m))
@@ -96,3 +99,62 @@ def problem(messages: object, special_texts: tuple[str, ...] = ()) -> str | None
     report."""
     found = check_messages(messages, special_texts)
     return None if found is None else str(found)
+
+
+def check_tool_use(messages: object, tools: list) -> Problem | None:
+    """The rules of tool use, before a conversation is flattened to ChatML (instructify/chat/tools.py) and checked by
+    check_messages: each tool a function schema; each call names a function in `tools`, with arguments that are
+    JSON and meet its schema (required present, types right, values in their enum, no unknown argument); each tool
+    result answers a call made just before it."""
+    for i, tool in enumerate(tools):
+        fn = chat_tools.function_of(tool)
+        if not isinstance(fn.get("name"), str) or not isinstance(fn.get("parameters", {}), dict):
+            return Problem(f"tools[{i}] is not a function schema; expected {{type: function, function: {{name, "
+                           "parameters}}}")  # fmt: skip
+    if not isinstance(messages, list):
+        return None  # check_messages names it
+    pending: list[object] | None = None  # call ids the next tool results may answer; None: no call before
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            return None
+        calls = m.get("tool_calls")
+        if calls is not None and m.get("role") != "assistant":
+            return Problem("has tool_calls but is not the assistant's", i, "tool_calls")
+        if m.get("role") == "tool":
+            if not pending:
+                return Problem("is a tool result with no call before it", i, "role")
+            if m.get("tool_call_id") is not None and m["tool_call_id"] not in pending:
+                return Problem(f"answers call {m['tool_call_id']!r}, which the calls before it do not have", i,
+                               "tool_call_id")  # fmt: skip
+            pending.remove(m["tool_call_id"] if m.get("tool_call_id") is not None else pending[0])
+            if not isinstance(m.get("content"), str) or not m["content"].strip():
+                return Problem("is a tool result with empty or non-string content", i, "content")
+            continue
+        pending = None
+        if calls is None:
+            continue
+        if not isinstance(calls, list) or not calls:
+            return Problem("has tool_calls that are not a non-empty list", i, "tool_calls")
+        for c in calls:
+            name, arguments = chat_tools.call_parts(c)
+            if found := chat_tools.call_problem(name, arguments, tools):
+                return Problem(found, i, "tool_calls")
+        pending = [c.get("id", k) if isinstance(c, dict) else k for k, c in enumerate(calls)]
+    return None
+
+
+def normal_calls(messages: Messages) -> Messages:
+    """Calls whose arguments came as OpenAI's JSON string, parsed to objects: training text is then written one
+    way (the template's tojson), whatever the source's spacing."""
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            calls = []
+            for c in m["tool_calls"]:
+                name, arguments = chat_tools.call_parts(c)
+                if isinstance(arguments, str):
+                    arguments = json.loads(arguments)
+                calls.append({**c, "function": {"name": name, "arguments": arguments}})
+            m = {**m, "tool_calls": calls, "content": m.get("content") or ""}
+        out.append(m)
+    return out
