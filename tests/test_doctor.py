@@ -128,10 +128,11 @@ def test_double_bos_template_fails(chat_folder):
 def test_mask_without_terminator_fails(chat_folder):
     tok = AutoTokenizer.from_pretrained(chat_folder)
     # the classic mistake: <|im_end|> outside {% generation %}, so the model is never trained to stop
-    tok.chat_template = tok.chat_template.replace(
-        "{%- generation -%}{{ message['content'] + '<|im_end|>' }}{%- endgeneration -%}",
-        "{%- generation -%}{{ message['content'] }}{%- endgeneration -%}{{ '<|im_end|>' }}",
+    planted = tok.chat_template.replace(
+        "{{ '<|im_end|>' }}{%- endgeneration -%}", "{%- endgeneration -%}{{ '<|im_end|>' }}"
     )
+    assert planted != tok.chat_template
+    tok.chat_template = planted
     tok.save_pretrained(chat_folder)
     assert alone(doctor.assistant_mask, chat_folder).status == "FAIL"
 
