@@ -50,7 +50,7 @@ def conversations(n: int = 24) -> list[dict]:
 
 
 def _tokenizer(
-    special: list[str], bos: str | None, eos: str, pad: str | None, unk: str
+    special: list[str], bos: str | None, eos: str, pad: str | None, unk: str, corpus=CORPUS, size=400
 ) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token=unk))
     # Byte-level BPE: every string (newlines included) tokenises and decodes back exactly.
@@ -58,7 +58,7 @@ def _tokenizer(
     tok.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     tok.train_from_iterator(
-        CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=special, initial_alphabet=alphabet)
+        corpus, trainers.BpeTrainer(vocab_size=size, special_tokens=special, initial_alphabet=alphabet)
     )
     if bos:
         tok.post_processor = processors.TemplateProcessing(
@@ -252,3 +252,53 @@ def tiny_config(tmp_path, gemma_like, chat_file):
         return path
 
     return make
+
+
+def weather(city: str):
+    """Current weather in a city.
+
+    Args:
+        city: The city's name.
+    """
+    return {"temp": 21, "city": city}
+
+
+WEATHER_CALL = {"type": "function", "function": {"name": "weather", "arguments": {"city": "paris"}}}
+TOOL_CONVERSATIONS = [  # what the tiny tool caller learns by heart: a call, an answer from its result, a chat
+    [
+        {"role": "user", "content": "what is the weather in paris"},
+        {"role": "assistant", "tool_calls": [WEATHER_CALL]},
+    ],
+    [
+        {"role": "user", "content": "what is the weather in paris"},
+        {"role": "assistant", "tool_calls": [{"id": "call_1", **WEATHER_CALL}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": json.dumps(weather("paris"))},
+        {"role": "assistant", "content": "it is 21 degrees in paris"},
+    ],
+    [
+        {"role": "user", "content": "hi there how are you doing today"},
+        {"role": "assistant", "content": "im doing good thanks and you"},
+    ],
+]
+
+
+@pytest.fixture(scope="session")
+def tool_model(tmp_path_factory) -> Path:
+    """A tiny Gemma-shaped chat model that has learnt TOOL_CONVERSATIONS with the `weather` tool offered: it calls
+    the tool, answers from its result, and chats; its tokenizer is trained on that text too, so a conversation
+    with the tools block stays short."""
+    from instructify.chat import template, tools
+
+    torch.manual_seed(0)
+    flat = [tools.flatten(c, [weather]) for c in TOOL_CONVERSATIONS]
+    texts = [m["content"] for c in flat for m in c] * 10 + CORPUS
+    tok = _tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], "<bos>", "<eos>", "<pad>", "<unk>", texts, 700)
+    config = Gemma3TextConfig(
+        vocab_size=len(tok), **TINY_SHAPE, head_dim=32, max_position_embeddings=1024, sliding_window=256,
+        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    model = Gemma3ForCausalLM(config)
+    template.add_chat_tokens(model, tok)
+    _fit_to_stop(model, tok, [{"messages": c} for c in flat], steps=200)
+    return _save(model, tok, tmp_path_factory.mktemp("tool-model"))

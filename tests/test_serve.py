@@ -26,6 +26,7 @@ from instructify.serving import request as request_lib
 from instructify.serving import server as server_lib
 
 HELLO = [{"role": "user", "content": "hi there how are you doing today"}]
+F = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
 LEARNT_REPLY = "im doing good thanks and you"  # what the tiny chat model learnt to answer (tests/conftest.py)
 QUESTIONS = [
     "hi there how are you doing today",
@@ -168,7 +169,13 @@ BAD = [
     ({"messages": HELLO, "temperature": True}, "temperature"),
     ({"messages": HELLO, "stream": 1}, "stream"),
     ({"messages": HELLO, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
-    ({"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"messages": HELLO, "tools": [{"type": "fn", "function": {"name": "f"}}]}, "tools[0].type"),
+    ({"messages": HELLO, "tool_choice": "required"}, "tool_choice"),
+    (
+        {"messages": HELLO, "tools": [F], "tool_choice": {"type": "function", "function": {"name": "g"}}},
+        "tool_choice",
+    ),
+    ({"messages": [*HELLO, {"role": "tool", "content": "5"}]}, "messages[1].role"),
     ({"messages": HELLO, "logprobs": True}, "logprobs"),
     ({"messages": HELLO, "response_format": {"type": "json_object"}}, "response_format"),
     ({"messages": HELLO, "frequency_penalty": 0.5}, "frequency_penalty"),

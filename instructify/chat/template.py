@@ -530,6 +530,20 @@ def _tokenize(tokenizer: PreTrainedTokenizerBase, pieces: list[str]) -> list[tup
     return [(e.ids, [s for s, _ in e.offsets]) for e in encodings]
 
 
+def prefill(tokenizer: PreTrainedTokenizerBase, text: str, continuation: str) -> tuple[list[int], str]:
+    """The ids to start a reply with so that it begins with `text`, as training tokenised such a reply: `text`
+    followed by a typical `continuation`, tokenised as a reply is (after "assistant\\n"), and only the tokens
+    that end within `text` kept; the rest of `text` is left for the model to write, since a token that `text`
+    cuts in two would be one the model never saw there. Returns (ids, the text they spell)."""
+    header = "assistant\n"
+    ids, starts = _tokenize(tokenizer, [header + text + continuation])[0]
+    ends = starts[1:] + [len(header + text + continuation)]
+    keep = [k for k, (s, e) in enumerate(zip(starts, ends)) if s >= len(header) and e <= len(header + text)]
+    if not keep:
+        return [], ""
+    return [ids[k] for k in keep], (header + text)[starts[keep[0]] : ends[keep[-1]]]
+
+
 def special_texts(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
     """Every special token's text: inside a message it would become a control token if rendered and re-tokenised."""
     return tuple(

@@ -214,9 +214,9 @@ def schema_problem(value: object, schema: dict, where: str = "arguments") -> str
     return None
 
 
-def call_problem(name: object, arguments: object, tools: list[dict]) -> str | None:
+def call_problem(name: object, arguments: object, tools: list[dict], schema: bool = True) -> str | None:
     """Why a call cannot be made against `tools`: an unknown function, arguments that are not JSON (OpenAI's
-    string form is parsed) or break the function's schema; None when it is a valid call."""
+    string form is parsed) or (with `schema`) break the function's schema; None when it is a valid call."""
     functions = {function_of(t).get("name"): function_of(t) for t in tools}
     if name not in functions:
         return f"calls a function not in tools; {name!r} is not one of {sorted(map(str, functions))}"
@@ -227,5 +227,5 @@ def call_problem(name: object, arguments: object, tools: list[dict]) -> str | No
             return f"arguments are not JSON; the call to {name}"
     if not isinstance(arguments, dict):
         return f"arguments are not a JSON object; the call to {name}"
-    found = schema_problem(arguments, functions[name].get("parameters") or {})
+    found = schema_problem(arguments, functions[name].get("parameters") or {}) if schema else None
     return f"arguments break the schema, {found.split(':')[0]}; {name}: {found}" if found else None

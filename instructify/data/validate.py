@@ -101,11 +101,12 @@ def problem(messages: object, special_texts: tuple[str, ...] = ()) -> str | None
     return None if found is None else str(found)
 
 
-def check_tool_use(messages: object, tools: list) -> Problem | None:
+def check_tool_use(messages: object, tools: list, schema: bool = True) -> Problem | None:
     """The rules of tool use, before a conversation is flattened to ChatML (instructify/chat/tools.py) and checked by
     check_messages: each tool a function schema; each call names a function in `tools`, with arguments that are
     JSON and meet its schema (required present, types right, values in their enum, no unknown argument); each tool
-    result answers a call made just before it."""
+    result answers a call made just before it. `schema=False` (a request's past calls, which the model wrote)
+    skips the schema."""
     for i, tool in enumerate(tools):
         fn = chat_tools.function_of(tool)
         if not isinstance(fn.get("name"), str) or not isinstance(fn.get("parameters", {}), dict):
@@ -137,7 +138,7 @@ def check_tool_use(messages: object, tools: list) -> Problem | None:
             return Problem("has tool_calls that are not a non-empty list", i, "tool_calls")
         for c in calls:
             name, arguments = chat_tools.call_parts(c)
-            if found := chat_tools.call_problem(name, arguments, tools):
+            if found := chat_tools.call_problem(name, arguments, tools, schema):
                 return Problem(found, i, "tool_calls")
         pending = [c.get("id", k) if isinstance(c, dict) else k for k, c in enumerate(calls)]
     return None

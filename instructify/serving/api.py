@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from transformers import PreTrainedTokenizerBase
 
 from instructify.chat.template import special_texts
-from instructify.serving import schema
+from instructify.serving import schema, tool_replies
 from instructify.serving.engine import Engine, Job, Overloaded
 from instructify.serving.guard import Guard, error_body
 from instructify.serving.request import RequestError, Settings, settings_of
@@ -65,7 +65,15 @@ def _param(loc: tuple) -> str | None:
 
 _FIELDS = {
     name
-    for model in (schema.ChatCompletionRequest, schema.Message, schema.StreamOptions)
+    for model in (
+        schema.ChatCompletionRequest,
+        schema.Message,
+        schema.StreamOptions,
+        schema.Tool,
+        schema.FunctionSchema,
+        schema.ToolCall,
+        schema.FunctionCall,
+    )
     for name in model.model_fields
 }
 
@@ -208,8 +216,8 @@ async def _complete(job: Job, settings: Settings, head: dict, request: Request) 
             return _error(event[2], event[1])
         else:
             break
-    message = {"role": "assistant", "content": "".join(parts)}
-    choice = {"index": 0, "message": message, "finish_reason": event[1], "logprobs": None}
+    message, reason = tool_replies.message_of(settings.prefix + "".join(parts), event[1], settings.tools)
+    choice = {"index": 0, "message": message, "finish_reason": reason, "logprobs": None}
     usage = _usage(len(settings.prompt_ids), event[2])
     return JSONResponse(head | {"object": "chat.completion", "choices": [choice], "usage": usage})
 
@@ -224,16 +232,37 @@ async def _stream(job: Job, settings: Settings, head: dict):
             head | {"choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]}
         )
 
+    splitter, calls = (tool_replies.StreamSplitter() if settings.tools else None), 0
+
+    def deltas(text: str, end: bool = False) -> list[dict]:
+        """Content and tool-call deltas of a piece of the reply (only content without tools)."""
+        nonlocal calls
+        if splitter is None:
+            return [{"content": text}] if text else []
+        out = []
+        for kind, value in splitter.feed(text) + (splitter.finish() if end else []):
+            if kind == "text":
+                out.append({"content": value})
+            else:
+                out += tool_replies.call_chunks(calls, value)
+                calls += 1
+        return out
+
     try:
         yield chunk({"role": "assistant", "content": ""})
+        for delta in deltas(settings.prefix):
+            yield chunk(delta)
         while (event := await job.events.get())[0] == "text":
-            yield chunk({"content": event[1]})
+            for delta in deltas(event[1]):
+                yield chunk(delta)
+        for delta in deltas("", end=True):
+            yield chunk(delta)
         if event[0] == "error":
             yield json.dumps(
                 {"error": {"message": event[1], "type": "server_error", "param": None, "code": None}}
             )
         else:
-            yield chunk({}, event[1])
+            yield chunk({}, "tool_calls" if calls and event[1] == "stop" else event[1])
             if settings.include_usage:
                 yield json.dumps(head | {"choices": [], "usage": _usage(len(settings.prompt_ids), event[2])})
         yield "[DONE]"

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from instructify.data.validate import check_messages
+from instructify.chat import template
+from instructify.chat import tools as chat_tools
+from instructify.data.validate import check_messages, check_tool_use
+from instructify.serving import tool_replies
 from instructify.serving.engine import TOKENIZER_LOCK
 from instructify.serving.schema import ChatCompletionRequest
 
@@ -33,11 +36,17 @@ class Settings:
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool
+    tools: bool = False  # the reply may hold calls: parsed into tool_calls
+    prefix: str = ""  # the reply's start, written into the prompt (tool_choice required or named)
 
 
-def check_request_messages(messages: object, forbidden: tuple[str, ...]) -> list[dict]:
-    """The training data's rules (instructify/data/: check_messages, the same code), the last message the user's;
-    content given as a list of text parts is joined first. A broken rule is a 400 naming the message and field."""
+def check_request_messages(
+    messages: object, forbidden: tuple[str, ...], tools: list[dict] | None = None
+) -> list[dict]:
+    """The training data's rules (instructify/data/: check_messages, the same code), the last message the user's
+    (or a tool's result); content given as a list of text parts is joined first. With tools, calls and results
+    follow the rules of tool use and the conversation as the template flattens it the rest. A broken rule is a
+    400 naming the message and field."""
     if isinstance(messages, list):
         messages = [
             {**m, "content": _text_of_parts(m["content"], f"messages[{i}].content")}
@@ -45,13 +54,39 @@ def check_request_messages(messages: object, forbidden: tuple[str, ...]) -> list
             else m
             for i, m in enumerate(messages)
         ]
-    found = check_messages(messages, forbidden, prompt=True)
-    if found is not None:
-        if found.index is None:
-            raise RequestError(found.reason, "messages")
-        where = f"messages[{found.index}]"
-        raise RequestError(f"{where} {found.reason}", f"{where}.{found.field}" if found.field else where)
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    if not chat_tools.uses_tools(messages, tools):
+        _raise(check_messages(messages, forbidden, prompt=True))
+        return [{"role": m["role"], "content": m["content"]} for m in messages]
+    _raise(check_tool_use(messages, tools or [], schema=False))
+    found = check_messages(chat_tools.flatten(messages, tools), forbidden, prompt=True)
+    if found is not None:  # its index counts the flattened turns: the tools' system turn, results grouped
+        raise RequestError(f"messages: {found}", "messages")
+    return [_tool_message(m) for m in messages]
+
+
+def _raise(found) -> None:
+    if found is None:
+        return
+    if found.index is None:
+        raise RequestError(found.reason, "messages")
+    where = f"messages[{found.index}]"
+    raise RequestError(f"{where} {found.reason}", f"{where}.{found.field}" if found.field else where)
+
+
+def _tool_message(m: dict) -> dict:
+    out = {k: m[k] for k in ("role", "content", "tool_call_id", "name") if m.get(k) is not None}
+    if m.get("tool_calls"):
+        out["tool_calls"] = [
+            {
+                **c,
+                "function": {
+                    **c["function"],
+                    "arguments": tool_replies.arguments_json(c["function"]["arguments"]),
+                },
+            }
+            for c in m["tool_calls"]
+        ]
+    return out
 
 
 def _text_of_parts(parts: list, where: str) -> str:
@@ -74,8 +109,6 @@ def _text_of_parts(parts: list, where: str) -> str:
 # Fields that would change the answer in ways this server does not do: refused unless at their default (OpenAI's
 # own server answers 400 to what it cannot do, too).
 UNSUPPORTED = {
-    "tools": (lambda v: not v, "tool calling is not served yet; send no tools"),
-    "tool_choice": (lambda v: v in (None, "none"), "tool calling is not served yet"),
     "response_format": (
         lambda v: not v or v.get("type") == "text",
         "only text replies: send {'type': 'text'}",
@@ -98,7 +131,15 @@ def settings_of(
     for name, (fine, why) in UNSUPPORTED.items():
         if not fine(getattr(request, name)):
             raise RequestError(f"{name}: {why}", name)
-    messages = check_request_messages([m.model_dump() for m in request.messages], forbidden)
+    tools = [t.model_dump(exclude_none=True) for t in request.tools or []]
+    try:
+        named = request.tool_choice
+        choice = tool_replies.choice_of(named.model_dump() if hasattr(named, "model_dump") else named, tools)
+    except tool_replies.ToolChoiceError as e:
+        raise RequestError(str(e), "tool_choice") from None
+    messages = check_request_messages([m.model_dump() for m in request.messages], forbidden, tools)
+    shown = tools if choice not in (None, "none") else None  # none: the tools are left out of the prompt
+    prefix, continuation = tool_replies.prefix_of(choice)
     key = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
     max_tokens = getattr(request, key) or DEFAULT_MAX_TOKENS
     stop = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop or ())
@@ -106,8 +147,10 @@ def settings_of(
         raise RequestError("stop: a stop string must not be empty", "stop")
     with TOKENIZER_LOCK:
         prompt_ids = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+            messages, tools=shown, add_generation_prompt=True, tokenize=True, return_dict=True
         )["input_ids"]
+        start, prefix = template.prefill(tokenizer, prefix, continuation) if prefix else ([], "")
+    prompt_ids = prompt_ids + start
     if len(prompt_ids) + max_tokens > defaults["context"]:
         raise RequestError(
             f"the conversation is {len(prompt_ids)} tokens; with {key}={max_tokens} it exceeds the model's "
@@ -125,6 +168,8 @@ def settings_of(
         stop=stop,
         stream=bool(request.stream),
         include_usage=bool(request.stream_options and request.stream_options.include_usage),
+        tools=shown is not None,
+        prefix=prefix,
     )
 
 

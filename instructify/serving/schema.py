@@ -27,23 +27,57 @@ Content = Annotated[
     Any,
     WithJsonSchema(
         {
-            "anyOf": [_TEXT, {"type": "array", "items": _TEXT_PART, "minItems": 1}],
-            "description": "text, or text parts (joined by newlines); other parts are refused",
+            "anyOf": [_TEXT, {"type": "array", "items": _TEXT_PART, "minItems": 1}, {"type": "null"}],
+            "description": "text, or text parts (joined by newlines); other parts are refused; null only for an "
+            "assistant message with tool_calls",
         }
     ),
 ]
 
 
 # The roles a message may have; like its content, checked by the training data's rules.
-Role = Annotated[str, WithJsonSchema({"enum": ["system", "user", "assistant"], "type": "string"})]
+Role = Annotated[str, WithJsonSchema({"enum": ["system", "user", "assistant", "tool"], "type": "string"})]
+
+
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str | dict = Field(description="a JSON object, as OpenAI's JSON string or as an object")
+
+
+class ToolCall(BaseModel):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Role = Field(
-        description="system (first only), then user and assistant alternating; the last is user"
+        description="system (first only), then user and assistant alternating, tool results after the "
+        "assistant's calls; the last is user or tool"
     )
-    content: Content
+    content: Content = None
+    tool_calls: list[ToolCall] | None = Field(None, description="an assistant message's calls")
+    tool_call_id: str | None = Field(None, description="the call a tool message answers")
+    name: str | None = None
+
+
+class FunctionSchema(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    description: str | None = None
+    parameters: dict | None = Field(None, description="a JSON schema of the arguments object")
+
+
+class Tool(BaseModel):
+    model_config = _STRICT
+    type: Literal["function"]
+    function: FunctionSchema
+
+
+class NamedChoice(BaseModel):
+    model_config = _STRICT
+    type: Literal["function"]
+    function: dict = Field(description='{"name": ...}: one of the tools')
 
 
 class StreamOptions(BaseModel):
@@ -72,8 +106,11 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = Field(None, ge=1, le=1, description="one choice per request")
     user: str | None = Field(None, description="accepted and ignored")
     # Fields that would change the answer in a way this server does not do: refused unless left at their default.
-    tools: list[dict] | None = Field(None, description="refused: tool calling is not served yet")
-    tool_choice: str | dict | None = Field(None, description="refused unless 'none'")
+    tools: list[Tool] | None = Field(None, description="functions the model may call, as OpenAI sends them")
+    tool_choice: Literal["auto", "none", "required"] | NamedChoice | None = Field(
+        None, description="auto (default with tools), none (tools left out), required, or a named function"
+    )
+    parallel_tool_calls: bool | None = Field(None, description="accepted; the model may make several calls")
     response_format: dict | None = Field(None, description="refused unless {'type': 'text'}")
     logprobs: bool | None = Field(None, description="refused if true")
     top_logprobs: int | None = Field(None, description="refused")
@@ -99,12 +136,19 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class OutputCall(BaseModel):
+    id: str
+    type: Literal["function"]
+    function: dict = Field(description="name, and arguments as a JSON string")
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None
+    tool_calls: list[OutputCall] | None = None
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 class Choice(BaseModel):
@@ -123,9 +167,17 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class DeltaCall(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: dict
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaCall] | None = None
 
 
 class ChunkChoice(BaseModel):
