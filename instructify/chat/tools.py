@@ -187,7 +187,7 @@ def schema_problem(value: object, schema: dict, where: str = "arguments") -> str
     """Why `value` breaks `schema` (missing required, unknown key, wrong type, not in enum), or None. A compact
     checker of the subset tools use, so each failure is a short reason the load report can count (jsonschema is
     not a dependency here, and its messages quote whole values)."""
-    if not isinstance(schema, dict):
+    if not isinstance(schema, dict) or (value is None and schema.get("nullable")):
         return None
     kinds = schema.get("type")
     kinds = [kinds] if isinstance(kinds, str) else kinds or []
