@@ -211,6 +211,18 @@ class EvalConfig:
     incontext: str = _f(
         "data/synth/incontext.md", "In-context prompt file the base is also checked under (with instructions)"
     )
+    tools: str = _f(
+        "",
+        "Tool-call check: held-out tool conversations (JSONL of tools + messages, e.g. data/tools/heldout.jsonl), "
+        "each assistant turn generated and judged (parses, valid, stops after the call, right call); '': off",
+    )
+    tools_conversations: int = _f(300, "Tool conversations checked (at most those in eval.tools)")
+    tools_max_new_tokens: int = _f(128, "Generation budget per tool-check reply and BFCL reply")
+    bfcl: int = _f(
+        0,
+        "BFCL items per category (simple, multiple, parallel, parallel_multiple, irrelevance; a seeded sample, "
+        "from the bfcl-eval wheel) scored by instructify/evals/bfcl.py; 0: off",
+    )
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 from instructify import config as config_lib
 from instructify import runs
 from instructify.data import records
-from instructify.evals import conformance, instructions
+from instructify.evals import conformance, instructions, tool_calls
 from instructify.ship import export
 from instructify.training import distributed, sft
 from instructify.training.model import load, resolve
@@ -43,6 +43,7 @@ def train(cfg: config_lib.Config, evaluate_after: bool = True) -> None:
             (out / "report.json").unlink(missing_ok=True)
             run_eval(cfg, setup.model, setup.tokenizer, setup.data.eval_prompts, "base", cfg.model.name)
             check_instructions(cfg, "base", setup.model, setup.tokenizer, cfg.model.name)
+            check_tools(cfg, "base", setup.model, setup.tokenizer, cfg.model.name)
     sft.train(cfg, setup)
     if not evaluate_after or not main:
         return
@@ -75,6 +76,7 @@ def evaluate_folder(cfg: config_lib.Config, folder: Path, name: str, reference: 
     model, tokenizer = load(cfg.model, path=str(folder))
     run_eval(cfg, model, tokenizer, prompts, name, str(folder))
     check_instructions(cfg, name, model, tokenizer, str(folder))
+    check_tools(cfg, name, model, tokenizer, str(folder))
     del model
     run_reference(cfg, prompts, reference)
     check_base_incontext(cfg)
@@ -135,7 +137,8 @@ def run_reference(cfg: config_lib.Config, prompts: list[dict], explicit: str | N
         and stored.get("settings") == eval_settings(cfg, prompts)
     )
     checked = not cfg.eval.instructions or (not explicit and _stored_check(cfg, "reference", source))
-    if evaluated and checked:
+    tooled = not _tools_on(cfg) or (not explicit and _stored_tools(cfg, "reference", source))
+    if evaluated and checked and tooled:
         log.info("reference: %s already evaluated with these settings (report.json)", source)
         return
     model, tokenizer = load(cfg.model, path=resolve(source))
@@ -143,6 +146,8 @@ def run_reference(cfg: config_lib.Config, prompts: list[dict], explicit: str | N
         run_eval(cfg, model, tokenizer, prompts, "reference", source)
     if not checked:
         check_instructions(cfg, "reference", model, tokenizer, source)
+    if not tooled:
+        check_tools(cfg, "reference", model, tokenizer, source)
 
 
 def _check_settings(cfg: config_lib.Config) -> dict:
@@ -183,6 +188,45 @@ def check_instructions(
     )
 
 
+def _tools_on(cfg: config_lib.Config) -> bool:
+    return bool(cfg.eval.tools or cfg.eval.bfcl)
+
+
+def _tools_settings(cfg: config_lib.Config) -> dict:
+    e = cfg.eval
+    return {"tools": e.tools, "conversations": e.tools_conversations, "bfcl": e.bfcl,
+            "max_new_tokens": e.tools_max_new_tokens}  # fmt: skip
+
+
+def _stored_tools(cfg: config_lib.Config, name: str, source: str) -> bool:
+    stored = tool_calls.read(Path(cfg.output_dir)).get(name, {})
+    return stored.get("model_path") == source and stored.get("settings") == _tools_settings(cfg)
+
+
+def check_tools(cfg: config_lib.Config, name: str, model, tokenizer, source: str) -> None:
+    """The tool-call check and BFCL (instructify/evals/tool_calls.py) of one model, into <output_dir>/tools.json."""
+    e = cfg.eval
+    if not _tools_on(cfg):
+        return
+    t0 = time.time()
+    result: dict = {"model_path": source, "settings": _tools_settings(cfg)}
+    if e.tools:
+        result["check"] = tool_calls.check(
+            model, tokenizer, e.tools, e.tools_conversations, e.tools_max_new_tokens, e.batch_size
+        )
+        c = result["check"]
+        log.info("%s: tool check %.1f%% conform, %.1f%% right of %d turns", name, 100 * c["conforms"],
+                 100 * c["right"], c["n"])  # fmt: skip
+    if e.bfcl:
+        result["bfcl"] = tool_calls.run_bfcl(
+            model, tokenizer, e.bfcl, e.tools_max_new_tokens, e.batch_size, cfg.training.seed
+        )
+        cats = result["bfcl"]["categories"]
+        log.info("%s: BFCL %s", name, ", ".join(f"{k} {v['accuracy']:.1%}" for k, v in cats.items()))
+    result["seconds"] = round(time.time() - t0, 1)
+    tool_calls.write(Path(cfg.output_dir), name, result)
+
+
 def check_base_incontext(cfg: config_lib.Config) -> None:
     """The base model under the in-context prompt (eval.incontext): what an untrained base answers when shown how."""
     from instructify.chat import incontext
@@ -204,6 +248,9 @@ def print_report(out: Path, show: int) -> None:
     checked = instructions.read(out)
     if checked:
         print(report.instructions_table(checked) + "\n")
+    tooled = tool_calls.read(out)
+    if tooled:
+        print(report.tools_table(tooled) + "\n\n" + report.bfcl_table(tooled) + "\n")
     for name in report.ordered(entries):
         for s in entries[name].get("samples", [])[:show]:
             print(

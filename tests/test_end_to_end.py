@@ -6,9 +6,10 @@ import json
 import gguf
 import pytest
 import torch
-from conftest import assistant_mask
+from conftest import TOOL_CONVERSATIONS, assistant_mask, weather
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers.utils import get_json_schema
 
 from instructify import cli, config
 from instructify.chat import template
@@ -20,6 +21,9 @@ from instructify.training import sft
 def run_config(tiny_config, smol_instruct, tmp_path):
     incontext = tmp_path / "incontext.md"  # short: the tiny model has 512 positions
     incontext.write_text("# Query:\n```hi there```\n\n# Answer:\n```\nim doing good\n```\n")
+    tool_file = tmp_path / "tools.jsonl"  # one conversation that calls `weather`: the tool check's wiring
+    tool_file.write_text(json.dumps({"id": "w", "kind": "single", "tools": [get_json_schema(weather)],
+                                     "messages": TOOL_CONVERSATIONS[0]}) + "\n")  # fmt: skip
     return tiny_config(
         "run",
         eval={
@@ -35,6 +39,8 @@ def run_config(tiny_config, smol_instruct, tmp_path):
             "instructions": 1,
             "instructions_max_new_tokens": 6,
             "incontext": str(incontext),
+            "tools": str(tool_file),
+            "tools_max_new_tokens": 4,
         },
     )
 
@@ -125,6 +131,10 @@ def test_train_command_runs_every_stage(run_config, tmp_path, gemma_like, capsys
     assert set(checked) == {"base", "base (in-context)", "trained", "reference"}
     assert all(c["n"] == 5 and len(c["replies"]) == 5 for c in checked.values())
     assert "| instruction check |" in out and "| base (in-context) |" in out
+    tooled = json.loads((run / "tools.json").read_text())
+    assert set(tooled) == {"base", "trained", "reference"}
+    assert all(t["check"]["n"] + t["check"]["too_long"] == 1 for t in tooled.values())
+    assert "| tool check |" in out and "## Tool calls" in (run / "report.md").read_text()
     # the curve: teacher-forced at steps 0, 2, 4; generation at 0 and at the last step
     curve = [json.loads(line) for line in (run / "curve.jsonl").read_text().splitlines()]
     assert [c["step"] for c in curve] == [0, 2, 4]

@@ -119,7 +119,7 @@ def generate(
     """Each prompt's reply through the model's own chat template and stop ids (instructify/evals/generation.py), flagged."""
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
     stop_ids = stop_ids_of(model)
-    encoded = [chat_prompt_ids(tokenizer, p["messages"]) for p in prompts]
+    encoded = [chat_prompt_ids(tokenizer, p["messages"], p.get("tools")) for p in prompts]
     new = generate_ids(
         model,
         encoded,

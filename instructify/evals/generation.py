@@ -133,10 +133,12 @@ def stop_at_ids(stop_ids: set[int]) -> Callable[[list[int]], tuple[list[int], bo
     return done
 
 
-def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
+def chat_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict], tools: list[dict] | None = None
+) -> list[int]:
     """The prompt ids through the tokenizer's own chat template (sandboxed), with the generation prompt."""
     return tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        messages, tools=tools or None, add_generation_prompt=True, tokenize=True, return_dict=True
     )["input_ids"]
 
 

@@ -75,6 +75,44 @@ def instructions_table(checked: dict) -> str:
     return "\n".join(rows)
 
 
+# FunctionGemma (Gemma 3 270M fine-tuned by Google for function calling), as its model card reports BFCL; quoted,
+# not measured here (its card's setup, all items of each category).
+FUNCTIONGEMMA = {"simple": 0.616, "multiple": 0.635, "parallel": 0.390, "parallel_multiple": 0.295,
+                 "irrelevance": 0.737}  # fmt: skip
+
+
+def tools_table(tooled: dict) -> str:
+    """Markdown table of the held-out tool check per model."""
+    rows = [
+        "| tool check | turns | conform (95% CI) | stopped | right | right calls | missed calls | false calls |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ordered(tooled):
+        c = tooled[name].get("check")
+        if c:
+            lo, hi = c["conforms_ci95"]
+            rows.append(
+                f"| {name} | {c['n']} | {c['conforms']:.1%} ({lo:.0%}-{hi:.0%}) | {c['stopped']:.1%} | "
+                f"{c['right']:.1%} | {c['right_calls']:.1%} of {c['calls_due']} | {c['missed_calls']:.1%} | "
+                f"{c['false_calls']:.1%} of {c['text_due']} |"
+            )
+    return "\n".join(rows)
+
+
+def bfcl_table(tooled: dict) -> str:
+    """Markdown table of BFCL accuracy per category per model, FunctionGemma's published figures last."""
+    cats = ("simple", "multiple", "parallel", "parallel_multiple", "irrelevance")
+    rows = ["| BFCL (AST) | items | " + " | ".join(cats) + " |", "|---|---|" + "---|" * len(cats)]
+    for name in ordered(tooled):
+        b = tooled[name].get("bfcl")
+        if b:
+            cells = [f"{b['categories'][k]['accuracy']:.1%}" if k in b["categories"] else "-" for k in cats]
+            rows.append(f"| {name} | {b['items']} | " + " | ".join(cells) + " |")
+    cells = [f"{FUNCTIONGEMMA[k]:.1%}" for k in cats]
+    rows.append("| FunctionGemma 270M (its model card, quoted) | all | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def lengths_table(report: dict) -> str:
     """Reply length (tokens) by the number of turns before the reply: median / p90 (n)."""
     turns = sorted({int(t) for m in report.values() for t in m.get("reply_tokens_by_prior_turns", {})})
@@ -233,6 +271,28 @@ def write(out_dir: Path, samples: int = 5) -> Path:
             "above; base (in-context): the untrained base under the in-context prompt (eval.incontext).",
             "",
             instructions_table(checked),
+            "",
+        ]
+    from instructify.evals.tool_calls import read as tools_read
+
+    tooled = tools_read(out_dir)
+    if tooled:
+        parts += [
+            "## Tool calls",
+            "",
+            "Held-out tool conversations (eval.tools; functions in no training row), every assistant turn, greedy. "
+            "conform: ended on `<|im_end|>`, parses as text or `<tool_call>` blocks, each call names an offered "
+            "function with arguments that meet its schema, nothing after the last call, no invented "
+            "`<tool_response>`; right: the gold calls (any order), or no call where text is due; false calls: a "
+            "call where none was due. Models whose template ignores `tools` get the tools block in their system "
+            "turn.",
+            "",
+            tools_table(tooled),
+            "",
+            "BFCL v4 AST categories (bfcl-eval's data, a seeded sample per category; instructify/evals/bfcl.py, "
+            "whose verdicts agree with BFCL's own checker: bench/bfcl-crosscheck.json).",
+            "",
+            bfcl_table(tooled),
             "",
         ]
     if any(p.name == "metrics.png" for p in images):
