@@ -293,3 +293,22 @@ def test_eval_prompts_fit_max_length_and_vary_prior_turns():
     prompts = splits.eval_prompts(convs, encs, max_length=40, seed=0)
     assert [p["prior_turns"] for p in prompts] == [1, 3, 5]  # the long one has no reply that fits: no prompt
     assert all(p["messages"][-1]["role"] == "user" and p["reference"] == "hello" for p in prompts)
+
+
+def test_tool_conversations_give_no_chat_prompt(caplog):
+    """Held-out tool rows are the tool check's: as chat prompts they crowd out chat (tools first in the mix) and
+    parallel calls run past the chat budget."""
+    from instructify.chat import tools
+
+    call = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}],
+    }
+    add = {"name": "add", "description": "Add.", "parameters": {"type": "object", "properties": {}}}
+    flat = tools.flatten([CHAT[0], call], [add])
+    convs = [records.Conversation("tool", flat), records.Conversation("chat", [CHAT[0], CHAT[1]])]
+    with caplog.at_level("INFO"):
+        prompts = splits.eval_prompts(convs, [Enc([30, 40]), Enc([5, 10])], max_length=64, seed=0)
+    assert [p["id"] for p in prompts] == ["chat"]
+    assert "1 tool conversations left to the tool check" in caplog.text

@@ -22,7 +22,7 @@ from instructify.config import Config, DataConfig, cache_dir
 from instructify.data import mixture, records, sources, splits
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = "1"  # bump when the row layout or the encoder changes
+CACHE_VERSION = "2"  # bump when the row layout or the encoder changes
 
 
 @dataclass

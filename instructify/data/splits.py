@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
+from instructify.chat import tools
 from instructify.data.records import Conversation, DataError, LoadReport
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,14 @@ def fit_all(
 def eval_prompts(convs: list[Conversation], encoded: list, max_length: int, seed: int) -> list[dict]:
     """One prompt per held-out conversation: the turns before an assistant reply (1, 3 or 5 prior turns, in turn),
     rendered later with the generation prompt; the gold reply is kept for teacher-forced metrics. Only replies whose
-    conversation so far fits `max_length` count, as in training; a conversation with none gives no prompt."""
-    prompts = []
+    conversation so far fits `max_length` count, as in training; a conversation with none gives no prompt. Tool
+    conversations give none either: the tool check (eval.tools) measures calls, on functions held out of training,
+    with its own token budget, and the chat bars stay about chat."""
+    prompts, with_tools = [], 0
     for k, (conv, enc) in enumerate(zip(convs, encoded)):
+        if tools.flattened_with_tools(conv.messages):
+            with_tools += 1
+            continue
         fits = [i for i, end in enumerate(enc.ends) if end <= max_length]  # ends may stop past max_length
         replies = [i for i in fits if conv.messages[i]["role"] == "assistant"]
         if not replies:
@@ -95,4 +101,6 @@ def eval_prompts(convs: list[Conversation], encoded: list, max_length: int, seed
                 "prior_turns": idx,
             }
         )
+    if with_tools:
+        log.info("held-out prompts: %d tool conversations left to the tool check (eval.tools)", with_tools)
     return prompts
