@@ -4,6 +4,7 @@
     python scripts/readme_figures.py --collect runs/quickstart    # first copy a finished quickstart run's figures
                                                                   # (report.json, curve.jsonl, speed.json) into
                                                                   # bench/quickstart.json
+    python scripts/readme_figures.py --collect-tools runs/tools --timeline T.json   # the tools run: bench/tools.json
 
 Each block sits between `<!-- figures:NAME:start -->` and `<!-- figures:NAME:end -->`; tests/test_readme.py fails
 when a block differs from what its JSON renders to (a bench re-run without this script, or a hand edit).
@@ -209,7 +210,60 @@ def serve(data: dict) -> str:
     )
 
 
+# issue 27's targets for the configs/tools.yaml model; the text says where each is missed
+TOOL_TARGETS = {"conform": 0.98, "simple": 0.50, "irrelevance": 0.70, "stop": 0.98, "loop": 0.02}
+
+
+def tools(data: dict) -> str:
+    """The configs/tools.yaml run: held-out tool check, BFCL per category (FunctionGemma's card quoted), the same
+    model's chat bars, targets met or missed, and where the time went."""
+    from instructify.evals.report import FUNCTIONGEMMA, bfcl_table, tools_table
+
+    t, chat = data["tools"]["trained"], data["report"]["trained"]
+    cats = t["bfcl"]["categories"]
+    got = {
+        "conform": t["check"]["conforms"],
+        "simple": cats["simple"]["accuracy"],
+        "irrelevance": cats["irrelevance"]["accuracy"],
+        "stop": chat["stop_rate"],
+        "loop": chat["loop_rate"],
+    }
+    names = {"conform": "tool-call conformance", "simple": "BFCL simple", "irrelevance": "BFCL irrelevance",
+             "stop": "chat stop (greedy)", "loop": "chat loops"}  # fmt: skip
+    verdicts = []
+    for k, target in TOOL_TARGETS.items():
+        met = got[k] <= target if k == "loop" else got[k] >= target
+        sign = "≤" if k == "loop" else "≥"
+        verdicts.append(f"{names[k]} {got[k]:.1%} ({sign} {target:.0%}: {'met' if met else '**missed**'})")
+    beaten = [k for k in FUNCTIONGEMMA if cats[k]["accuracy"] > FUNCTIONGEMMA[k]]
+    fg = (
+        "FunctionGemma's card is beaten in " + ", ".join(beaten)
+        if beaten
+        else "FunctionGemma's card is beaten in no category"
+    )
+    chat_line = (
+        f"chat on the same model: {chat['n']} held-out chat conversations, stop {chat['stop_rate']:.1%}, "
+        f"loops {chat['loop_rate']:.1%}, median reply {chat['reply_tokens_median']} tokens"
+    )
+    tl = data["timeline"]
+    time_line = (
+        f"time on {data['machine']}: training {tl['train_steps']} steps {tl['train_minutes']:.0f} min "
+        f"({data['speed']['step_seconds_median']:.1f} s median step, peak RSS "
+        f"{data['speed']['train_peak_rss_mb'] / 1024:.1f} GiB); evaluation: "
+        + ", ".join(f"{k} {v:.0f} min" for k, v in tl["eval_minutes"].items())
+        + f"; {tl['note']}"
+    )
+    return "\n\n".join(
+        [
+            tools_table(data["tools"]),
+            bfcl_table(data["tools"]),
+            "\n".join(f"- {line}" for line in [*verdicts, fg, chat_line, time_line]),
+        ]
+    )
+
+
 BLOCKS = {
+    "tools": (BENCH / "tools.json", tools),
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
@@ -283,6 +337,36 @@ def collect(run: Path, wall_seconds: float | None = None, converted: bool = True
     return out
 
 
+def collect_tools(run: Path, timeline: dict) -> Path:
+    """The figures README quotes from a finished configs/tools.yaml run, into bench/tools.json."""
+    from machine import cpu_flags
+
+    from instructify.evals import tool_calls
+    from instructify.evals.conformance import read_report
+
+    drop = ("samples", "lengths_by_prior_turns")
+    tooled = tool_calls.read(run)
+    data = {
+        "run": str(run),
+        "machine": cpu_flags(),
+        "report": {n: {k: v for k, v in e.items() if k not in drop} for n, e in read_report(run).items()},
+        "tools": {
+            name: {
+                part: {k: v for k, v in entry[part].items() if k != "replies"}
+                for part in ("check", "bfcl")
+                if part in entry
+            }
+            for name, entry in tooled.items()
+        },
+        "speed": json.loads((run / "speed.json").read_text()),
+        "timeline": timeline,
+        "run_json": {k: v for k, v in json.loads((run / "run.json").read_text()).items() if k != "config"},
+    }
+    out = BENCH / "tools.json"
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
@@ -296,7 +380,17 @@ def main() -> int:
         action="store_true",
         help="with --wall-seconds: the run converted the base model first (an empty cache, a fresh clone)",
     )
+    p.add_argument(
+        "--collect-tools", type=Path, help="a finished configs/tools.yaml run folder, into bench/tools.json"
+    )
+    p.add_argument(
+        "--timeline",
+        type=Path,
+        help="with --collect-tools: a JSON file of the run's minutes (train_steps, train_minutes, eval_minutes, note)",
+    )
     args = p.parse_args()
+    if args.collect_tools:
+        print(f"wrote {collect_tools(args.collect_tools, json.loads(args.timeline.read_text()))}")
     if args.collect:
         print(f"wrote {collect(args.collect, args.wall_seconds, not args.converting)}")
     for page in PAGES:

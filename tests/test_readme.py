@@ -192,6 +192,11 @@ def test_every_flag_named_is_one_its_program_defines():
         for paragraph in re.split(r"\n\s*\n", text):
             targets = re.findall(r"\bmake ([a-z][a-z-]*)", paragraph)
             named = [s for s in scripts if s in paragraph or any(s in recipes.get(t, "") for t in targets)]
+            for module in re.findall(r"-m (instructify(?:\.\w+)+)", paragraph):  # a module run as a program
+                path = ROOT / (module.replace(".", "/") + ".py")
+                if path.is_file():
+                    scripts[module] = path.read_text()
+                    named.append(module)
             # each command, and the paragraph with its code spans cut out
             for command in [*commands(paragraph), re.sub(r"`[^`]*`", "", paragraph)]:
                 launcher = INVOKED.split(command)[0]  # what follows is parsed by the test above
