@@ -2,6 +2,7 @@
 Writes bench/bfcl-crosscheck.json.
 
     python scripts/bfcl_crosscheck.py [--outputs FILE.jsonl] [--venv .venv-bfcl] [--out bench/bfcl-crosscheck.json]
+    python scripts/bfcl_crosscheck.py --run runs/tools --out bench/bfcl-crosscheck-model.json   # a model's replies
 
 FILE.jsonl: one model output a line, {"id", "category", "calls": [{"name", "arguments"}]} (tool names as the model
 wrote them; an optional "variant" labels the line). Without --outputs, the script writes one from the gold answers
@@ -317,24 +318,51 @@ def compare(outputs: Path, verdicts: list[dict]) -> dict:
     }
 
 
+def run_outputs(run: Path, name: str, out: Path) -> Path:
+    """A run's own BFCL replies (tools.json, entry `name`) as outputs: the calls our parser reads from each."""
+    import re
+
+    from instructify.chat import tools
+
+    replies = json.loads((run / "tools.json").read_text())[name]["bfcl"]["replies"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as f:
+        for r in replies:
+            category = re.sub(r"_\d+$", "", r["id"]).replace("simple_python", "simple")
+            calls = tools.parse_reply(r["reply"]).calls
+            f.write(
+                json.dumps({"id": r["id"], "category": category, "calls": calls, "variant": f"{run}:{name}"})
+                + "\n"
+            )
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
         "--outputs", type=Path, help="JSONL of model outputs (default: generated gold + perturbations)"
     )
+    p.add_argument(
+        "--run", type=Path, help="instead of --outputs: a run folder whose tools.json holds BFCL replies"
+    )
+    p.add_argument("--name", default="trained", help="with --run: the model entry (default: %(default)s)")
     p.add_argument("--venv", type=Path, default=ROOT / ".venv-bfcl")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "bfcl-crosscheck.json")
     args = p.parse_args()
 
     outputs = args.outputs
-    if outputs is None:
+    if args.run:
+        outputs = run_outputs(
+            args.run, args.name, ROOT / "runs" / "bfcl-crosscheck" / f"{args.name}-outputs.jsonl"
+        )
+    elif outputs is None:
         outputs = ROOT / "runs" / "bfcl-crosscheck" / "generated-outputs.jsonl"
         generate(outputs)
     mode = ensure_venv(args.venv)
     result = compare(outputs, bfcl_verdicts(args.venv, mode, outputs))
     report = {
         "outputs_file": str(outputs.relative_to(ROOT) if outputs.is_relative_to(ROOT) else outputs),
-        "generated": args.outputs is None,
+        "generated": args.outputs is None and args.run is None,
         "bfcl_eval": bfcl.BFCL_VERSION,
         "bfcl_mode": mode,
         "bfcl_model_name": MODEL,

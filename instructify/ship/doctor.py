@@ -427,6 +427,11 @@ def tool_calls(f: Folder) -> Finding:
         )
     if f.chatml is None:
         return "PASS", f"tools listed, calls closed by {f.term}, string arguments not encoded twice", ""
+    return _tool_training(f, string_args)
+
+
+def _tool_training(f: Folder, string_args: list[dict]) -> Finding:
+    """ChatML: instructify's training ids and mask of the tool probe (both argument forms) equal the template's."""
     system = f.chatml.system_prompt
     encoded = template.encode(
         f.tok,
