@@ -324,11 +324,13 @@ def run_outputs(run: Path, name: str, out: Path) -> Path:
 
     from instructify.chat import tools
 
+    ours = {v: k for k, v in BFCL_CATEGORY.items()}
     replies = json.loads((run / "tools.json").read_text())[name]["bfcl"]["replies"]
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
         for r in replies:
-            category = re.sub(r"_\d+$", "", r["id"]).replace("simple_python", "simple")
+            bfcl_category = re.sub(r"_\d+$", "", r["id"])  # BFCL ids are <category>_<n>
+            category = ours.get(bfcl_category, bfcl_category)
             calls = tools.parse_reply(r["reply"]).calls
             f.write(
                 json.dumps({"id": r["id"], "category": category, "calls": calls, "variant": f"{run}:{name}"})

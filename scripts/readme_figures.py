@@ -210,8 +210,14 @@ def serve(data: dict) -> str:
     )
 
 
-# issue 27's targets for the configs/tools.yaml model; the text says where each is missed
-TOOL_TARGETS = {"conform": 0.98, "simple": 0.50, "irrelevance": 0.70, "stop": 0.98, "loop": 0.02}
+# issue 27's targets for the configs/tools.yaml model: (label, target, whether it is a ceiling)
+TOOL_TARGETS = {
+    "conform": ("tool-call conformance", 0.98, False),
+    "simple": ("BFCL simple", 0.50, False),
+    "irrelevance": ("BFCL irrelevance", 0.70, False),
+    "stop": ("chat stop (greedy)", 0.98, False),
+    "loop": ("chat loops", 0.02, True),
+}
 
 
 def tools(data: dict) -> str:
@@ -228,13 +234,12 @@ def tools(data: dict) -> str:
         "stop": chat["stop_rate"],
         "loop": chat["loop_rate"],
     }
-    names = {"conform": "tool-call conformance", "simple": "BFCL simple", "irrelevance": "BFCL irrelevance",
-             "stop": "chat stop (greedy)", "loop": "chat loops"}  # fmt: skip
     verdicts = []
-    for k, target in TOOL_TARGETS.items():
-        met = got[k] <= target if k == "loop" else got[k] >= target
-        sign = "≤" if k == "loop" else "≥"
-        verdicts.append(f"{names[k]} {got[k]:.1%} ({sign} {target:.0%}: {'met' if met else '**missed**'})")
+    for k, (label, target, ceiling) in TOOL_TARGETS.items():
+        met = got[k] <= target if ceiling else got[k] >= target
+        verdicts.append(
+            f"{label} {got[k]:.1%} ({'≤' if ceiling else '≥'} {target:.0%}: {'met' if met else '**missed**'})"
+        )
     beaten = [k for k in FUNCTIONGEMMA if cats[k]["accuracy"] > FUNCTIONGEMMA[k]]
     fg = (
         "FunctionGemma's card is beaten in " + ", ".join(beaten)

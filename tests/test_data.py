@@ -295,20 +295,22 @@ def test_eval_prompts_fit_max_length_and_vary_prior_turns():
     assert all(p["messages"][-1]["role"] == "user" and p["reference"] == "hello" for p in prompts)
 
 
-def test_tool_conversations_give_no_chat_prompt(caplog):
+def test_tool_conversations_give_no_chat_prompt(tmp_path, caplog):
     """Held-out tool rows are the tool check's: as chat prompts they crowd out chat (tools first in the mix) and
     parallel calls run past the chat budget."""
-    from instructify.chat import tools
-
     call = {
         "role": "assistant",
         "content": "",
         "tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}],
     }
-    add = {"name": "add", "description": "Add.", "parameters": {"type": "object", "properties": {}}}
-    flat = tools.flatten([CHAT[0], call], [add])
-    convs = [records.Conversation("tool", flat), records.Conversation("chat", [CHAT[0], CHAT[1]])]
+    numbers = {"a": {"type": "integer"}, "b": {"type": "integer"}}
+    add = {"name": "add", "description": "Add.", "parameters": {"type": "object", "properties": numbers}}
+    path = tmp_path / "mix.jsonl"
+    rows = [{"id": "tool", "tools": [add], "messages": [CHAT[0], call]}, {"id": "chat", "messages": CHAT[:2]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    convs = mixture.load(DataConfig(sources=[SourceConfig(path=str(path))]), (), records.LoadReport())
+    assert [(c.id, c.tools) for c in convs] == [("0:tool", True), ("0:chat", False)]
     with caplog.at_level("INFO"):
         prompts = splits.eval_prompts(convs, [Enc([30, 40]), Enc([5, 10])], max_length=64, seed=0)
-    assert [p["id"] for p in prompts] == ["chat"]
+    assert [p["id"] for p in prompts] == ["0:chat"]
     assert "1 tool conversations left to the tool check" in caplog.text

@@ -157,12 +157,6 @@ def uses_tools(messages: object, tools: object = None) -> bool:
     )
 
 
-def flattened_with_tools(messages: list[dict]) -> bool:
-    """Whether plain ChatML messages came from a tool conversation: a tools block, a call or a tool's result."""
-    marks = (TOOLS_HEAD, CALL_OPEN, RESPONSE_OPEN)
-    return any(isinstance(m.get("content"), str) and any(t in m["content"] for t in marks) for m in messages)
-
-
 # ---- reading a reply back: what an engine's Hermes parser does ----
 
 _BLOCK = re.compile(re.escape(CALL_OPEN) + r"(.*?)" + re.escape(CALL_CLOSE), re.S)

@@ -34,7 +34,8 @@ def load(
             if cfg.consecutive == "merge" and all(isinstance(m, dict) and "role" in m for m in msgs):
                 msgs, merged = merge_consecutive(msgs)
                 report.merged += merged
-            if chat_tools.uses_tools(msgs, tools):
+            with_tools = chat_tools.uses_tools(msgs, tools)
+            if with_tools:
                 if found := check_tool_use(msgs, tools):
                     report.reject(where, str(found), row)
                     continue
@@ -44,7 +45,7 @@ def load(
                 report.reject(where, reason, row)
                 continue
             key = row.get("id", where.rsplit(":", 1)[-1]) if isinstance(row, dict) else where
-            convs.append(Conversation(f"{n}:{key}", msgs, where))
+            convs.append(Conversation(f"{n}:{key}", msgs, where, with_tools))
         out.extend(weighted(convs, src.weight, cfg.seed))
     return out
 

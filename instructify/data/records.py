@@ -23,6 +23,7 @@ class Conversation:
     id: str  # stable across runs: source + row key; the seeded split hashes it
     messages: Messages
     where: str = ""  # file:row, for messages that point at the input
+    tools: bool = False  # offered tools or made calls (flattened): the tool check's, not the chat eval's
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from instructify.chat import tools
 from instructify.data.records import Conversation, DataError, LoadReport
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ def eval_prompts(convs: list[Conversation], encoded: list, max_length: int, seed
     with its own token budget, and the chat bars stay about chat."""
     prompts, with_tools = [], 0
     for k, (conv, enc) in enumerate(zip(convs, encoded)):
-        if tools.flattened_with_tools(conv.messages):
+        if conv.tools:
             with_tools += 1
             continue
         fits = [i for i, end in enumerate(enc.ends) if end <= max_length]  # ends may stop past max_length

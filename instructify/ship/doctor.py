@@ -363,7 +363,7 @@ def _with_string_arguments(messages: list[dict]) -> list[dict]:
     out = copy.deepcopy(messages)
     for m in out:
         for call in m.get("tool_calls") or []:
-            call["function"]["arguments"] = json.dumps(call["function"]["arguments"])
+            call["function"]["arguments"] = tools.dumps(call["function"]["arguments"])
     return out
 
 
@@ -374,7 +374,7 @@ def tool_calls(f: Folder) -> Finding:
     the calls and replies, never the tools block or a tool's result, with the ids inference sees."""
     if "tools" not in f.template:
         return "WARN", "the template ignores tools: no tool calling", "use a template that renders tools"
-    name = tools.function_of(tools.PROBE_TOOLS[0])["name"]
+    probe_fn = tools.function_of(tools.PROBE_TOOLS[0])
     try:
         text = _render_tools(f, tools.PROBE)
         prompt = f.tok.apply_chat_template(
@@ -400,19 +400,11 @@ def tool_calls(f: Folder) -> Finding:
             f"{', '.join(special_tags)} are special tokens: engines drop them before parsing calls",
             "add the tags as plain text or non-special added tokens (special=False)",
         )
-    if name not in text or tools.function_of(tools.PROBE_TOOLS[0])["description"] not in text:
+    if probe_fn["name"] not in text or probe_fn["description"] not in text:
         return "FAIL", "tools given, but the rendered prompt does not list them", "render each tool's schema"
     call_turn = call_turn[len(prompt) :] if call_turn.startswith(prompt) else call_turn
-    if not re.match(
-        r"\s*"
-        + re.escape(tools.CALL_OPEN)
-        + r".*"
-        + re.escape(tools.CALL_CLOSE)
-        + r"\s*"
-        + re.escape(f.term),
-        call_turn,
-        re.S,
-    ):
+    closed = re.escape(tools.CALL_OPEN) + ".*" + re.escape(tools.CALL_CLOSE) + r"\s*" + re.escape(f.term)
+    if not re.match(r"\s*" + closed, call_turn, re.S):
         return (
             "FAIL",
             f"a tool call is not closed by {f.term}",
