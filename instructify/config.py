@@ -107,6 +107,9 @@ class SourceConfig:
     subset: str | None = _f(None, "Hub dataset subset (config name)")
     split: str = _f("train", "Hub dataset split")
     revision: str | None = _f(None, "Hub dataset revision (branch, tag or commit)")
+    max_length: int | None = _f(
+        None, "This source's own limit on tokens per example, at most data.max_length (null: data.max_length)"
+    )
 
 
 @dataclass
@@ -412,6 +415,11 @@ def _check_values(cfg: Config, where: str) -> None:
     for i, src in enumerate(cfg.data.sources):
         if src.weight <= 0:
             raise ConfigError(f"{where}: `data.sources[{i}].weight` must be > 0, got {src.weight}")
+        if src.max_length is not None and not 0 < src.max_length <= cfg.data.max_length:
+            raise ConfigError(
+                f"{where}: `data.sources[{i}].max_length` must be between 1 and data.max_length "
+                f"({cfg.data.max_length}), got {src.max_length}"
+            )
     if not 0 < cfg.data.eval_share < 1:
         raise ConfigError(f"{where}: `data.eval_share` must be between 0 and 1, got {cfg.data.eval_share}")
     if cfg.template.temperature < 0 or not 0 < cfg.template.top_p <= 1:

@@ -77,6 +77,17 @@ def test_a_value_outside_its_choices_is_an_error_naming_the_key(tmp_path):
     assert config.load(None, ["model.attn_implementation=flash_attention_2"]).model.attn_implementation
 
 
+def test_a_source_max_length_above_data_max_length_is_an_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  max_length: 128\n  sources:\n    - path: x.jsonl\n      max_length: 256\n")
+    with pytest.raises(
+        config.ConfigError, match=r"c.yaml: `data.sources\[0\].max_length` must be between 1 and"
+    ):
+        config.load(path)
+    path.write_text("data:\n  max_length: 128\n  sources:\n    - path: x.jsonl\n      max_length: 64\n")
+    assert config.load(path).data.sources[0].max_length == 64
+
+
 def test_the_help_of_a_choice_lists_every_allowed_value():
     """Values live in the Literal annotation; the help (and so `config --keys` and docs/config-reference.md) is
     generated from it and cannot leave one out."""

@@ -282,7 +282,7 @@ def test_overlength_policies(policy, kept, messages):
     assert len(rows) == kept and [len(r["messages"]) for r in rows] == messages
     assert (report.too_long, report.truncated) == ((1, 0) if policy == "drop" else (0, 1))
     assert all(len(r["input_ids"]) <= 8 for r in rows)
-    with pytest.raises(records.DataError, match="12 tokens, over data.max_length=8"):
+    with pytest.raises(records.DataError, match="12 tokens, over max_length=8"):
         splits.fit_all(convs, [Enc([3, 6]), Enc([3, 6, 9, 12])], 8, "error", report)
 
 
@@ -293,6 +293,29 @@ def test_eval_prompts_fit_max_length_and_vary_prior_turns():
     prompts = splits.eval_prompts(convs, encs, max_length=40, seed=0)
     assert [p["prior_turns"] for p in prompts] == [1, 3, 5]  # the long one has no reply that fits: no prompt
     assert all(p["messages"][-1]["role"] == "user" and p["reference"] == "hello" for p in prompts)
+
+
+def test_a_source_max_length_cuts_only_that_source(tmp_path):
+    """Short chit-chat beside long tool rows: the chat source's own limit applies to its rows, in training and in
+    the held-out prompts, and the others keep data.max_length."""
+    msgs = [CHAT[0], CHAT[1]] * 2  # replies at 1 and 3
+    for name in ("short", "long"):
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps({"id": name, "messages": msgs}) + "\n")
+    cfg = DataConfig(
+        sources=[
+            SourceConfig(path=str(tmp_path / "short.jsonl"), max_length=20),
+            SourceConfig(path=str(tmp_path / "long.jsonl")),
+        ],
+        max_length=64,
+    )
+    convs = mixture.load(cfg, (), records.LoadReport())
+    assert [c.max_length for c in convs] == [20, None]
+    encs = [Enc([5, 10, 30, 40])] * 2
+    report = records.LoadReport()
+    rows = splits.fit_all(convs, encs, cfg.max_length, "truncate", report)
+    assert [len(r["messages"]) for r in rows] == [2, 4] and report.truncated == 1
+    prompts = splits.eval_prompts(convs, encs, cfg.max_length, seed=1)  # wants 3, then 5, prior turns
+    assert [p["prior_turns"] for p in prompts] == [1, 3]
 
 
 def test_tool_conversations_give_no_chat_prompt(tmp_path, caplog):

@@ -45,7 +45,7 @@ def load(
                 report.reject(where, reason, row)
                 continue
             key = row.get("id", where.rsplit(":", 1)[-1]) if isinstance(row, dict) else where
-            convs.append(Conversation(f"{n}:{key}", msgs, where, with_tools))
+            convs.append(Conversation(f"{n}:{key}", msgs, where, with_tools, src.max_length))
         out.extend(weighted(convs, src.weight, cfg.seed))
     return out
 

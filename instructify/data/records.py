@@ -24,6 +24,7 @@ class Conversation:
     messages: Messages
     where: str = ""  # file:row, for messages that point at the input
     tools: bool = False  # offered tools or made calls (flattened): the tool check's, not the chat eval's
+    max_length: int | None = None  # its source's data.sources[].max_length, when it has one
 
 
 @dataclass

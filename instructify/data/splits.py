@@ -44,22 +44,25 @@ def fit(roles: list[str], ends: list[int], max_length: int) -> int:
     return keep
 
 
+def limit_of(conv: Conversation, max_length: int) -> int:
+    """The conversation's token limit: its source's own max_length, never above data.max_length."""
+    return min(conv.max_length or max_length, max_length)
+
+
 def fit_all(
     convs: list[Conversation], encoded: list, max_length: int, policy: str, report: LoadReport
 ) -> list[dict]:
     """Rows for the trainer (messages, input_ids, assistant_masks) under the over-length policy."""
     rows = []
     for conv, enc in zip(convs, encoded):
-        keep = len(conv.messages)
-        if enc.ends[-1] > max_length:
+        keep, limit = len(conv.messages), limit_of(conv, max_length)
+        if enc.ends[-1] > limit:
             if policy == "error":
                 raise DataError(
-                    f"{conv.where}: {enc.ends[-1]} tokens, over data.max_length={max_length}; raise max_length or "
-                    "set data.overlength: drop or truncate"
+                    f"{conv.where}: {enc.ends[-1]} tokens, over max_length={limit}; raise data.max_length (or its "
+                    "source's max_length) or set data.overlength: drop or truncate"
                 )
-            keep = (
-                fit([m["role"] for m in conv.messages], enc.ends, max_length) if policy == "truncate" else 0
-            )
+            keep = fit([m["role"] for m in conv.messages], enc.ends, limit) if policy == "truncate" else 0
             if keep == 0:
                 report.too_long += 1
                 continue
@@ -86,7 +89,9 @@ def eval_prompts(convs: list[Conversation], encoded: list, max_length: int, seed
         if conv.tools:
             with_tools += 1
             continue
-        fits = [i for i, end in enumerate(enc.ends) if end <= max_length]  # ends may stop past max_length
+        fits = [
+            i for i, end in enumerate(enc.ends) if end <= limit_of(conv, max_length)
+        ]  # ends may stop past max_length
         replies = [i for i in fits if conv.messages[i]["role"] == "assistant"]
         if not replies:
             continue
