@@ -1679,7 +1679,11 @@ def thermostat_set(temperature: int, room: str = "", mode: Literal["heat", "cool
         room: Room; the whole house when left out.
         mode: Heating mode.
     """
-    return {"zone": room or "house", "current": temperature + _int(-4, 4, room, temperature)}
+    # never the target itself: a two-step answer must quote something the call did not say
+    return {
+        "zone": room or "house",
+        "current": temperature + _pick([-4, -3, -2, -1, 1, 2, 3, 4], room, temperature),
+    }
 
 
 @tool(
@@ -2533,7 +2537,10 @@ def time_zone_convert(time: str, from_city: str, to_city: str) -> dict:
         from_city: City the time is given in.
         to_city: City to convert to.
     """
-    return {"converted": _clock(time, from_city, to_city)}
+    converted = _clock(time, from_city, to_city)
+    if converted == time:  # a result equal to the request gives a two-step answer nothing to quote
+        converted = f"{(int(time[:2]) + 1) % 24:02d}{time[2:]}"
+    return {"converted": converted}
 
 
 @tool(
