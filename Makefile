@@ -82,7 +82,9 @@ doctor: setup ## Check a model folder, .gguf or pypi:<package> (MODEL=...; defau
 config: setup ## Print the resolved config (CONFIG, ARGS)
 	$(BIN)/instructify config --config $(CONFIG) $(ARGS)
 
+# Debian's Go renders the Ollama Modelfile's template as Ollama does (text/template), beside our Jinja (tests/test_gguf.py).
 test: setup ## Run the test suite (tiny models built offline)
+	command -v go >/dev/null || (apt-get update -q && apt-get install -y -q golang-go)
 	$(BIN)/python -m pytest -q tests $(ARGS)
 
 bench: setup ## Training speed vs plain TRL: same fixed batches, and each arm's own order; writes bench/results.{json,md}

@@ -5,11 +5,14 @@ nothing left behind, and the Ollama Modelfile renders our ChatML."""
 import json
 import re
 import shutil
+import subprocess
+from pathlib import Path
 
 import gguf
 import pytest
 import torch
 from conftest import CORPUS, TINY_SHAPE
+from test_tools import CONVERSATIONS, TOOLS
 from tokenizers import Tokenizer, models, normalizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -20,7 +23,7 @@ from transformers import (
 )
 
 from instructify import cli
-from instructify.chat import template
+from instructify.chat import template, tools
 from instructify.ship import doctor, gguf_export
 from instructify.training.model import resolve
 
@@ -224,45 +227,44 @@ def test_bad_input_is_refused_and_leaves_nothing(smol_like, gemma_chat, tmp_path
         assert leftovers(folder) == [], leftovers(folder)
 
 
-def render_go(text: str, messages: list[dict]) -> str:
-    """Ollama's Go template, evaluated by hand for the constructs our Modelfile uses: `{{- ... -}}` trims,
-    `range .Messages` ... `end`, `.Role`, `.Content`."""
-    parts = re.split(r"(\{\{-?\s*.*?\s*-?\}\})", text)
-    for i, p in enumerate(parts):
-        if p.startswith("{{-") and i > 0:
-            parts[i - 1] = parts[i - 1].rstrip()
-        if p.endswith("-}}") and i + 1 < len(parts):
-            parts[i + 1] = parts[i + 1].lstrip()
-    out, i = [], 0
-    while i < len(parts):
-        p = parts[i]
-        action = re.fullmatch(r"\{\{-?\s*(.*?)\s*-?\}\}", p)
-        if action and action.group(1) == "range .Messages":
-            end = next(j for j in range(i, len(parts)) if re.fullmatch(r"\{\{-?\s*end\s*-?\}\}", parts[j]))
-            body = parts[i + 1 : end]
-            for m in messages:
-                for q in body:
-                    a = re.fullmatch(r"\{\{-?\s*\.(Role|Content)\s*-?\}\}", q)
-                    out.append(m[a.group(1).lower()] if a else q)
-            i = end + 1
-            continue
-        assert not action, f"unexpected action {p}"
-        out.append(p)
-        i += 1
-    return "".join(out)
+@pytest.fixture(scope="session")
+def go_render(tmp_path_factory):
+    """scripts/ollama_render.go built with Debian's Go (`make test` installs golang-go): Ollama's way of rendering
+    a Modelfile TEMPLATE, with the real text/template and encoding/json."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("no `go` on PATH: `make test` installs Debian's golang-go (apt-get install golang-go)")
+    binary = tmp_path_factory.mktemp("go") / "ollama_render"
+    source = Path(__file__).parent.parent / "scripts" / "ollama_render.go"
+    subprocess.run([go, "build", "-o", str(binary), str(source)], check=True, cwd=binary.parent)
+
+    def render(modelfile: str, messages: list[dict], tools_: list | None = None) -> str:
+        """What Ollama sends to its runner for this chat (the Modelfile's SYSTEM first when it has none)."""
+        go_template = re.search(r'^TEMPLATE """(.*?)"""$', modelfile, re.S | re.M).group(1)
+        system = re.search(r'^SYSTEM """(.*?)"""$', modelfile, re.S | re.M)
+        request = {"template": go_template, "system": system.group(1) if system else "", "messages": messages}
+        request["tools"] = tools.tool_schemas(tools_)
+        return subprocess.run(
+            [str(binary)], input=json.dumps(request), capture_output=True, text=True, check=True
+        ).stdout
+
+    return render
 
 
-def ollama_render(modelfile: str, messages: list[dict]) -> str:
-    """What Ollama sends to its runner: the Modelfile's SYSTEM first when the chat has no system message."""
-    go = re.search(r'^TEMPLATE """(.*?)"""$', modelfile, re.S | re.M).group(1)
-    system = re.search(r'^SYSTEM """(.*?)"""$', modelfile, re.S | re.M)
-    if system and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system.group(1)}, *messages]
-    return render_go(go, messages)
+def json_lines(text: str) -> list:
+    """Each line parsed as JSON where it is a JSON object (a tool schema, a call), else the line itself."""
+    out = []
+    for line in text.split("\n"):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            value = None
+        out.append(value if isinstance(value, dict) else line)
+    return out
 
 
 @pytest.mark.parametrize("system_prompt", [None, "You are a kind friend."])
-def test_modelfile_template_renders_our_chatml(gemma_chat, tmp_path, system_prompt):
+def test_modelfile_template_renders_our_chatml(gemma_chat, tmp_path, go_render, system_prompt):
     tok = AutoTokenizer.from_pretrained(gemma_chat)
     tok.chat_template = template.chatml_template(True, system_prompt)
     text = gguf_export.modelfile(tmp_path / "run-bf16.gguf", tok)
@@ -274,7 +276,22 @@ def test_modelfile_template_renders_our_chatml(gemma_chat, tmp_path, system_prom
         ours = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
         # the runner adds the BOS the GGUF asks for (add_bos_token); the Go template has none
         assert ours.startswith(tok.bos_token)
-        assert ollama_render(text, conv) == ours[len(tok.bos_token) :]
+        assert go_render(text, conv) == ours[len(tok.bos_token) :]
+
+
+@pytest.mark.parametrize("system_prompt", [None, "You are a kind friend."])
+@pytest.mark.parametrize("shape", list(CONVERSATIONS))
+def test_modelfile_template_renders_our_tool_chatml(gemma_chat, tmp_path, go_render, system_prompt, shape):
+    """With tools, Ollama's render is ours line for line; only the JSON is written Go's way (compact, schema
+    fields in Ollama's order), the same values."""
+    tok = AutoTokenizer.from_pretrained(gemma_chat)
+    tok.chat_template = template.chatml_template(True, system_prompt)
+    text = gguf_export.modelfile(tmp_path / "run-bf16.gguf", tok)
+    conv = CONVERSATIONS[shape]
+    ours = tok.apply_chat_template(conv, tools=TOOLS, tokenize=False, add_generation_prompt=True)
+    go = go_render(text, conv, TOOLS)
+    assert json_lines(go) == json_lines(ours[len(tok.bos_token) :])
+    assert '{"name":"add","description":"Add two integers.","parameters":{"type":"object","required":' in go
 
 
 def test_modelfile_decodes_as_generation_config(tmp_path, gemma_chat):

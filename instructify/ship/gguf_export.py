@@ -24,6 +24,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from instructify.chat import template
 from instructify.ship import doctor, gguf_arch, gguf_vocab
 from instructify.ship.gguf_vocab import GGUFError
+from instructify.ship.ollama import modelfile
 
 log = logging.getLogger(__name__)
 
@@ -185,27 +186,6 @@ def write_gguf(folder: Path, dtype: str = "bf16", out: Path | None = None) -> Pa
         Path(tmp).unlink(missing_ok=True)
     log.info("wrote %s (%s, %.0f MB) in %.1f s", out, dtype, out.stat().st_size / 1e6, time.time() - t0)
     return out
-
-
-def modelfile(gguf_file: Path, tok: PreTrainedTokenizerBase, generation: dict | None = None) -> str:
-    """An Ollama Modelfile: our ChatML in Go template syntax (Ollama's llama.cpp runner adds the BOS the GGUF
-    asks for, so the template has none), stop at <|im_end|>, the decoding default of generation_config.json
-    (Ollama would otherwise sample at its own temperature), and the run's default system prompt, if any."""
-    lines = [
-        f"FROM ./{gguf_file.name}",
-        'TEMPLATE """{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
-        '<|im_start|>assistant\n"""',
-        f'PARAMETER stop "{template.IM_END}"',
-    ]
-    if generation is not None:
-        sampled = generation.get("do_sample") and generation.get("temperature")
-        lines.append(f"PARAMETER temperature {generation['temperature'] if sampled else 0}")
-        if sampled and generation.get("top_p"):
-            lines.append(f"PARAMETER top_p {generation['top_p']}")
-    system = template.default_system(tok, tok.chat_template)
-    if system:
-        lines.append(f'SYSTEM """{system}"""')
-    return "\n".join(lines) + "\n"
 
 
 def export_gguf(folder: Path, dtype: str) -> tuple[Path, Path]:
