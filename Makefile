@@ -112,6 +112,18 @@ $(VENV)/.llama-cpp: $(VENV)/.installed
 	$(BIN)/pip install -q "$(LLAMA_CPP)"
 	touch $@
 
+# llama.cpp's own server (llama-server --jinja: its Jinja and its Hermes tool-call handler), built from the llama.cpp
+# sources vendored in the llama-cpp-python sdist: cmake, minutes on 2 cores.
+LLAMA_SERVER := .llama-server/build/bin/llama-server
+LLAMA_SRC    := .llama-server/llama_cpp_python-$(lastword $(subst ==, ,$(LLAMA_CPP)))
+$(LLAMA_SERVER): $(VENV)/.installed
+	command -v cmake >/dev/null || (apt-get update -q && apt-get install -y -q cmake)
+	$(BIN)/pip download -q --no-deps --no-binary :all: "$(LLAMA_CPP)" -d .llama-server
+	tar -xzf $(LLAMA_SRC).tar.gz -C .llama-server
+	cmake -S $(LLAMA_SRC)/vendor/llama.cpp -B .llama-server/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+		-DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON
+	cmake --build .llama-server/build --target llama-server -j $$(nproc)
+
 .venv-vllm/.installed:
 	$(PYTHON) -m venv .venv-vllm
 	.venv-vllm/bin/pip install -q "$(VLLM)"
@@ -120,7 +132,7 @@ $(VENV)/.llama-cpp: $(VENV)/.installed
 	.venv-vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
-check-engines: $(VENV)/.llama-cpp .venv-vllm/.installed ## llama.cpp on the run's GGUF, vLLM on model/: stop rates beside transformers' in report.md (ARGS="--dtypes bf16,f16,q8_0 --no-vllm")
+check-engines: $(VENV)/.llama-cpp $(LLAMA_SERVER) .venv-vllm/.installed ## llama.cpp on the run's GGUF, vLLM on model/: stop rates beside transformers' in report.md; with tools, the tool check and BFCL through llama-server, vLLM and serve (ARGS="--dtypes bf16,f16,q8_0 --no-vllm")
 	$(BIN)/python scripts/check_engines.py --config $(CONFIG) $(ARGS)
 
 check-families: $(VENV)/.llama-cpp ## llama.cpp on each tiny family's GGUF: prompt ids and greedy tokens equal transformers' (bench/families-llamacpp.json)

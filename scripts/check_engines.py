@@ -9,12 +9,21 @@ Both answer the held-out prompts of `make eval` greedily with the same `max_new_
 the metrics of instructify/evals/conformance.py (stop_rate, clean_stop_rate, loop_rate, ...) and go into report.json and report.md
 under the engine's name, beside transformers' `trained` entry.
 
+With eval.tools or eval.bfcl set (configs/tools.yaml), the tool check and BFCL also run through each engine's
+OpenAI server, asked by the `openai` client, the engine parsing the calls (instructify/evals/tool_engines.py):
+llama.cpp's own `llama-server --jinja` (built by the Makefile from the llama.cpp sources vendored in the
+llama-cpp-python sdist; its Hermes handler, chosen since the GGUF's template holds `<tool_call>`), vLLM with
+`--enable-auto-tool-choice --tool-call-parser hermes`, and `instructify serve`. Results go into tools.json beside
+transformers' `trained`; llama-server's `/apply-template` on the held-out tool conversations is compared with our
+Jinja render (template parity).
+
     .venv/bin/python scripts/check_engines.py --config configs/quickstart.yaml [--dtypes bf16,q8_0] [--vllm]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -31,11 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from transformers import AutoTokenizer  # noqa: E402
 
 from instructify import config as config_lib  # noqa: E402
-from instructify.evals import (
+from instructify.evals import (  # noqa: E402
     conformance,  # noqa: E402
     report,  # noqa: E402
+    tool_calls,
+    tool_engines,
 )
 from instructify.ship import gguf_export  # noqa: E402
+
+LLAMA_SERVER = Path(".llama-server/build/bin/llama-server")
 
 log = logging.getLogger("check_engines")
 
@@ -93,22 +106,126 @@ def run_llama_cpp(path: Path, prompts: list[dict], max_new_tokens: int, tok) -> 
     return replies, extra
 
 
-def wait_for(url: str, proc: subprocess.Popen, timeout: float) -> None:
+def wait_for(url: str, proc: subprocess.Popen, timeout: float, name: str = "vLLM") -> None:
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"vllm serve exited with {proc.returncode}; see its log")
+            raise RuntimeError(f"{name} exited with {proc.returncode}; see its log")
         try:
             with urllib.request.urlopen(url, timeout=5):
                 return
         except OSError:
             time.sleep(3)
-    raise TimeoutError(f"{url}: vLLM not up after {timeout:.0f} s")
+    raise TimeoutError(f"{url}: {name} not up after {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def server(
+    cmd: list[str], port: int, log_path: Path, name: str, env: dict | None = None, timeout: float = 900
+):
+    """A server process for the duration of the block; yields its start-up seconds."""
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        t0 = time.time()
+        wait_for(f"http://127.0.0.1:{port}/health", proc, timeout, name)
+        yield time.time() - t0
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+
+
+def tool_checks(cfg, port: int, engine: str) -> dict:
+    """The tool check and BFCL through the server on `port`, as its `openai` client sees them."""
+    from openai import OpenAI
+
+    e = cfg.eval
+    client = OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key=os.environ.get("INSTRUCTIFY_API_KEY", "none")
+    )
+    model = client.models.list().data[0].id
+    t0 = time.time()
+    result: dict = {
+        "model_path": engine,
+        "settings": {"engine": engine, "max_new_tokens": e.tools_max_new_tokens},
+    }
+    if e.tools:
+        result["check"] = tool_engines.check(
+            client, model, e.tools, e.tools_conversations, e.tools_max_new_tokens
+        )
+        c = result["check"]
+        log.info("%s: tool check %.1f%% conform, %.1f%% right of %d turns (%d engine errors)", engine,
+                 100 * c["conforms"], 100 * c["right"], c["n"], c["engine_errors"])  # fmt: skip
+    if e.bfcl:
+        result["bfcl"] = tool_engines.run_bfcl(
+            client, model, e.bfcl, e.tools_max_new_tokens, cfg.training.seed
+        )
+        cats = result["bfcl"]["categories"]
+        log.info("%s: BFCL %s", engine, ", ".join(f"{k} {v['accuracy']:.1%}" for k, v in cats.items()))
+    result["seconds"] = round(time.time() - t0, 1)
+    return result
+
+
+def template_parity(port: int, tok, path: str, limit: int) -> dict:
+    """llama-server's own render (/apply-template: the GGUF's template in llama.cpp's Jinja) of each held-out tool
+    conversation against transformers' render of ours."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()[:limit]]
+    same, first_diff = 0, None
+    for row in rows:
+        messages = tool_engines.api_messages(row["messages"])
+        body = json.dumps({"messages": messages, "tools": row["tools"]}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/apply-template", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            theirs = json.loads(r.read())["prompt"]
+        ours = tok.apply_chat_template(
+            row["messages"], tools=row["tools"], tokenize=False, add_generation_prompt=True
+        )
+        if theirs == ours or (
+            tok.bos_token and ours.startswith(tok.bos_token) and theirs == ours[len(tok.bos_token) :]
+        ):
+            same += 1
+        elif first_diff is None:
+            k = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            first_diff = {
+                "id": row.get("id"),
+                "ours": ours[max(0, k - 80) : k + 80],
+                "llama.cpp": theirs[max(0, k - 80) : k + 80],
+            }
+    return {"conversations": len(rows), "same": same, "first_difference": first_diff}
+
+
+def run_llama_server(cfg, path: Path, tok, out: Path) -> dict:
+    """The tool checks through llama.cpp's own server on the GGUF at `path`, and its template parity."""
+    port = 8124
+    cmd = [
+        str(LLAMA_SERVER),
+        "-m",
+        str(path),
+        "--jinja",
+        "--port",
+        str(port),
+        "-c",
+        "16384",
+        "--parallel",
+        "4",
+    ]
+    cmd += ["-t", str(os.cpu_count()), "--temp", "0", "--no-webui"]
+    engine = f"llama-server-{path.stem.rsplit('-', 1)[-1]}"
+    with server(cmd, port, out / f"{engine}.log", "llama-server") as startup:
+        parity = (
+            template_parity(port, tok, cfg.eval.tools, cfg.eval.tools_conversations) if cfg.eval.tools else {}
+        )
+        result = tool_checks(cfg, port, engine)
+    result.update(startup_seconds=round(startup, 1), template_parity=parity, gguf=path.name)
+    return result
 
 
 def run_vllm(
-    folder: Path, prompts: list[dict], max_new_tokens: int, tok, log_path: Path
-) -> tuple[list, dict]:
+    folder: Path, prompts: list[dict], max_new_tokens: int, tok, log_path: Path, cfg=None
+) -> tuple[list, dict, dict | None]:
+    """The chat check through `vllm serve`, and with `cfg` (tools on) the tool checks in the same server."""
     from openai import OpenAI
 
     port = 8123
@@ -124,6 +241,10 @@ def run_vllm(
         "1024",
         "--dtype",
         "bfloat16",
+        # the calls of configs/tools.yaml models, parsed by vLLM's Hermes parser (tool_checks)
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
     ]
     with open(log_path, "w") as out:
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}  # GiB
@@ -144,6 +265,7 @@ def run_vllm(
         with ThreadPoolExecutor(16) as pool:  # vLLM batches concurrent requests
             answers = list(pool.map(ask, prompts))
         seconds = time.time() - t0
+        tooled = tool_checks(cfg, port, "vllm") if cfg is not None else None
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
@@ -170,7 +292,9 @@ def run_vllm(
         "seconds": round(seconds, 1),
         "tokens_per_s": round(generated / seconds, 1),
     }
-    return replies, extra
+    if tooled is not None:
+        tooled["startup_seconds"] = extra["startup_seconds"]
+    return replies, extra, tooled
 
 
 def record(out: Path, name: str, replies: list, extra: dict, prompts: list[dict], settings: dict) -> dict:
@@ -196,6 +320,12 @@ def main() -> int:
     )
     ap.add_argument("--vllm", action=argparse.BooleanOptionalAction, default=True, help="also run vLLM")
     ap.add_argument("--llama-cpp", action=argparse.BooleanOptionalAction, default=True, help="run llama.cpp")
+    ap.add_argument("--llama-server", action=argparse.BooleanOptionalAction, default=True,
+                    help="tool checks through llama.cpp's llama-server (with eval.tools or eval.bfcl)")  # fmt: skip
+    ap.add_argument("--serve", action=argparse.BooleanOptionalAction, default=True,
+                    help="tool checks through `instructify serve` (with eval.tools or eval.bfcl)")  # fmt: skip
+    ap.add_argument("--tools", action=argparse.BooleanOptionalAction, default=True,
+                    help="the tool checks at all (default: when the config sets eval.tools or eval.bfcl)")  # fmt: skip
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     cfg = config_lib.load(args.config, args.overrides)
@@ -211,6 +341,15 @@ def main() -> int:
     settings = {"prompts": [p["id"] for p in prompts], "max_new_tokens": max_new, "do_sample": False}
     tok = AutoTokenizer.from_pretrained(folder)
     summary = {}
+    tools_on = args.tools and bool(cfg.eval.tools or cfg.eval.bfcl)
+    if tools_on and args.llama_server:
+        if not LLAMA_SERVER.is_file():
+            print(f"error: {LLAMA_SERVER} missing; `make check-engines` builds it", file=sys.stderr)
+            return 1
+        for dtype in args.dtypes.split(","):
+            path = gguf_export.write_gguf(folder, dtype)
+            result = run_llama_server(cfg, path, tok, out)
+            tool_calls.write(out, f"llama-server-{dtype}", result)
     if args.llama_cpp:
         for dtype in args.dtypes.split(","):
             t0 = time.time()
@@ -225,8 +364,20 @@ def main() -> int:
         if not Path(".venv-vllm/bin/python").is_file():
             print("error: .venv-vllm missing; `make check-engines` builds it", file=sys.stderr)
             return 1
-        replies, extra = run_vllm(folder, prompts, max_new, tok, out / "vllm.log")
+        replies, extra, tooled = run_vllm(
+            folder, prompts, max_new, tok, out / "vllm.log", cfg if tools_on else None
+        )
         summary["vllm"] = record(out, "vllm", replies, extra, prompts, settings)
+        if tooled is not None:
+            tool_calls.write(out, "vllm", tooled)
+    if tools_on and args.serve:
+        port = 8125
+        cmd = [sys.executable, "-m", "instructify", "serve", "--config", args.config, "--model", str(folder)]
+        with server(
+            [*cmd, "--port", str(port)], port, out / "serve.log", "instructify serve", timeout=300
+        ) as up:
+            tooled = tool_checks(cfg, port, "instructify serve")
+        tool_calls.write(out, "instructify serve", tooled | {"startup_seconds": round(up, 1)})
     report.write(out)
     keys = (
         "stop_rate",

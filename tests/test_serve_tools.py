@@ -98,3 +98,20 @@ def test_the_splitter_holds_back_a_partial_tag_and_passes_broken_blocks_on_as_te
         kinds = [k for k, _ in events]
         assert "".join(v for k, v in events if k == "text") == "Sure.<tool_call>oops</tool_call>", size
         assert kinds.count("call") == 1 and events[kinds.index("call")][1]["function"]["name"] == "weather"
+
+
+def test_the_tool_check_through_a_server_judges_what_the_client_received(client, tmp_path):
+    """tool_engines (make check-engines' path for llama-server, vLLM and serve) on the conversations the tiny model
+    knows: every turn a conforming, right answer, the calls as the client received them."""
+    from conftest import TOOL_CONVERSATIONS
+
+    from instructify.evals import tool_engines
+
+    path = tmp_path / "heldout.jsonl"
+    rows = [{"id": f"r{i}", "tools": TOOLS, "messages": c} for i, c in enumerate(TOOL_CONVERSATIONS)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = tool_engines.check(client, "m", str(path), 10, 60, workers=2)
+    assert (result["n"], result["calls_due"], result["text_due"]) == (4, 2, 2)
+    assert result["conforms"] == result["right"] == 1.0 and result["engine_errors"] == 0, result["problems"]
+    first = result["replies"][0]
+    assert first["reply"] == '<tool_call>\n{"name": "weather", "arguments": {"city": "paris"}}\n</tool_call>'
