@@ -116,12 +116,16 @@ $(VENV)/.llama-cpp: $(VENV)/.installed
 # sources vendored in the llama-cpp-python sdist: cmake, minutes on 2 cores.
 LLAMA_SERVER := .llama-server/build/bin/llama-server
 LLAMA_SRC    := .llama-server/llama_cpp_python-$(lastword $(subst ==, ,$(LLAMA_CPP)))
+# Not -march=native: on a VM that lists amx_tile without granting it, ggml's AMX kernels die of SIGILL (seen here).
+# AVX2 everywhere, AVX-512 (VNNI, BF16) where the CPU has it.
+GGML_CPU := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	$(if $(shell grep -m1 -o avx512f /proc/cpuinfo),-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON)
 $(LLAMA_SERVER): $(VENV)/.installed
 	command -v cmake >/dev/null || (apt-get update -q && apt-get install -y -q cmake)
 	$(BIN)/pip download -q --no-deps --no-binary :all: "$(LLAMA_CPP)" -d .llama-server
 	tar -xzf $(LLAMA_SRC).tar.gz -C .llama-server
 	cmake -S $(LLAMA_SRC)/vendor/llama.cpp -B .llama-server/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-		-DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON
+		-DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON $(GGML_CPU)
 	cmake --build .llama-server/build --target llama-server -j $$(nproc)
 
 .venv-vllm/.installed:

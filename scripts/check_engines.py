@@ -167,33 +167,33 @@ def tool_checks(cfg, port: int, engine: str) -> dict:
 
 
 def template_parity(port: int, tok, path: str, limit: int) -> dict:
-    """llama-server's own render (/apply-template: the GGUF's template in llama.cpp's Jinja) of each held-out tool
-    conversation against transformers' render of ours."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines()[:limit]]
+    """llama-server's own render (/apply-template: the GGUF's template in llama.cpp's Jinja) of each tool-check
+    prompt (the conversation before an assistant turn) against transformers' render of ours."""
     same, first_diff = 0, None
-    for row in rows:
-        messages = tool_engines.api_messages(row["messages"])
-        body = json.dumps({"messages": messages, "tools": row["tools"]}).encode()
+    checked = tool_calls.cases(path, limit)
+    for case in checked:
+        body = {"messages": tool_engines.api_messages(case["messages"]), "tools": case["tools"]}
         req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/apply-template", body, {"Content-Type": "application/json"}
+            f"http://127.0.0.1:{port}/apply-template",
+            json.dumps(body).encode(),
+            {"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=60) as r:
             theirs = json.loads(r.read())["prompt"]
         ours = tok.apply_chat_template(
-            row["messages"], tools=row["tools"], tokenize=False, add_generation_prompt=True
+            case["messages"], tools=case["tools"], tokenize=False, add_generation_prompt=True
         )
-        if theirs == ours or (
-            tok.bos_token and ours.startswith(tok.bos_token) and theirs == ours[len(tok.bos_token) :]
-        ):
+        bos = tok.bos_token or ""
+        if theirs in (ours, ours[len(bos) :] if bos and ours.startswith(bos) else ours):
             same += 1
         elif first_diff is None:
-            k = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            k = next((i for i, (x, y) in enumerate(zip(ours, theirs)) if x != y), min(len(ours), len(theirs)))
             first_diff = {
-                "id": row.get("id"),
+                "id": case["id"],
                 "ours": ours[max(0, k - 80) : k + 80],
                 "llama.cpp": theirs[max(0, k - 80) : k + 80],
             }
-    return {"conversations": len(rows), "same": same, "first_difference": first_diff}
+    return {"prompts": len(checked), "same": same, "first_difference": first_diff}
 
 
 def run_llama_server(cfg, path: Path, tok, out: Path) -> dict:

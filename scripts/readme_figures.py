@@ -220,6 +220,9 @@ TOOL_TARGETS = {
 }
 
 
+MODELS = {"base", "base (in-context)", "trained", "reference"}  # the rest of tools.json is engines
+
+
 def tools(data: dict) -> str:
     """The configs/tools.yaml run: held-out tool check, BFCL per category (FunctionGemma's card quoted), the same
     model's chat bars, targets met or missed, and where the time went."""
@@ -240,6 +243,15 @@ def tools(data: dict) -> str:
         verdicts.append(
             f"{label} {got[k]:.1%} ({'≤' if ceiling else '≥'} {target:.0%}: {'met' if met else '**missed**'})"
         )
+    label, target, _ = TOOL_TARGETS["conform"]
+    for name in sorted(
+        set(data["tools"]) - MODELS
+    ):  # the engines of make check-engines, through their servers
+        c = data["tools"][name].get("check")
+        if c:
+            met = c["conforms"] >= target
+            verdicts.append(f"{label} through {name} {c['conforms']:.1%} (≥ {target:.0%}: "
+                            f"{'met' if met else '**missed**'})")  # fmt: skip
     beaten = [k for k in FUNCTIONGEMMA if cats[k]["accuracy"] > FUNCTIONGEMMA[k]]
     fg = (
         "FunctionGemma's card is beaten in " + ", ".join(beaten)
@@ -269,6 +281,7 @@ def tools(data: dict) -> str:
 
 BLOCKS = {
     "tools": (BENCH / "tools.json", tools),
+    "tools-run1": (BENCH / "tools-run1.json", tools),
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
@@ -357,9 +370,9 @@ def collect_tools(run: Path, timeline: dict) -> Path:
         "report": {n: {k: v for k, v in e.items() if k not in drop} for n, e in read_report(run).items()},
         "tools": {
             name: {
-                part: {k: v for k, v in entry[part].items() if k != "replies"}
-                for part in ("check", "bfcl")
-                if part in entry
+                part: {k: v for k, v in entry[part].items() if k not in ("replies", "first_difference")}
+                for part in ("check", "bfcl", "template_parity")
+                if entry.get(part)
             }
             for name, entry in tooled.items()
         },
