@@ -46,31 +46,40 @@ def jinja(messages: list[dict], tool_list: list) -> str:
     return rendered[0]
 
 
+def build_renderer(folder: Path) -> Path:
+    """scripts/ollama_render.go built with `go` into `folder`."""
+    binary = Path(folder) / "ollama_render"
+    source = ROOT / "scripts" / "ollama_render.go"
+    subprocess.run(["go", "build", "-o", str(binary), str(source)], check=True, cwd=folder)
+    return binary
+
+
+def go_render(binary: Path, go_template: str, messages: list[dict], tool_list: list, system: str = "") -> str:
+    """What Ollama sends to its runner for this chat (`system`: the Modelfile's SYSTEM, first when it has none)."""
+    request = {
+        "template": go_template,
+        "system": system,
+        "messages": messages,
+        "tools": tools.tool_schemas(tool_list),
+    }
+    return subprocess.run(
+        [str(binary)], input=json.dumps(request), capture_output=True, text=True, check=True
+    ).stdout
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tools", default="data/tools/heldout.jsonl")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "ollama-parity.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        binary = Path(tmp) / "ollama_render"
-        subprocess.run(
-            ["go", "build", "-o", str(binary), str(ROOT / "scripts" / "ollama_render.go")],
-            check=True,
-            cwd=tmp,
-        )
+        binary = build_renderer(Path(tmp))
         go_version = subprocess.run(["go", "version"], capture_output=True, text=True).stdout.strip()
         rows = [json.loads(line) for line in Path(args.tools).read_text().splitlines()]
         same = identical = 0
         first = None
         for row in rows:
-            request = {
-                "template": ollama.TEMPLATE,
-                "messages": row["messages"],
-                "tools": tools.tool_schemas(row["tools"]),
-            }
-            go = subprocess.run(
-                [str(binary)], input=json.dumps(request), capture_output=True, text=True, check=True
-            ).stdout
+            go = go_render(binary, ollama.TEMPLATE, row["messages"], row["tools"])
             ours = jinja(row["messages"], row["tools"])
             identical += go == ours
             if json_lines(go) == json_lines(ours):

@@ -5,7 +5,7 @@ nothing left behind, and the Ollama Modelfile renders our ChatML."""
 import json
 import re
 import shutil
-import subprocess
+import sys
 from pathlib import Path
 
 import gguf
@@ -23,9 +23,12 @@ from transformers import (
 )
 
 from instructify import cli
-from instructify.chat import template, tools
+from instructify.chat import template
 from instructify.ship import doctor, gguf_export
 from instructify.training.model import resolve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import ollama_parity  # noqa: E402  (the Go renderer and the line comparison scripts/ollama_parity.py uses)
 
 # Max |logit difference| between model/ (float32) and the GGUF loaded back, on logits of the tiny models
 # (|logit| < 5): bf16 keeps 8 bits of mantissa, f16 11, q8_0 8-bit blocks with an f16 scale.
@@ -231,36 +234,18 @@ def test_bad_input_is_refused_and_leaves_nothing(smol_like, gemma_chat, tmp_path
 def go_render(tmp_path_factory):
     """scripts/ollama_render.go built with Debian's Go (`make test` installs golang-go): Ollama's way of rendering
     a Modelfile TEMPLATE, with the real text/template and encoding/json."""
-    go = shutil.which("go")
-    if go is None:
+    if shutil.which("go") is None:
         pytest.fail("no `go` on PATH: `make test` installs Debian's golang-go (apt-get install golang-go)")
-    binary = tmp_path_factory.mktemp("go") / "ollama_render"
-    source = Path(__file__).parent.parent / "scripts" / "ollama_render.go"
-    subprocess.run([go, "build", "-o", str(binary), str(source)], check=True, cwd=binary.parent)
+    binary = ollama_parity.build_renderer(tmp_path_factory.mktemp("go"))
 
     def render(modelfile: str, messages: list[dict], tools_: list | None = None) -> str:
-        """What Ollama sends to its runner for this chat (the Modelfile's SYSTEM first when it has none)."""
         go_template = re.search(r'^TEMPLATE """(.*?)"""$', modelfile, re.S | re.M).group(1)
         system = re.search(r'^SYSTEM """(.*?)"""$', modelfile, re.S | re.M)
-        request = {"template": go_template, "system": system.group(1) if system else "", "messages": messages}
-        request["tools"] = tools.tool_schemas(tools_)
-        return subprocess.run(
-            [str(binary)], input=json.dumps(request), capture_output=True, text=True, check=True
-        ).stdout
+        return ollama_parity.go_render(
+            binary, go_template, messages, tools_, system.group(1) if system else ""
+        )
 
     return render
-
-
-def json_lines(text: str) -> list:
-    """Each line parsed as JSON where it is a JSON object (a tool schema, a call), else the line itself."""
-    out = []
-    for line in text.split("\n"):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            value = None
-        out.append(value if isinstance(value, dict) else line)
-    return out
 
 
 @pytest.mark.parametrize("system_prompt", [None, "You are a kind friend."])
@@ -290,7 +275,7 @@ def test_modelfile_template_renders_our_tool_chatml(gemma_chat, tmp_path, go_ren
     conv = CONVERSATIONS[shape]
     ours = tok.apply_chat_template(conv, tools=TOOLS, tokenize=False, add_generation_prompt=True)
     go = go_render(text, conv, TOOLS)
-    assert json_lines(go) == json_lines(ours[len(tok.bos_token) :])
+    assert ollama_parity.json_lines(go) == ollama_parity.json_lines(ours[len(tok.bos_token) :])
     assert '{"name":"add","description":"Add two integers.","parameters":{"type":"object","required":' in go
 
 

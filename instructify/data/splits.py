@@ -89,9 +89,8 @@ def eval_prompts(convs: list[Conversation], encoded: list, max_length: int, seed
         if conv.tools:
             with_tools += 1
             continue
-        fits = [
-            i for i, end in enumerate(enc.ends) if end <= limit_of(conv, max_length)
-        ]  # ends may stop past max_length
+        limit = limit_of(conv, max_length)
+        fits = [i for i, end in enumerate(enc.ends) if end <= limit]  # ends may stop past max_length
         replies = [i for i in fits if conv.messages[i]["role"] == "assistant"]
         if not replies:
             continue
