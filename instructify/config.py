@@ -167,6 +167,11 @@ class TrainingConfig:
         "pays off with flash-attention on GPU, not on CPU (bench/NOTES.md)",
     )
     report_to: Literal["none", "wandb"] = _f("none", "Tracker", wandb="opt-in")
+    decision_weight: float = _f(
+        1.0,
+        "Loss weight of the targets where a reply decides its course: its first token (text or a call) and the "
+        "token after each </tool_call> (another call or <|im_end|>); 1 is plain SFT",
+    )
     save_steps: int = _f(50, "Checkpoint every N steps (0: none), in <output_dir>/checkpoints")
     save_total_limit: int = _f(2, "Checkpoints kept (the oldest are deleted)")
     keep: Literal["last", "best"] = _f(
@@ -420,6 +425,10 @@ def _check_values(cfg: Config, where: str) -> None:
                 f"{where}: `data.sources[{i}].max_length` must be between 1 and data.max_length "
                 f"({cfg.data.max_length}), got {src.max_length}"
             )
+    if cfg.training.decision_weight <= 0:
+        raise ConfigError(
+            f"{where}: `training.decision_weight` must be > 0 (1: plain SFT), got {cfg.training.decision_weight}"
+        )
     if not 0 < cfg.data.eval_share < 1:
         raise ConfigError(f"{where}: `data.eval_share` must be between 0 and 1, got {cfg.data.eval_share}")
     if cfg.template.temperature < 0 or not 0 < cfg.template.top_p <= 1:

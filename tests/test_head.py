@@ -181,3 +181,22 @@ def test_scaled_logits_give_the_models_own_loss(tmp_path, gemma_like, family):
     end = full.index(tok.convert_tokens_to_ids(template.IM_END), len(full) - 3)
     expected = torch.softmax(logits[end - 1].float(), -1)[full[end]].item()
     assert got == pytest.approx(expected, rel=1e-3, abs=1e-6)
+
+
+def test_decision_weight_scales_only_the_decision_targets_and_only_in_training(gemma_like):
+    pm, tok, _ = peft_model(gemma_like)
+    ids = torch.tensor(
+        [tok.apply_chat_template([{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "what did you do"}], tokenize=True, return_dict=True)["input_ids"]]  # fmt: skip
+    )
+    labels = ids.clone()
+    labels[:, :6] = -100
+    plain = pm(input_ids=ids, labels=labels, fused_lm_head=True)
+    head.install(pm.get_base_model(), decision_weight=4.0)
+    pm.train()
+    weighted = pm(input_ids=ids, labels=labels, fused_lm_head=True)
+    first = (labels[0, 1:] != -100).nonzero()[0, 0]
+    logp = plain.log_probs[0].detach()
+    n = (labels[0, 1:] != -100).sum()
+    torch.testing.assert_close(weighted.loss, -(logp.sum() + 3 * logp[first]) / n, atol=1e-5, rtol=1e-5)
+    pm.eval()
+    torch.testing.assert_close(pm(input_ids=ids, labels=labels, fused_lm_head=True).loss, plain.loss)

@@ -269,3 +269,26 @@ def test_inspect_shows_the_call_and_its_terminator_trained(tmp_path, gemma_like,
     template.add_chat_tokens(None, tok)
     trained = tok.decode([t for t in ex["labels"] if t != -100])
     assert trained == '<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call><|im_end|>'
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decisions_are_each_replys_first_token_and_the_token_after_each_call(chat_tokenizers, family):
+    """training.decision_weight weights these targets: where a reply chooses text or a call, and after each
+    </tool_call> another call or <|im_end|>. Found on the trained ids as the trainer sees them, in every family."""
+    import torch
+
+    from instructify.modules import head
+
+    tok, tokens = chat_tokenizers[family]
+    closing = tools.closing_ids(tok)
+    for shape in ("parallel, string arguments", "two steps, grouped results", "tools offered, text answer"):
+        conv = CONVERSATIONS[shape]
+        enc = template.encode(tok, [tools.flatten(conv, TOOLS)], tokens)[0]
+        labels = torch.tensor([[i if m else -100 for i, m in zip(enc.input_ids, enc.assistant_masks)]])
+        found = head.decisions(labels[:, 1:], [closing])[0].nonzero().flatten().tolist()
+        replies = [m for m in conv if m["role"] == "assistant"]
+        calls = sum(len(m.get("tool_calls") or []) for m in replies)
+        assert len(found) == len(replies) + calls, (shape, [tok.decode(enc.input_ids[t + 1]) for t in found])
+        for t in found:
+            before = tok.decode(enc.input_ids[: t + 1])
+            assert not enc.assistant_masks[t] or before.endswith(tools.CALL_CLOSE), (shape, before[-40:])

@@ -118,6 +118,16 @@ def reply_text(message: dict) -> str:
     return "\n".join(([content] if content else []) + [call_text(c) for c in message.get("tool_calls") or []])
 
 
+def closing_ids(tokenizer) -> list[int]:
+    """The ids `</tool_call>` has inside a trained call, as encode() tokenises it: SentencePiece tokenisers give
+    the tag alone another first piece (a word-start marker), so it is cut from a tokenised call."""
+    call = f"assistant\n{call_text({'name': 'f', 'arguments': {}})}"
+    whole = tokenizer(call, add_special_tokens=False).input_ids
+    before = tokenizer(call[: -len(CALL_CLOSE)], add_special_tokens=False).input_ids
+    same = next((i for i, (a, b) in enumerate(zip(whole, before)) if a != b), min(len(whole), len(before)))
+    return whole[same:]
+
+
 def _content(message: dict) -> str:
     content = message.get("content")
     return content if isinstance(content, str) else dumps(content)

@@ -166,8 +166,27 @@ def logit_transform(config) -> tuple[float, float | None]:
     return scale, getattr(text_config, "final_logit_softcapping", None)
 
 
-def install(model: PreTrainedModel) -> None:
-    """Patch `model` (the transformers model, under any PEFT wrapper) with the trained-positions head."""
+def decisions(shift_labels: torch.Tensor, after: list[list[int]]) -> torch.Tensor:
+    """[batch, seq] bool: the targets where a reply decides its course, the first trained token of each reply
+    (text or a call) and the token right after each trained `after` id sequence (after `</tool_call>`: another
+    call or `<|im_end|>`)."""
+    mask = shift_labels != -100
+    out = mask & ~F.pad(mask[:, :-1], (1, 0), value=False)
+    for ids in after:
+        k = len(ids)
+        if not k or shift_labels.shape[1] <= k:
+            continue
+        seq = torch.tensor(ids, device=shift_labels.device)
+        hit = shift_labels.unfold(1, k, 1)[:, :-1].eq(seq).all(-1) & mask.unfold(1, k, 1)[:, :-1].all(-1)
+        out[:, k:] |= hit & mask[:, k:]
+    return out
+
+
+def install(model: PreTrainedModel, decision_weight: float = 1.0, after: list[list[int]] = ()) -> None:
+    """Patch `model` (the transformers model, under any PEFT wrapper) with the trained-positions head. In training,
+    the loss of the decision targets (`decisions`) counts `decision_weight` times: one token of a ~35-token call
+    reply chooses between a call and text, and at weight 1 a run learned the call rate, not when to call
+    (p(`<tool_call>`) 0.41 on trained no-tool requests against 0.56 on trained single calls: bench/tools.json)."""
     own_forward = types.MethodType(type(model).forward, model)
     scale, softcap = logit_transform(model.config)
 
@@ -192,6 +211,10 @@ def install(model: PreTrainedModel) -> None:
             return x.new_zeros(mask.shape).masked_scatter(mask, x)
 
         log_probs = spread(log_probs)
+        if self.training and decision_weight != 1.0:
+            # TRL's loss is -sum(log_probs) / tokens: scaling the decision targets' terms weights their loss
+            weights = 1 + (decision_weight - 1) * decisions(shift_labels, after).to(log_probs.dtype)
+            log_probs = log_probs * weights
         denominator = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
         return FusedCausalLMOutput(
             loss=-log_probs.sum() / denominator,
