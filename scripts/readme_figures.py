@@ -282,6 +282,7 @@ def tools(data: dict) -> str:
 BLOCKS = {
     "tools": (BENCH / "tools.json", tools),
     "tools-run1": (BENCH / "tools-run1.json", tools),
+    "tools-run2": (BENCH / "tools-run2.json", tools),
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
