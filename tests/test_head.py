@@ -186,7 +186,16 @@ def test_scaled_logits_give_the_models_own_loss(tmp_path, gemma_like, family):
 def test_decision_weight_scales_only_the_decision_targets_and_only_in_training(gemma_like):
     pm, tok, _ = peft_model(gemma_like)
     ids = torch.tensor(
-        [tok.apply_chat_template([{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "what did you do"}], tokenize=True, return_dict=True)["input_ids"]]  # fmt: skip
+        [
+            tok.apply_chat_template(
+                [
+                    {"role": "user", "content": "hi there"},
+                    {"role": "assistant", "content": "what did you do"},
+                ],
+                tokenize=True,
+                return_dict=True,
+            )["input_ids"]
+        ]  # fmt: skip
     )
     labels = ids.clone()
     labels[:, :6] = -100

@@ -177,7 +177,8 @@ def decisions(shift_labels: torch.Tensor, after: list[list[int]]) -> torch.Tenso
         if not k or shift_labels.shape[1] <= k:
             continue
         seq = torch.tensor(ids, device=shift_labels.device)
-        hit = shift_labels.unfold(1, k, 1)[:, :-1].eq(seq).all(-1) & mask.unfold(1, k, 1)[:, :-1].all(-1)
+        # windows ending just before each target (equal ids are trained ones: -100 is never an id)
+        hit = shift_labels.unfold(1, k, 1)[:, :-1].eq(seq).all(-1)
         out[:, k:] |= hit & mask[:, k:]
     return out
 
@@ -186,7 +187,7 @@ def install(model: PreTrainedModel, decision_weight: float = 1.0, after: list[li
     """Patch `model` (the transformers model, under any PEFT wrapper) with the trained-positions head. In training,
     the loss of the decision targets (`decisions`) counts `decision_weight` times: one token of a ~35-token call
     reply chooses between a call and text, and at weight 1 a run learned the call rate, not when to call
-    (p(`<tool_call>`) 0.41 on trained no-tool requests against 0.56 on trained single calls: bench/tools.json)."""
+    (p(`<tool_call>`) 0.41 on trained no-tool requests against 0.56 on trained single calls: docs/tools.md)."""
     own_forward = types.MethodType(type(model).forward, model)
     scale, softcap = logit_transform(model.config)
 

@@ -162,7 +162,9 @@ def train(cfg: Config, setup: Setup, callbacks: list | None = None, sampling: st
     # while it is built, so ours (instructify/modules/head.py) can only replace it after that; the embedding lookup
     # (instructify/modules/token_rows.py) changes nothing SFTTrainer reads or patches and only has to be in before training.
     token_rows.install(peft_model)
-    head.install(peft_model.get_base_model(), cfg.training.decision_weight, [tools.closing_ids(setup.tokenizer)])
+    head.install(
+        peft_model.get_base_model(), cfg.training.decision_weight, [tools.closing_ids(setup.tokenizer)]
+    )
     checkpoints = Path(cfg.output_dir) / "checkpoints"
     start = resume_point(cfg.training.resume, checkpoints)
     try:
