@@ -231,6 +231,12 @@ class EvalConfig:
         "BFCL items per category (simple, multiple, parallel, parallel_multiple, irrelevance; a seeded sample, "
         "from the bfcl-eval wheel) scored by instructify/evals/bfcl.py; 0: off",
     )
+    stored: str = _f(
+        "",
+        "Folder of stored results of the models a run does not change (base, base in-context, reference), "
+        "reused when model, version, dtype, settings and template match, each with where it was measured "
+        "(instructify/evals/stored.py); '': measure them in every run",
+    )
 
 
 @dataclass

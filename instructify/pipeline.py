@@ -7,18 +7,20 @@ rank trains; only rank 0 checks the folder, records, evaluates and exports.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from instructify import config as config_lib
 from instructify import runs
 from instructify.data import records
-from instructify.evals import conformance, instructions, tool_calls
+from instructify.evals import conformance, instructions, stored, tool_calls
 from instructify.ship import export
 from instructify.training import distributed, sft
-from instructify.training.model import load, resolve
+from instructify.training.model import load, pick_dtype, resolve
 
 log = logging.getLogger("instructify")
 
@@ -41,9 +43,11 @@ def train(cfg: config_lib.Config, evaluate_after: bool = True) -> None:
         record_run(cfg, setup, processes)
         if evaluate_after and not (cfg.training.resume != "no" and "base" in conformance.read_report(out)):
             (out / "report.json").unlink(missing_ok=True)
-            run_eval(cfg, setup.model, setup.tokenizer, setup.data.eval_prompts, "base", cfg.model.name)
-            check_instructions(cfg, "base", setup.model, setup.tokenizer, cfg.model.name)
-            check_tools(cfg, "base", setup.model, setup.tokenizer, cfg.model.name)
+            shown = base_shown(cfg, setup.tokenizer)
+            prompts = setup.data.eval_prompts
+            run_eval(cfg, setup.model, setup.tokenizer, prompts, "base", cfg.model.name, shown)
+            check_instructions(cfg, "base", setup.model, setup.tokenizer, cfg.model.name, shown=shown)
+            check_tools(cfg, "base", setup.model, setup.tokenizer, cfg.model.name, shown)
     sft.train(cfg, setup)
     if not evaluate_after or not main:
         return
@@ -100,9 +104,53 @@ def sampling_of(e: config_lib.EvalConfig) -> dict | None:
     return {"do_sample": True, "temperature": e.temperature, "top_p": e.top_p} if e.do_sample else None
 
 
-def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name: str, source: str) -> Path:
+def base_shown(cfg: config_lib.Config, tokenizer) -> dict:
+    """What the base is shown besides the prompts, for a stored result's key: its ChatML template and the
+    settings that made its new rows."""
+    return {"template": stored.fingerprint(tokenizer.chat_template), "model": dataclasses.asdict(cfg.model),
+            "chat": dataclasses.asdict(cfg.template)}  # fmt: skip
+
+
+def _store_key(cfg: config_lib.Config, file: str, name: str, source: str, settings: dict, shown: dict | None):
+    """The key of a model's stored result, or None: no store, a trained model (`shown` None), an unpinned source."""
+    if not cfg.eval.stored or shown is None:
+        return None
+    version = stored.source_version(source, cfg.model.revision if source == cfg.model.name else None)
+    if version is None:
+        return None
+    return stored.key(file, name, source, version, str(pick_dtype(cfg.model.dtype)), settings, shown)
+
+
+def _reused(cfg: config_lib.Config, k: dict | None, put: Callable[[dict, list | None], object]) -> bool:
+    """Put a stored result into the run folder (with where it was measured); False when there is none."""
+    found = stored.load(cfg.eval.stored, k) if k else None
+    if found is None:
+        return False
+    p = found["provenance"]
+    where = {"path": str(stored.path_of(Path(cfg.eval.stored), k)), **p}
+    put({**found["entry"], "stored": where}, found.get("samples"))
+    log.info("%s: %s result reused from %s (measured %s on %s, commit %s; eval.stored='' measures it again)",
+             k["name"], k["file"], where["path"], p["measured"], p["machine"], p["git_commit"])  # fmt: skip
+    return True
+
+
+def run_eval(
+    cfg: config_lib.Config,
+    model,
+    tokenizer,
+    prompts: list[dict],
+    name: str,
+    source: str,
+    shown: dict | None = None,
+) -> Path:
+    """Conformance of one model into report.json; `shown` (an untrained model): reused from eval.stored, or
+    measured and stored."""
     from transformers import set_seed
 
+    out = Path(cfg.output_dir)
+    k = _store_key(cfg, "report", name, source, eval_settings(cfg, prompts), shown)
+    if _reused(cfg, k, lambda entry, samples: conformance.put_report(out, name, entry, samples or [])):
+        return out / "report.json"
     e = cfg.eval
     n = min(e.num_conversations, len(prompts))
     sampling = sampling_of(e)
@@ -121,7 +169,12 @@ def run_eval(cfg: config_lib.Config, model, tokenizer, prompts: list[dict], name
         n,
         metrics["seconds"],
     )
-    return conformance.write_report(Path(cfg.output_dir), name, metrics, replies, prompts[:n])
+    path = conformance.write_report(out, name, metrics, replies, prompts[:n])
+    if k:
+        stored.save(
+            cfg.eval.stored, k, conformance.read_report(out)[name], conformance.read_samples(out, name)
+        )
+    return path
 
 
 def run_reference(cfg: config_lib.Config, prompts: list[dict], explicit: str | None) -> None:
@@ -141,13 +194,29 @@ def run_reference(cfg: config_lib.Config, prompts: list[dict], explicit: str | N
     if evaluated and checked and tooled:
         log.info("reference: %s already evaluated with these settings (report.json)", source)
         return
+    shown = {} if not explicit else None  # its own template, pinned by its version
+    out = Path(cfg.output_dir)
+    # stored results first: the reference is loaded only for what is left to measure
+    if not evaluated:
+        k = _store_key(cfg, "report", "reference", source, eval_settings(cfg, prompts), shown)
+        evaluated = _reused(
+            cfg, k, lambda entry, samples: conformance.put_report(out, "reference", entry, samples or [])
+        )
+    if not checked:
+        k = _store_key(cfg, "instructions", "reference", source, _check_settings(cfg), shown)
+        checked = _reused(cfg, k, lambda entry, _: instructions.write(out, "reference", entry))
+    if not tooled:
+        k = _store_key(cfg, "tools", "reference", source, _tools_settings(cfg), shown)
+        tooled = _reused(cfg, k, lambda entry, _: tool_calls.write(out, "reference", entry))
+    if evaluated and checked and tooled:
+        return
     model, tokenizer = load(cfg.model, path=resolve(source))
     if not evaluated:
-        run_eval(cfg, model, tokenizer, prompts, "reference", source)
+        run_eval(cfg, model, tokenizer, prompts, "reference", source, shown)
     if not checked:
-        check_instructions(cfg, "reference", model, tokenizer, source)
+        check_instructions(cfg, "reference", model, tokenizer, source, shown=shown)
     if not tooled:
-        check_tools(cfg, "reference", model, tokenizer, source)
+        check_tools(cfg, "reference", model, tokenizer, source, shown)
 
 
 def _check_settings(cfg: config_lib.Config) -> dict:
@@ -162,13 +231,24 @@ def _stored_check(cfg: config_lib.Config, name: str, source: str) -> bool:
 
 
 def check_instructions(
-    cfg: config_lib.Config, name: str, model, tokenizer, source: str, preamble: str | None = None
+    cfg: config_lib.Config,
+    name: str,
+    model,
+    tokenizer,
+    source: str,
+    preamble: str | None = None,
+    shown: dict | None = None,
 ) -> None:
-    """The instruction check (instructify/evals/instructions.py) of one model, into <output_dir>/instructions.json."""
+    """The instruction check (instructify/evals/instructions.py) of one model, into <output_dir>/instructions.json;
+    `shown` (an untrained model): reused from eval.stored, or measured and stored."""
     from transformers import set_seed
 
     e = cfg.eval
     if not e.instructions:
+        return
+    out = Path(cfg.output_dir)
+    k = _store_key(cfg, "instructions", name, source, _check_settings(cfg), shown)
+    if _reused(cfg, k, lambda entry, _: instructions.write(out, name, entry)):
         return
     t0 = time.time()
     set_seed(cfg.training.seed)
@@ -178,7 +258,9 @@ def check_instructions(
     )
     result = instructions.score(checks, replies, stopped)
     result.update(model_path=source, settings=_check_settings(cfg), seconds=round(time.time() - t0, 1))
-    instructions.write(Path(cfg.output_dir), name, result)
+    instructions.write(out, name, result)
+    if k:
+        stored.save(e.stored, k, result)
     log.info(
         "%s: instruction check %.1f%% of %d correct (%.0f s)",
         name,
@@ -203,10 +285,17 @@ def _stored_tools(cfg: config_lib.Config, name: str, source: str) -> bool:
     return stored.get("model_path") == source and stored.get("settings") == _tools_settings(cfg)
 
 
-def check_tools(cfg: config_lib.Config, name: str, model, tokenizer, source: str) -> None:
-    """The tool-call check and BFCL (instructify/evals/tool_calls.py) of one model, into <output_dir>/tools.json."""
+def check_tools(
+    cfg: config_lib.Config, name: str, model, tokenizer, source: str, shown: dict | None = None
+) -> None:
+    """The tool-call check and BFCL (instructify/evals/tool_calls.py) of one model, into <output_dir>/tools.json;
+    `shown` (an untrained model): reused from eval.stored, or measured and stored."""
     e = cfg.eval
     if not _tools_on(cfg):
+        return
+    out = Path(cfg.output_dir)
+    k = _store_key(cfg, "tools", name, source, _tools_settings(cfg), shown)
+    if _reused(cfg, k, lambda entry, _: tool_calls.write(out, name, entry)):
         return
     t0 = time.time()
     result: dict = {"model_path": source, "settings": _tools_settings(cfg)}
@@ -224,7 +313,9 @@ def check_tools(cfg: config_lib.Config, name: str, model, tokenizer, source: str
         cats = result["bfcl"]["categories"]
         log.info("%s: BFCL %s", name, ", ".join(f"{k} {v['accuracy']:.1%}" for k, v in cats.items()))
     result["seconds"] = round(time.time() - t0, 1)
-    tool_calls.write(Path(cfg.output_dir), name, result)
+    tool_calls.write(out, name, result)
+    if k:
+        stored.save(e.stored, k, result)
 
 
 def check_base_incontext(cfg: config_lib.Config) -> None:
@@ -234,8 +325,14 @@ def check_base_incontext(cfg: config_lib.Config) -> None:
     name = "base (in-context)"
     if not cfg.eval.instructions or _stored_check(cfg, name, cfg.model.name):
         return
+    preamble = incontext.load(cfg.eval.incontext)
+    shown = {"incontext": stored.fingerprint(preamble), "model": dataclasses.asdict(cfg.model)}
+    out = Path(cfg.output_dir)
+    k = _store_key(cfg, "instructions", name, cfg.model.name, _check_settings(cfg), shown)
+    if _reused(cfg, k, lambda entry, _: instructions.write(out, name, entry)):
+        return
     model, tokenizer = load(cfg.model)
-    check_instructions(cfg, name, model, tokenizer, cfg.model.name, incontext.load(cfg.eval.incontext))
+    check_instructions(cfg, name, model, tokenizer, cfg.model.name, preamble, shown)
 
 
 def print_report(out: Path, show: int) -> None:

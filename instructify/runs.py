@@ -7,6 +7,7 @@ import datetime
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import re
 import shutil
@@ -73,21 +74,39 @@ def _git_commit() -> str | None:
 def record(cfg: Config, data_fingerprint: str, processes: list[dict] | None = None) -> dict:
     """What produced a run: resolved config, data fingerprint, package versions, git commit, and the processes
     that trained it (world size, distributed type, each rank's host and device). No environment."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
     return {
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": to_dict(cfg),
         "data_fingerprint": data_fingerprint,
         "git_commit": _git_commit(),
         "python": platform.python_version(),
-        "packages": versions,
+        "packages": versions(),
         **({"distributed": _distributed(processes)} if processes else {}),
     }
+
+
+def versions() -> dict[str, str | None]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def cpu() -> str:
+    """The CPU's model and the flags that decide its matmul speed (AVX2, AVX-512, AVX-512-BF16, AMX)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), ""
+    )
+    flags = set(info.split())
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+    capped = os.environ.get("ATEN_CPU_CAPABILITY")  # kernels held below what the flags allow
+    return f"{model or platform.machine()}, {' '.join(f for f in wanted if f in flags)}" + (
+        f" (ATEN_CPU_CAPABILITY={capped})" if capped else ""
+    )
 
 
 def _distributed(processes: list[dict]) -> dict:

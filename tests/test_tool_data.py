@@ -317,3 +317,48 @@ def test_main_writes_the_files(tmp_path):
     provenance = tool_data.main(["--out", str(tmp_path), "--train", "30", "--heldout", "12", "--seed", "1"])
     assert provenance["outputs"]["train"]["rows"] == 30 and len(_rows(tmp_path / "heldout.jsonl")) == 12
     assert (tmp_path / "train.jsonl.provenance.json").is_file()
+
+
+def _unmask(row: dict, inverse: dict) -> dict:
+    row = copy.deepcopy(row)
+    for t in row["tools"]:
+        fn = t["function"]
+        old, names = inverse[fn["name"]]
+        params = fn["parameters"]
+        fn["name"] = old
+        params["properties"] = {names[p]: v for p, v in params["properties"].items()}
+        if "required" in params:
+            params["required"] = [names[p] for p in params["required"]]
+    for m in row["messages"]:
+        for call in m.get("tool_calls") or []:
+            f = call["function"]
+            old, names = inverse[f["name"]]
+            f["name"], f["arguments"] = old, {names[k]: v for k, v in f["arguments"].items()}
+        if m.get("role") == "tool":
+            m["name"] = inverse[m["name"]][0]
+    return row
+
+
+def test_a_masked_row_renames_every_function_consistently_and_still_passes_the_row_check():
+    rng = random.Random(0)
+    renamed_params = 0
+    for row, _ in tool_data.build("train", 120, seed=1)[0]:
+        masked, inverse = tool_data.mask(row, rng)
+        assert tool_data.row_problem(masked) is None, masked
+        assert {t["function"]["name"] for t in masked["tools"]}.isdisjoint(TOOLS)
+        renamed_params += sum(k != v for _, names in inverse.values() for k, v in names.items())
+        assert _unmask(masked, inverse) == row
+        descriptions = lambda r: [t["function"]["description"] for t in r["tools"]]  # noqa: E731
+        assert descriptions(masked) == descriptions(row)
+    assert renamed_params > 100
+
+
+def test_the_written_train_file_masks_its_share_and_the_held_out_file_none(small):
+    out, provenance = small
+    share = sum(provenance["masked"].values()) / provenance["outputs"]["train"]["rows"]
+    assert abs(share - tool_data.MASK_SHARE) < 0.1
+    for split, limit in (("train", len(TOOLS)), ("heldout", 0)):
+        unknown = {t["function"]["name"] for r in _rows(out / f"{split}.jsonl") for t in r["tools"]} - set(
+            TOOLS
+        )
+        assert (len(unknown) > limit) if limit else not unknown

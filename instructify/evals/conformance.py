@@ -264,20 +264,32 @@ def evaluate(
 
 def write_report(out_dir: Path, name: str, metrics: dict, replies: list[Reply], prompts: list[dict]) -> Path:
     """Merge this model's metrics into `report.json` (one entry per model) and its replies into samples."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "report.json"
-    report = read_report(out_dir)
     by_id = {p["id"]: p for p in prompts}
-    report[name] = {
+    entry = {
         **metrics,
         "samples": [
             {"prompt": by_id[r.prompt_id]["messages"][-1]["content"], "reply": r.text, "stopped": r.stopped}
             for r in replies[:5]
         ],
     }
+    samples = [{**r.__dict__, "empty": r.empty, "clean_stop": r.clean_stop,
+                "messages": by_id[r.prompt_id]["messages"]} for r in replies]  # fmt: skip
+    return put_report(out_dir, name, entry, samples)
+
+
+def put_report(out_dir: Path, name: str, entry: dict, samples: list[dict]) -> Path:
+    """report.json's entry for `name` and its samples-<name>.jsonl, as write_report makes them (or stored)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.json"
+    report = read_report(out_dir)
+    report[name] = entry
     path.write_text(json.dumps(report, indent=2))
     with (out_dir / f"samples-{name}.jsonl").open("w") as f:
-        for r in replies:
-            flags = {"empty": r.empty, "clean_stop": r.clean_stop}
-            f.write(json.dumps({**r.__dict__, **flags, "messages": by_id[r.prompt_id]["messages"]}) + "\n")
+        for s in samples:
+            f.write(json.dumps(s) + "\n")
     return path
+
+
+def read_samples(out_dir: Path, name: str) -> list[dict]:
+    path = out_dir / f"samples-{name}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []

@@ -50,6 +50,14 @@ OPTIONAL_SHARE = 0.5  # chance that a request says each optional `[...]` segment
 CHOOSE_TOOLS = {2: 0.35, 3: 0.35, 4: 0.2, 5: 0.1}  # tools offered in a choose row
 SIBLING_SHARE = 0.5  # choose rows whose distractors come first from the same domain (descriptions overlap)
 TRIES = 50  # candidates per row before the row is given up
+# Train rows whose functions and parameters are renamed to meaningless names, descriptions kept ("function
+# masking", as Hammer does): with 69 functions the recipe-3 model wrote the names it had memorised ("months" for
+# `years`, "free_slot" for `first_free_slot`) on unseen functions, where it must read the schema.
+MASK_SHARE = 0.5
+MASK_PARAM = 0.7  # chance that each parameter of a masked row's function is renamed
+MASK_WORDS = ("amber", "birch", "cobalt", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "jasper",
+              "kestrel", "lumen", "maple", "nimbus", "onyx", "pebble", "quartz", "raven", "sable", "tundra",
+              "umber", "vertex", "willow", "yarrow", "zephyr")  # fmt: skip
 
 SYSTEMS = {
     "train": [
@@ -265,11 +273,29 @@ def call_problem(call: object, offered: dict, request: str) -> str | None:
         return f"arguments are not a dict ({name})"
     if found := chat_tools.schema_problem(arguments, offered[name]["parameters"]):
         return f"arguments break the schema: {found.split(':')[0]}"
-    cues = TOOLS[name].cues if name in TOOLS else {}
+    cues = _cues(offered[name])
     for key, value in arguments.items():
         if not found_in(value, request, cues.get(key, ())):
             return f"argument not in the request ({name}.{key})"
     return None
+
+
+@functools.cache
+def _by_description() -> dict[str, Tool]:
+    return {schema(n)["function"]["description"]: t for n, t in TOOLS.items()}
+
+
+def _cues(fn: dict) -> dict[str, tuple[str, ...]]:
+    """The boolean cues of an offered function's parameters, found by descriptions (which masking keeps)."""
+    t = _by_description().get(fn.get("description"))
+    if t is None:
+        return {}
+    props = schema(t.name)["function"]["parameters"]["properties"]
+    original = {v.get("description"): p for p, v in props.items()}
+    return {
+        p: t.cues.get(original.get(v.get("description")), ())
+        for p, v in fn["parameters"]["properties"].items()
+    }
 
 
 def _shape_problem(row: object) -> str | None:
@@ -560,6 +586,48 @@ def build(
     return rows, dropped
 
 
+# ---- masking ----
+
+
+def _masked_name(rng: random.Random, taken: set[str], style: int) -> str:
+    while True:
+        a, b = rng.sample(MASK_WORDS, 2)
+        name = [f"{a}_{b}", f"{a}{b.capitalize()}", f"{a}_{rng.randint(2, 99)}", f"fn_{a}"][style % 4]
+        if name not in taken:
+            taken.add(name)
+            return name
+
+
+def mask(row: dict, rng: random.Random) -> tuple[dict, dict[str, tuple[str, dict[str, str]]]]:
+    """The row with each offered function renamed, and each of its parameters with chance MASK_PARAM, everywhere
+    (schemas, required lists, calls, results); descriptions, values and texts unchanged. Returns the new row and
+    {new function name: (old name, {new parameter: old})}."""
+    row = copy.deepcopy(row)
+    taken: set[str] = set()
+    renames, inverse = {}, {}
+    for t in row["tools"]:
+        fn = t["function"]
+        new = _masked_name(rng, taken, rng.randrange(4))
+        params = fn["parameters"]
+        held = set(params["properties"])
+        names = {p: _masked_name(rng, held, rng.randrange(3)) if rng.random() < MASK_PARAM else p
+                 for p in params["properties"]}  # fmt: skip
+        renames[fn["name"]] = (new, names)
+        inverse[new] = (fn["name"], {v: k for k, v in names.items()})
+        fn["name"] = new
+        params["properties"] = {names[p]: v for p, v in params["properties"].items()}
+        if "required" in params:
+            params["required"] = [names[p] for p in params["required"]]
+    for m in row["messages"]:
+        for call in m.get("tool_calls") or []:
+            f = call["function"]
+            new, names = renames[f["name"]]
+            f["name"], f["arguments"] = new, {names[k]: v for k, v in f["arguments"].items()}
+        if m.get("role") == "tool":
+            m["name"] = renames[m["name"]][0]
+    return row, inverse
+
+
 # ---- files and provenance ----
 
 
@@ -589,15 +657,24 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def write(out_dir: Path, n_train: int = 3000, n_heldout: int = 300, seed: int = 0) -> dict:
-    """Write train.jsonl, heldout.jsonl and train.jsonl.provenance.json under out_dir; returns the provenance."""
+def write(
+    out_dir: Path, n_train: int = 3000, n_heldout: int = 300, seed: int = 0, mask_share: float = MASK_SHARE
+) -> dict:
+    """Write train.jsonl, heldout.jsonl and train.jsonl.provenance.json under out_dir; returns the provenance.
+    A `mask_share` of the train rows are masked (held-out rows never are)."""
     t0 = time.time()
     out_dir = Path(out_dir)
     seen: set[str] = set()
-    files, by_kind, dropped, chars = {}, {}, {}, {}
+    files, by_kind, dropped, chars, masked = {}, {}, {}, {}, Counter()
+    rng = random.Random(f"mask:{seed}")
     for split, n in (("train", n_train), ("heldout", n_heldout)):
         built, dropped[split] = build(split, n, seed, seen)
         rows = [r for r, _ in built]
+        if split == "train":
+            for i, row in enumerate(rows):
+                if rng.random() < mask_share:
+                    rows[i] = mask(row, rng)[0]
+                    masked[row["kind"]] += 1
         path = out_dir / f"{split}.jsonl"
         _write_rows(path, rows)
         files[split] = {"path": str(path), "rows": len(rows),
@@ -625,7 +702,10 @@ def write(out_dir: Path, n_train: int = 3000, n_heldout: int = 300, seed: int = 
             "choose_tools": {str(k): v for k, v in CHOOSE_TOOLS.items()},
             "sibling_share": SIBLING_SHARE,
             "tries": TRIES,
+            "mask_share": mask_share,
+            "mask_param": MASK_PARAM,
         },
+        "masked": {k: masked[k] for k in KINDS},
         "dropped": {split: dict(sorted(c.items())) for split, c in dropped.items()},
         "chars": chars,
         "sources": {
