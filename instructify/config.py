@@ -226,6 +226,11 @@ class EvalConfig:
     )
     tools_conversations: int = _f(300, "Tool conversations checked (at most those in eval.tools)")
     tools_max_new_tokens: int = _f(128, "Generation budget per tool-check reply and BFCL reply")
+    tools_grammar: bool = _f(
+        False,
+        "Also check the trained model with its calls held to the offered schemas as they are generated, as "
+        "`instructify serve` and llama-server generate them (instructify/evals/tool_grammar.py): its own rows",
+    )
     bfcl: int = _f(
         0,
         "BFCL items per category (simple, multiple, parallel, parallel_multiple, irrelevance; a seeded sample, "

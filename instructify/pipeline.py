@@ -81,6 +81,8 @@ def evaluate_folder(cfg: config_lib.Config, folder: Path, name: str, reference: 
     run_eval(cfg, model, tokenizer, prompts, name, str(folder))
     check_instructions(cfg, name, model, tokenizer, str(folder))
     check_tools(cfg, name, model, tokenizer, str(folder))
+    if cfg.eval.tools_grammar:
+        check_tools(cfg, f"{name} (schema-held)", model, tokenizer, str(folder), constrained=True)
     del model
     run_reference(cfg, prompts, reference)
     check_base_incontext(cfg)
@@ -274,10 +276,11 @@ def _tools_on(cfg: config_lib.Config) -> bool:
     return bool(cfg.eval.tools or cfg.eval.bfcl)
 
 
-def _tools_settings(cfg: config_lib.Config) -> dict:
+def _tools_settings(cfg: config_lib.Config, constrained: bool = False) -> dict:
     e = cfg.eval
-    return {"tools": e.tools, "conversations": e.tools_conversations, "bfcl": e.bfcl,
-            "max_new_tokens": e.tools_max_new_tokens}  # fmt: skip
+    settings = {"tools": e.tools, "conversations": e.tools_conversations, "bfcl": e.bfcl,
+                "max_new_tokens": e.tools_max_new_tokens}  # fmt: skip
+    return settings | ({"constrained": True} if constrained else {})  # free entries stay as stored
 
 
 def _stored_tools(cfg: config_lib.Config, name: str, source: str) -> bool:
@@ -286,29 +289,42 @@ def _stored_tools(cfg: config_lib.Config, name: str, source: str) -> bool:
 
 
 def check_tools(
-    cfg: config_lib.Config, name: str, model, tokenizer, source: str, shown: dict | None = None
+    cfg: config_lib.Config,
+    name: str,
+    model,
+    tokenizer,
+    source: str,
+    shown: dict | None = None,
+    constrained: bool = False,
 ) -> None:
     """The tool-call check and BFCL (instructify/evals/tool_calls.py) of one model, into <output_dir>/tools.json;
-    `shown` (an untrained model): reused from eval.stored, or measured and stored."""
+    `shown` (an untrained model): reused from eval.stored, or measured and stored; `constrained`: calls held
+    to the offered schemas (eval.tools_grammar)."""
     e = cfg.eval
     if not _tools_on(cfg):
         return
     out = Path(cfg.output_dir)
-    k = _store_key(cfg, "tools", name, source, _tools_settings(cfg), shown)
+    k = _store_key(cfg, "tools", name, source, _tools_settings(cfg, constrained), shown)
     if _reused(cfg, k, lambda entry, _: tool_calls.write(out, name, entry)):
         return
     t0 = time.time()
-    result: dict = {"model_path": source, "settings": _tools_settings(cfg)}
+    result: dict = {"model_path": source, "settings": _tools_settings(cfg, constrained)}
     if e.tools:
         result["check"] = tool_calls.check(
-            model, tokenizer, e.tools, e.tools_conversations, e.tools_max_new_tokens, e.batch_size
+            model,
+            tokenizer,
+            e.tools,
+            e.tools_conversations,
+            e.tools_max_new_tokens,
+            e.batch_size,
+            constrained,
         )
         c = result["check"]
         log.info("%s: tool check %.1f%% conform, %.1f%% right of %d turns", name, 100 * c["conforms"],
                  100 * c["right"], c["n"])  # fmt: skip
     if e.bfcl:
         result["bfcl"] = tool_calls.run_bfcl(
-            model, tokenizer, e.bfcl, e.tools_max_new_tokens, e.batch_size, cfg.training.seed
+            model, tokenizer, e.bfcl, e.tools_max_new_tokens, e.batch_size, cfg.training.seed, constrained
         )
         cats = result["bfcl"]["categories"]
         log.info("%s: BFCL %s", name, ", ".join(f"{k} {v['accuracy']:.1%}" for k, v in cats.items()))

@@ -115,3 +115,32 @@ def test_the_tool_check_through_a_server_judges_what_the_client_received(client,
     assert result["conforms"] == result["right"] == 1.0 and result["engine_errors"] == 0, result["problems"]
     first = result["replies"][0]
     assert first["reply"] == '<tool_call>\n{"name": "weather", "arguments": {"city": "paris"}}\n</tool_call>'
+
+
+TOWN = [{"type": "function", "function": {"name": "weather", "description": "Current weather in a city.", "parameters": {
+    "type": "object", "properties": {"town": {"type": "string"}}, "required": ["town"]}}}]  # fmt: skip
+
+
+@pytest.mark.parametrize("held", [True, False])
+def test_required_calls_are_held_to_a_schema_the_model_never_learnt(tool_model, held):
+    """The tiny caller learnt weather(city). Offered weather(town) with tool_choice required, the client gets a
+    weather call with `town` when the server holds calls to their schemas (the default), and no such call when
+    it does not (--no-tool-grammar)."""
+    model, tok = AutoModelForCausalLM.from_pretrained(tool_model), AutoTokenizer.from_pretrained(tool_model)
+    server = server_lib.make_server(model, tok, "tiny-tools", port=0, tool_grammar=held)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    client = openai.OpenAI(base_url=f"http://{host}:{port}/v1", api_key="none", max_retries=0, timeout=60)
+    try:
+        got = client.chat.completions.create(
+            model="m", messages=ASK, tools=TOWN, tool_choice="required", max_tokens=80, temperature=0
+        ).choices[0]
+    finally:
+        server.shutdown()
+    calls = got.message.tool_calls or []
+    valid = [
+        c
+        for c in calls
+        if c.function.name == "weather" and json.loads(c.function.arguments).keys() == {"town"}
+    ]
+    assert bool(valid and got.finish_reason == "tool_calls") is held, got

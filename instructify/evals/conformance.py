@@ -115,11 +115,20 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     sampling: dict | None = None,
+    constrained: bool = False,
 ) -> list[Reply]:
-    """Each prompt's reply through the model's own chat template and stop ids (instructify/evals/generation.py), flagged."""
+    """Each prompt's reply through the model's own chat template and stop ids (instructify/evals/generation.py), flagged.
+    `constrained`: calls held to the schemas of each prompt's `offered` tools under its `choice` (default auto;
+    instructify/evals/tool_grammar.py)."""
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
     stop_ids = stop_ids_of(model)
     encoded = [chat_prompt_ids(tokenizer, p["messages"], p.get("tools")) for p in prompts]
+    matchers = None
+    if constrained:
+        from instructify.evals.tool_grammar import Grammars
+
+        grammars = Grammars.of(model, tokenizer, stop_ids)
+        matchers = [grammars.matcher(p.get("offered"), p.get("choice", "auto")) for p in prompts]
     new = generate_ids(
         model,
         encoded,
@@ -128,6 +137,7 @@ def generate(
         pad_id_of(tokenizer, stop_ids),
         stop_at_ids(stop_ids),
         sampling,
+        matchers=matchers,
     )
     replies = []
     for i, p in enumerate(prompts):

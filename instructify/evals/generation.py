@@ -10,8 +10,9 @@ import copy
 from collections.abc import Callable
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
+from instructify import kernels
 from instructify.chat.template import IM_END
 
 
@@ -71,6 +72,7 @@ def generate_ids(
     done: Callable[[list[int]], tuple[list[int], bool]],
     sampling: dict | None = None,
     prefix: list[int] | None = None,
+    matchers: list | None = None,
 ) -> list[list[int]]:
     """The new ids of each prompt: greedy unless `sampling` (do_sample, temperature, top_p) says otherwise;
     batched (left padding, KV cache), shortest prompts first to waste little on padding. `done(row)` cuts a
@@ -86,7 +88,10 @@ def generate_ids(
     its cache, so only the prompts' own tokens are prefilled (the pads sit between prefix and prompt, masked, and
     positions count only real tokens, so each row is computed as if alone while it fits the sliding window of
     models that have one (Gemma 3: 512); beyond it, a row with k pads sees k fewer of its earliest tokens in the
-    sliding layers)."""
+    sliding layers).
+
+    `matchers`: each prompt's tool-call grammar (instructify/evals/tool_grammar.py; None: free), held across
+    rounds."""
     model.eval()
     cache = model(torch.tensor([prefix], device=model.device), use_cache=True).cache if prefix else None
     new: list[list[int]] = [[] for _ in prompts]
@@ -107,6 +112,13 @@ def generate_ids(
                     "input_ids": torch.cat([shared, batch["input_ids"]], 1),
                     "attention_mask": torch.cat([torch.ones_like(shared), batch["attention_mask"]], 1),
                 }
+            if matchers is not None:
+                from instructify.evals.tool_grammar import RowsProcessor
+
+                rows = RowsProcessor(
+                    [matchers[i] for i in idx], [new[i] for i in idx], batch["input_ids"].shape[1]
+                )
+                extra["logits_processor"] = LogitsProcessorList([rows])
             out = model.generate(
                 **batch,
                 max_new_tokens=steps,
@@ -117,6 +129,8 @@ def generate_ids(
             for row, i in zip(out[:, batch["input_ids"].shape[1] :].tolist(), idx):
                 kept, ended[i] = done(new[i] + row)
                 new[i] = kept
+            del out, extra
+            kernels.release_free_memory()  # each batch has its own shapes (instructify/kernels.py)
         going = [i for i in going if not ended[i]]
     return new
 

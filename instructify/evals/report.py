@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-ORDER = {"base": 0, "trained": 1, "reference": 2}
+ORDER = {"base": 0, "trained": 1, "trained (schema-held)": 2, "reference": 3}
 RATES = ("stop_rate", "clean_stop_rate", "runaway_rate", "loop_rate", "leak_rate", "empty_rate")
 
 
@@ -16,7 +16,7 @@ def read_curve(path: Path) -> list[dict]:
 
 
 def ordered(report: dict) -> list[str]:
-    return sorted(report, key=lambda k: (ORDER.get(k, 3), k))
+    return sorted(report, key=lambda k: (ORDER.get(k, 4), k))
 
 
 def _pct(m: dict, key: str) -> str:

@@ -52,8 +52,13 @@ def cases(path: str | Path, limit: int) -> list[dict]:
 
 def _prompt(tokenizer, case_id: str, messages: list[dict], tools: list[dict]) -> dict:
     if "tools" in (tokenizer.chat_template or ""):
-        return {"id": case_id, "prior_turns": 1, "messages": messages, "tools": tools}
-    return {"id": case_id, "prior_turns": 1, "messages": chat_tools.flatten(messages, tools)}
+        return {"id": case_id, "prior_turns": 1, "messages": messages, "tools": tools, "offered": tools}
+    return {
+        "id": case_id,
+        "prior_turns": 1,
+        "messages": chat_tools.flatten(messages, tools),
+        "offered": tools,
+    }
 
 
 def _canon(value: object) -> object:
@@ -129,14 +134,25 @@ def score(checked: list[dict], verdicts: list[dict], replies: list) -> dict:
     }
 
 
-def check(model, tokenizer, path: str | Path, limit: int, max_new_tokens: int, batch_size: int) -> dict:
-    """The held-out tool check of one model, greedy."""
+def check(
+    model,
+    tokenizer,
+    path: str | Path,
+    limit: int,
+    max_new_tokens: int,
+    batch_size: int,
+    constrained: bool = False,
+) -> dict:
+    """The held-out tool check of one model, greedy; `constrained`: its calls held to the offered schemas as they
+    are generated (instructify/evals/tool_grammar.py)."""
     checked = cases(path, limit)
     prompts = [_prompt(tokenizer, c["id"], c["messages"], c["tools"]) for c in checked]
     fits = [_fits(model, tokenizer, p, max_new_tokens) for p in prompts]
     checked = [c for c, f in zip(checked, fits) if f]
     prompts = [p for p, f in zip(prompts, fits) if f]
-    replies = conformance.generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    replies = conformance.generate(
+        model, tokenizer, prompts, max_new_tokens, batch_size, constrained=constrained
+    )
     verdicts = [judge(c, r.text, r.stopped) for c, r in zip(checked, replies)]
     return score(checked, verdicts, replies) | {"too_long": fits.count(False)}
 
@@ -151,7 +167,13 @@ def _fits(model, tokenizer, prompt: dict, max_new_tokens: int) -> bool:
 
 
 def run_bfcl(
-    model, tokenizer, per_category: int, max_new_tokens: int, batch_size: int, seed: int = 0
+    model,
+    tokenizer,
+    per_category: int,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int = 0,
+    constrained: bool = False,
 ) -> dict:
     """BFCL's five AST categories, `per_category` seeded items each, greedy; scored as BFCL scores them. An item
     whose prompt and budget exceed the model's context is left out of the score and counted (`too_long`)."""
@@ -161,7 +183,9 @@ def run_bfcl(
     too_long = dict(Counter(i.category for i, f in zip(items, fits) if not f))
     items = [i for i, f in zip(items, fits) if f]
     prompts = [p for p, f in zip(prompts, fits) if f]
-    replies = conformance.generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    replies = conformance.generate(
+        model, tokenizer, prompts, max_new_tokens, batch_size, constrained=constrained
+    )
     calls = [chat_tools.parse_reply(r.text).calls for r in replies]
     result = bfcl.score(items, calls) | {"too_long": too_long}
     result["replies"] = [{"id": i.id, "reply": r.text, "stopped": r.stopped} for i, r in zip(items, replies)]

@@ -141,6 +141,7 @@ def make_app(
     api_key: str | None,
     max_body: int,
     request_timeout: float,
+    grammars=None,
 ) -> Guard:
     """The API as an ASGI app: the routes behind the Guard (tokens, body, deadlines, counts by status)."""
     AppStatus.disable_automatic_graceful_drain()  # the engine decides what finishes within the grace period
@@ -175,7 +176,7 @@ def make_app(
 
     @app.post("/v1/chat/completions", response_model=schema.ChatCompletion, responses=COMPLETION)
     async def chat_completions(body: schema.ChatCompletionRequest, request: Request):
-        settings = await run_in_threadpool(settings_of, body, tokenizer, forbidden, defaults)
+        settings = await run_in_threadpool(settings_of, body, tokenizer, forbidden, defaults, grammars)
         job = Job(
             settings.prompt_ids,
             settings.max_tokens,
@@ -183,6 +184,7 @@ def make_app(
             settings.seed,
             settings.stop,
             _Events(),
+            matcher=settings.matcher,
         )
         engine.submit(job)  # or Overloaded: 429 or 503 with Retry-After
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_id}

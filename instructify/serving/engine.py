@@ -56,6 +56,8 @@ class Job:
     # a thread-safe put() (the API hands them to its event loop)
     events: queue.Queue = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # the reply's tool-call grammar (instructify/evals/tool_grammar.py Matcher: feed(ids), mask_(scores)) or None
+    matcher: object = None
 
 
 @dataclass
@@ -320,6 +322,9 @@ class _Decoder:
                 self.fail(row.job, "generation failed: the model's scores for this request are not finite")
                 done.add(k)
                 continue
+            if row.job.matcher is not None:
+                row.job.matcher.feed(row.ids)
+                row.job.matcher.mask_(scores)
             row.last = _choose(scores, row.job.sampling, self.top_k, row.generator)
             row.ids.append(row.last)
             made += 1

@@ -38,6 +38,7 @@ class Settings:
     include_usage: bool
     tools: bool = False  # the reply may hold calls: parsed into tool_calls
     prefix: str = ""  # the reply's start, written into the prompt (tool_choice required or named)
+    matcher: object = None  # the reply's tool-call grammar (instructify/evals/tool_grammar.py), or None
 
 
 def check_request_messages(
@@ -126,8 +127,10 @@ def settings_of(
     tokenizer: PreTrainedTokenizerBase,
     forbidden: tuple[str, ...],
     defaults: dict,
+    grammars=None,
 ) -> Settings:
-    """The checked settings of one request; RequestError names the field that is wrong."""
+    """The checked settings of one request; RequestError names the field that is wrong. `grammars`
+    (instructify/evals/tool_grammar.py Grammars): the reply's calls are held to the offered schemas."""
     for name, (fine, why) in UNSUPPORTED.items():
         if not fine(getattr(request, name)):
             raise RequestError(f"{name}: {why}", name)
@@ -170,6 +173,7 @@ def settings_of(
         include_usage=bool(request.stream_options and request.stream_options.include_usage),
         tools=shown is not None,
         prefix=prefix,
+        matcher=grammars.matcher(shown, choice, prefix) if grammars is not None and shown else None,
     )
 
 

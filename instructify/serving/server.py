@@ -4,8 +4,6 @@ period, the rest end with a 503, exit 0."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -15,6 +13,9 @@ import threading
 import uvicorn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from instructify import kernels
+from instructify.evals import tool_grammar as tool_grammar_lib
+from instructify.evals.generation import stop_ids_of
 from instructify.serving.api import make_app
 from instructify.serving.engine import MAX_PENDING, Engine
 from instructify.serving.guard import API_KEY_ENV, protocol
@@ -28,25 +29,6 @@ REQUEST_TIMEOUT = (
 )
 GRACE = 30.0  # seconds running requests get to finish after SIGTERM, as Kubernetes' default grace period
 KEEP_ALIVE = 5.0  # seconds an idle kept-alive connection stays open (uvicorn's default)
-# Shapes each kernel cache of CPU bf16 matmuls keeps (oneDNN's primitive cache and ideep's LRU, 1,024 by default,
-# ~0.27 MB a shape each): a server meets new shapes at almost every step (rows x cache length), so at the default
-# the soak's memory climbed ~20 MB/min for minutes; at 64 it was flat after 45 s and no slower (docs/serving.md).
-KERNEL_CACHE_SHAPES = 64
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
-
-
-def bound_kernel_caches(shapes: int = KERNEL_CACHE_SHAPES) -> None:
-    """Cap the bf16 matmul kernel caches (a value already in the environment wins). Both libraries read their
-    variable at the process's first bf16 matmul, so this must run before the engine's first step.
-
-    Also keep glibc's mmap threshold at its initial 128 KiB (MALLOC_MMAP_THRESHOLD_ in the environment wins): on
-    AMX CPUs the bf16 kernels' buffers of each new shape otherwise fragment the heap, which glibc's rising
-    threshold keeps them in (tests/test_serve.py's 180 new lengths: +68 MB with the caches capped, +15 MB so)."""
-    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
-        os.environ.setdefault(name, str(shapes))
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: its allocator has no such threshold
-            ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 128 * 1024)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -114,10 +96,20 @@ def make_server(
     max_body: int = MAX_BODY_BYTES,
     max_pending: int = MAX_PENDING,
     request_timeout: float = REQUEST_TIMEOUT,
+    tool_grammar: bool = True,
 ) -> Server:
-    """The server, listening but not yet serving: call serve_forever (the tests run it in a thread)."""
-    bound_kernel_caches()
+    """The server, listening but not yet serving: call serve_forever (the tests run it in a thread).
+    `tool_grammar`: calls held to the offered schemas as they are generated (instructify/evals/tool_grammar.py),
+    as llama-server holds them."""
+    kernels.bound_kernel_caches()
+    kernels.keep_mmap_threshold()
     engine = Engine(model, tokenizer, max_batch, max_pending)
+    grammars = None
+    if tool_grammar:
+        try:
+            grammars = tool_grammar_lib.Grammars.of(model, tokenizer, stop_ids_of(model))
+        except tool_grammar_lib.GrammarUnavailable as e:
+            log.warning("tool calls are not held to their schemas: %s", e)
     app = make_app(
         engine,
         tokenizer,
@@ -126,6 +118,7 @@ def make_server(
         api_key=api_key,
         max_body=max_body,
         request_timeout=request_timeout,
+        grammars=grammars,
     )
     # every connection the OS accepts gets an answer: a burst beyond the backlog would be reset
     return Server(app, engine, host, port, request_timeout, backlog=max(2048, 2 * (max_pending + max_batch)))

@@ -17,7 +17,7 @@ from instructify.chat import template, tools
 from instructify.config import Config, to_dict
 from instructify.data import prepare as prepare_lib
 from instructify.modules import head, token_rows
-from instructify.training import distributed, guard, sharding, speed
+from instructify.training import distributed, guard, memory, sharding, speed
 from instructify.training import model as model_lib
 from instructify.training.monitor import ConformanceMonitor
 
@@ -151,6 +151,7 @@ def train(cfg: Config, setup: Setup, callbacks: list | None = None, sampling: st
             *(callbacks or []),
             monitor,
             guard.CheckpointMarker(),
+            memory.ReleaseFreeMemory(),
             preemption,
             finite,
             *tracking,
