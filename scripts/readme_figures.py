@@ -247,11 +247,16 @@ def tools(data: dict) -> str:
     for name in sorted(
         set(data["tools"]) - MODELS
     ):  # the engines of make check-engines, through their servers
-        c = data["tools"][name].get("check")
+        c, b = data["tools"][name].get("check"), data["tools"][name].get("bfcl")
         if c:
             met = c["conforms"] >= target
             verdicts.append(f"{label} through {name} {c['conforms']:.1%} (≥ {target:.0%}: "
                             f"{'met' if met else '**missed**'})")  # fmt: skip
+        for k in ("simple", "irrelevance") if b else ():
+            k_label, k_target, _ = TOOL_TARGETS[k]
+            acc = b["categories"][k]["accuracy"]
+            verdicts.append(f"{k_label} through {name} {acc:.1%} (≥ {k_target:.0%}: "
+                            f"{'met' if acc >= k_target else '**missed**'})")  # fmt: skip
     beaten = [k for k in FUNCTIONGEMMA if cats[k]["accuracy"] > FUNCTIONGEMMA[k]]
     fg = (
         "FunctionGemma's card is beaten in " + ", ".join(beaten)
@@ -283,6 +288,7 @@ BLOCKS = {
     "tools": (BENCH / "tools.json", tools),
     "tools-run1": (BENCH / "tools-run1.json", tools),
     "tools-run2": (BENCH / "tools-run2.json", tools),
+    "tools-run3": (BENCH / "tools-run3.json", tools),
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),

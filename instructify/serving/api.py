@@ -177,15 +177,7 @@ def make_app(
     @app.post("/v1/chat/completions", response_model=schema.ChatCompletion, responses=COMPLETION)
     async def chat_completions(body: schema.ChatCompletionRequest, request: Request):
         settings = await run_in_threadpool(settings_of, body, tokenizer, forbidden, defaults, grammars)
-        job = Job(
-            settings.prompt_ids,
-            settings.max_tokens,
-            settings.sampling,
-            settings.seed,
-            settings.stop,
-            _Events(),
-            matcher=settings.matcher,
-        )
+        job = _job(settings)
         engine.submit(job)  # or Overloaded: 429 or 503 with Retry-After
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_id}
         if settings.stream:
@@ -194,6 +186,19 @@ def make_app(
 
     app.openapi = lambda: _openapi(app)
     return guard
+
+
+def _job(settings: Settings) -> Job:
+    """The engine's job for a request's settings, its events bridged to this event loop."""
+    return Job(
+        settings.prompt_ids,
+        settings.max_tokens,
+        settings.sampling,
+        settings.seed,
+        settings.stop,
+        _Events(),
+        matcher=settings.matcher,
+    )
 
 
 async def _complete(job: Job, settings: Settings, head: dict, request: Request) -> Response:
