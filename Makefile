@@ -13,7 +13,7 @@ REFERENCE ?=
 SYNTH  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup launch-check synth train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval bench-decoding check-engines check-families lint clean
+.PHONY: help setup launch-check synth train sft eval chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval bench-eval-llama bench-decoding check-engines check-families lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -101,8 +101,12 @@ bench-data: setup ## Conversations/s to validate, render and tokenise chitchat; 
 bench-decoding: setup ## Greedy vs sampled on <output_dir>: stops, loops, instruction check; writes bench/decoding.json
 	$(BIN)/python scripts/bench_decoding.py --run $$($(BIN)/instructify config --config $(CONFIG) | sed -n 's/^output_dir: //p') $(ARGS)
 
-bench-eval: setup ## Eval speed of <output_dir>/model: 200 prompts, max_new_tokens=128; writes bench/eval.json
+bench-eval: setup ## Generation speed of <output_dir>/model (held-out chat prompts, the tool check): an arm of bench/eval.json
 	$(BIN)/python scripts/bench_eval.py --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
+
+bench-eval-llama: setup $(LLAMA_SERVER) ## The same prompts through llama-server on the model's GGUF (DTYPE=bf16|f16|q8_0)
+	$(BIN)/python scripts/bench_eval.py --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) \
+		--arm "llama-server $(or $(DTYPE),bf16)" --llama-server $(or $(DTYPE),bf16) $(ARGS)
 
 # Engines people run, opt-in (not in `make test`): llama-cpp-python built from source into .venv once (cmake and a
 # C++ compiler), and vLLM's CPU wheel in its own .venv-vllm (it pins torch 2.13.0+cpu and transformers<5.20).

@@ -162,6 +162,7 @@ def run_eval(
         model, tokenizer, prompts[:n], e.max_new_tokens, e.batch_size, e.teacher_forced, sampling
     )
     metrics["seconds"] = round(time.time() - t0, 1)
+    metrics["machine"] = {"cpu": runs.cpu(), "dtype": str(model.dtype).removeprefix("torch.")}
     metrics.update(model_path=source, settings=eval_settings(cfg, prompts))
     log.info(
         "%s: stop_rate %.1f%%, clean_stop_rate %.1f%% on %d prompts (%.0f s)",

@@ -81,10 +81,28 @@ def speed(results: dict) -> str:
 
 
 def eval_speed(data: dict) -> str:
-    gen = ", ".join(f"{g['seconds']} s at batch {g['batch_size']}" for g in data["generation"])
-    return (
-        f"`make bench-eval` ({data['what']}, {data['model']}; {data['machine']}): generation {gen}; the "
-        f"teacher-forced pass over them {data['teacher_forced']['seconds']} s."
+    arms = data["arms"]
+    first = next(iter(arms))
+    rows = [f"| arm | prompts | batch (slots) | seconds | useful tokens/s | idle row-steps | stop | replies as {first}'s |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    machines = []
+    for name, arm in arms.items():
+        m = arm["machine"]
+        machines.append(
+            f"{name}: commit {m['commit']}, {m['dtype']}" + (f", {m['gguf']}" if m.get("gguf") else "")
+        )
+        for scenario in ("chat", "tools"):
+            for i, run in enumerate(arm.get(scenario, [])):
+                idle = f"{run['idle_row_steps']:,} ({run['idle_share']:.0%})" if "row_steps" in run else "n/a"
+                size = run.get("batch_size", run.get("slots"))
+                theirs = arms[first][scenario][i]["replies"]
+                same = sum(a.strip() == b.strip() for a, b in zip(run["replies"], theirs))
+                rows.append(f"| {name} | {scenario} ({len(run['replies'])}) | {size} | {run['seconds']} | "
+                            f"{run['useful_tokens_per_s']} | {idle} | {run['stop_rate']:.1%} | {same} |")  # fmt: skip
+    machine = arms[first]["machine"]
+    return "\n".join(rows) + (
+        f"\n\n`make bench-eval` ({data['what']}) on {machine['cpu']}, {machine['threads']} threads, torch "
+        f"{machine['torch']}; " + "; ".join(machines) + "."
     )
 
 

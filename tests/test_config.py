@@ -128,3 +128,20 @@ def test_every_dtype_choice_is_one_the_loader_takes_and_nothing_else():
         assert pick_dtype(value, torch.device("cpu")) in (torch.bfloat16, torch.float32)
     with pytest.raises(KeyError):
         pick_dtype("bf16", torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"ATEN_CPU_CAPABILITY": "avx2"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}],
+)
+def test_kernels_held_to_avx2_choose_float32(env):
+    """An AVX-512-BF16 machine run as an AVX2 one (bf16 matmuls emulated): `auto` picks fp32, as on AVX2."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import torch; from instructify.training.model import pick_dtype; print(pick_dtype('auto', torch.device('cpu')))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "torch.float32", out.stderr

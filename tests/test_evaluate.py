@@ -110,14 +110,12 @@ def test_clean_stop_and_empty_rates():
     assert m["clean_stop_rate"] == 0.25 and m["clean_stop_rate_ci95"][0] < 0.25 < m["clean_stop_rate_ci95"][1]
 
 
-def test_eval_on_a_tiny_model_that_stops_in_two_rounds_equals_one_generate_per_prompt(
-    chat_model, monkeypatch
-):
+def test_eval_on_a_tiny_model_that_stops_equals_one_generate_per_prompt(chat_model):
     import torch
     from conftest import conversations
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from instructify.evals import conformance, generation
+    from instructify.evals import conformance
 
     model, tok = AutoModelForCausalLM.from_pretrained(chat_model), AutoTokenizer.from_pretrained(chat_model)
     prompts = [
@@ -126,7 +124,6 @@ def test_eval_on_a_tiny_model_that_stops_in_two_rounds_equals_one_generate_per_p
         for k in (1, 3)
         if k < len(r["messages"])
     ]
-    monkeypatch.setattr(generation, "FIRST_ROUND", 3)  # every reply crosses into the second round
     replies = conformance.generate(model, tok, prompts, max_new_tokens=12, batch_size=4)
     for p, r in zip(prompts, replies):
         batch = tok.apply_chat_template(

@@ -109,6 +109,10 @@ def test_throughput_counts_every_token_of_an_epoch(tiny_config, padding_free):
     assert summary["train_peak_rss_mb"] > 100
     written = json.loads((tiny_config("speed").parent / "speed" / "speed.json").read_text())
     assert written["steps_timed"] == 1 and written["warmup_steps"] == 2  # sft's own meter, 2 warm-up steps
+    # the machine beside the times: this CPU's own model name and matmul flags, and the dtype trained in
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    assert written["cpu"].split(",")[0] in cpuinfo and ("avx2" in written["cpu"]) == (" avx2" in cpuinfo)
+    assert written["dtype"] == str(prepared.model.dtype).removeprefix("torch.")
 
 
 def test_flops_per_token_and_peak_table(gemma_like):

@@ -1,5 +1,5 @@
 """Schema-constrained tool calls (instructify/evals/tool_grammar.py): what the grammar lets through, and the tiny
-tool caller held to a schema it never learnt, in batches and across generation rounds."""
+tool caller held to a schema it never learnt, in a batch and with rows joining as others end."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from conftest import TOOL_CONVERSATIONS
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from instructify.chat import tools as chat_tools
-from instructify.evals import conformance, generation, tool_calls, tool_grammar
+from instructify.evals import conformance, tool_calls, tool_grammar
 
 pytest.importorskip("xgrammar")
 
@@ -98,21 +98,20 @@ def test_none_and_no_tools_hold_nothing(tiny):
     assert grammars.matcher([ADD], "none") is None and grammars.matcher([], "auto") is None
 
 
-@pytest.mark.parametrize("first_round", [generation.FIRST_ROUND, 3])
-def test_the_tool_caller_held_to_a_schema_it_never_learnt(tiny, monkeypatch, first_round):
+@pytest.mark.parametrize("batch_size", [2, 1])
+def test_the_tool_caller_held_to_a_schema_it_never_learnt(tiny, batch_size):
     """It learnt weather(city). Offered weather(town) and required to call, free it writes no valid call; held,
-    it calls weather with `town`, in a batch with a chat prompt left free (auto), and when its reply is generated
-    in rounds (the matchers fed across them)."""
+    it calls weather with `town`, in a batch with a chat prompt left free (auto), or with the chat prompt joining
+    when the call has ended (batch 1)."""
     model, tok = tiny
-    monkeypatch.setattr(generation, "FIRST_ROUND", first_round)
     prompts = [
         {"id": "w", "prior_turns": 1, "messages": TOOL_CONVERSATIONS[0][:1], "tools": [TOWN_ONLY], "offered": [TOWN_ONLY],
          "choice": "required"},
         {"id": "c", "prior_turns": 1, "messages": TOOL_CONVERSATIONS[2][:1], "tools": [TOWN_ONLY], "offered": [TOWN_ONLY]},
     ]  # fmt: skip
     case = {"tools": [TOWN_ONLY], "gold": [{"name": "weather", "arguments": {"town": "paris"}}]}
-    free = conformance.generate(model, tok, prompts, 80, 2)
-    held = conformance.generate(model, tok, prompts, 80, 2, constrained=True)
+    free = conformance.generate(model, tok, prompts, 80, batch_size)
+    held = conformance.generate(model, tok, prompts, 80, batch_size, constrained=True)
     free_verdict = tool_calls.judge(case, free[0].text, free[0].stopped)
     assert not (free_verdict["conforms"] and chat_tools.parse_reply(free[0].text).calls), free[0]
     verdict = tool_calls.judge(case, held[0].text, held[0].stopped)

@@ -14,11 +14,11 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from instructify.chat.template import IM_END
+from instructify.evals.batching import pad
 from instructify.evals.generation import (
     chat_prompt_ids,
     classify,
     generate_ids,
-    pad,
     pad_id_of,
     stop_at_ids,
     stop_ids_of,

@@ -6,14 +6,17 @@ tokenizer has none, padding, and cutting a row at its stop.
 
 from __future__ import annotations
 
-import copy
+import contextlib
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from instructify import kernels
 from instructify.chat.template import IM_END
+from instructify.evals import batching
 
 
 def stop_ids_of(model: PreTrainedModel) -> set[int]:
@@ -43,26 +46,33 @@ def classify(
     return len(new_ids), False, len(new_ids) >= max_new_tokens
 
 
-def pad(rows: list[list[int]], pad_id: int, device, left: bool) -> dict[str, torch.Tensor]:
-    """input_ids and attention_mask of rows padded to one width: on the left for generation (the new tokens
-    follow every prompt directly), on the right for scoring (positions stay as unpadded)."""
-    width = max(len(r) for r in rows)
-    side = lambda r, fill: [fill] * (width - len(r))
-    return {
-        "input_ids": torch.tensor(
-            [side(r, pad_id) + r if left else r + side(r, pad_id) for r in rows], device=device
-        ),
-        "attention_mask": torch.tensor(
-            [side(r, 0) + [1] * len(r) if left else [1] * len(r) + side(r, 0) for r in rows], device=device
-        ),
-    }
+# A waiting prompt joins the running rows once this share of the batch is free (or nothing else is waiting): one
+# prefill and one cache merge for several rows, not one per row that ends.
+ADMIT_SHARE = 4
+TRIM_EVERY = 128  # steps between handing the heap's free pages back (instructify/kernels.py)
 
 
-# Tokens every row gets in the first round; only rows still going get the rest of the budget.
-FIRST_ROUND = 32
+@dataclass
+class _Seq:
+    index: int  # which prompt
+    length: int  # its tokens in the cache: the next token's position
+    last: int = 0
 
 
-@torch.no_grad()
+@contextlib.contextmanager
+def _decoding_attention(model: PreTrainedModel):
+    """SDPA while decoding on CPU. Eager attention trains chat-length rows fastest there
+    (instructify/training/model.py), but decoding against a long cache is attention-bound: 50 rows under the
+    360-token preamble took 109 s eager and 19 s with SDPA here."""
+    impl = model.config._attn_implementation
+    if impl == "eager" and model.device.type == "cpu":
+        model.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(impl)
+
+
 def generate_ids(
     model: PreTrainedModel,
     prompts: list[list[int]],
@@ -74,64 +84,67 @@ def generate_ids(
     prefix: list[int] | None = None,
     matchers: list | None = None,
 ) -> list[list[int]]:
-    """The new ids of each prompt: greedy unless `sampling` (do_sample, temperature, top_p) says otherwise;
-    batched (left padding, KV cache), shortest prompts first to waste little on padding. `done(row)` cuts a
-    batch's raw output row where it ends and says whether it ended.
+    """The new ids of each prompt: greedy unless `sampling` (do_sample, temperature, top_p; the model's top_k
+    as generate() applies it) says otherwise. Continuously batched (instructify/evals/batching.py): up to
+    `batch_size` rows decode together, shortest prompts first; `done(row)` is asked after each new token whether
+    the row has ended (and where to cut it), and a row that has ended, or reached `max_new_tokens`, leaves at once
+    while the next prompt takes its place. Each row is computed as if alone (tests/test_generation.py): the pads
+    are masked and positions count only real tokens, while a row fits the sliding window of models that have one
+    (Gemma 3: 512); beyond it, a row with k pads sees k fewer of its earliest tokens in the sliding layers.
 
-    In two rounds: every prompt gets FIRST_ROUND new tokens, then only the rows that have not ended continue
-    from where they are. `generate` keeps computing finished rows until the batch's slowest one ends, and one
-    runaway (a trained model's loop) in a batch would otherwise hold the whole batch for `max_new_tokens` steps.
-    Measured (quickstart model, this CPU, 200 prompts, max_new_tokens=128, batch 50): 116 s in one round, 42 s in
-    two, with the same replies.
+    `prefix`: ids every prompt starts with (an in-context preamble), run once and its cache shared.
+    `matchers`: each prompt's tool-call grammar (instructify/evals/tool_grammar.py; None: free)."""
+    with _decoding_attention(model), torch.no_grad():
+        return _continuous(
+            model, prompts, max_new_tokens, batch_size, pad_id, done, sampling, prefix, matchers
+        )
 
-    `prefix`: ids every prompt starts with (an in-context preamble), run once; each batch starts from a copy of
-    its cache, so only the prompts' own tokens are prefilled (the pads sit between prefix and prompt, masked, and
-    positions count only real tokens, so each row is computed as if alone while it fits the sliding window of
-    models that have one (Gemma 3: 512); beyond it, a row with k pads sees k fewer of its earliest tokens in the
-    sliding layers).
 
-    `matchers`: each prompt's tool-call grammar (instructify/evals/tool_grammar.py; None: free), held across
-    rounds."""
+def _continuous(model, prompts, max_new_tokens, batch_size, pad_id, done, sampling, prefix, matchers):
     model.eval()
-    cache = model(torch.tensor([prefix], device=model.device), use_cache=True).cache if prefix else None
+    shared = batching.Prefix.of(model, prefix) if prefix else None
+    start = len(prefix) if prefix else 0
+    do_sample = bool(sampling and sampling.get("do_sample"))
+    how = (
+        (do_sample, sampling.get("temperature", 1.0), sampling.get("top_p", 1.0))
+        if do_sample
+        else (False, 1.0, 1.0)
+    )
+    top_k = model.generation_config.top_k if do_sample else None
     new: list[list[int]] = [[] for _ in prompts]
-    ended = [False] * len(prompts)
-    going = list(range(len(prompts)))
-    for budget in sorted({min(FIRST_ROUND, max_new_tokens), max_new_tokens}):
-        going.sort(key=lambda i: len(prompts[i]))
-        for start in range(0, len(going), batch_size):
-            idx = going[start : start + batch_size]
-            batch = pad([prompts[i] + new[i] for i in idx], pad_id, model.device, left=True)
-            steps = budget - len(new[idx[0]])  # rows still going have all generated the same number
-            extra = {}
-            if cache is not None:
-                extra["cache"] = copy.deepcopy(cache)
-                extra["cache"].batch_repeat_interleave(len(idx))
-                shared = torch.tensor([prefix] * len(idx), device=model.device)
-                batch = {
-                    "input_ids": torch.cat([shared, batch["input_ids"]], 1),
-                    "attention_mask": torch.cat([torch.ones_like(shared), batch["attention_mask"]], 1),
-                }
-            if matchers is not None:
-                from instructify.evals.tool_grammar import RowsProcessor
+    waiting = deque(sorted(range(len(prompts)), key=lambda i: len(prompts[i])))
+    batch, steps = batching.KVBatch(), 0
 
-                rows = RowsProcessor(
-                    [matchers[i] for i in idx], [new[i] for i in idx], batch["input_ids"].shape[1]
-                )
-                extra["logits_processor"] = LogitsProcessorList([rows])
-            out = model.generate(
-                **batch,
-                max_new_tokens=steps,
-                pad_token_id=pad_id,
-                **extra,
-                **(sampling or {"do_sample": False}),
-            )
-            for row, i in zip(out[:, batch["input_ids"].shape[1] :].tolist(), idx):
-                kept, ended[i] = done(new[i] + row)
-                new[i] = kept
-            del out, extra
-            kernels.release_free_memory()  # each batch has its own shapes (instructify/kernels.py)
-        going = [i for i in going if not ended[i]]
+    def advance(logits: torch.Tensor, first: int) -> None:
+        ended = set()
+        for k, (row, scores) in enumerate(zip(batch.rows[first:], logits), start=first):
+            matcher = matchers[row.index] if matchers is not None else None
+            if matcher is not None:
+                matcher.feed(new[row.index])
+                matcher.mask_(scores)
+            # sampling draws from the global random stream, as generate() does
+            row.last = batching.choose(scores, how, top_k, None)
+            new[row.index], stop = done(new[row.index] + [row.last])
+            if stop or len(new[row.index]) >= max_new_tokens:
+                ended.add(k)
+        if ended:
+            batch.keep([k for k in range(len(batch.rows)) if k not in ended])
+
+    while waiting or batch.rows:
+        free = batch_size - len(batch.rows)
+        if waiting and (free >= max(1, batch_size // ADMIT_SHARE) or len(waiting) <= free):
+            take = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+            rows = [_Seq(i, start + len(prompts[i])) for i in take]
+            added, logits = batching.KVBatch.prefill(model, pad_id, [prompts[i] for i in take], rows, shared)
+            first = len(batch.rows)
+            batch.merge(added)
+            advance(logits, first)
+        if batch.rows:
+            advance(batch.step(model), 0)
+        steps += 1
+        if steps % TRIM_EVERY == 0:
+            kernels.release_free_memory()  # each step has its own shapes (instructify/kernels.py)
+    kernels.release_free_memory()
     return new
 
 
@@ -187,17 +200,9 @@ def complete(
                 return row[:i], True
         return row, True
 
-    # Eager attention trains chat-length rows fastest on CPU (instructify/training/model.py), but decoding against a long
-    # cache is attention-bound: 50 rows under the 360-token preamble took 109 s eager and 19 s with SDPA here.
-    impl = model.config._attn_implementation
-    if impl == "eager" and model.device.type == "cpu":
-        model.set_attn_implementation("sdpa")
-    try:
-        rows = generate_ids(
-            model, prompts, max_new_tokens, batch_size, pad_id_of(tokenizer, stop_ids), done, sampling, head
-        )
-    finally:
-        model.set_attn_implementation(impl)
+    rows = generate_ids(
+        model, prompts, max_new_tokens, batch_size, pad_id_of(tokenizer, stop_ids), done, sampling, head
+    )
     out = []
     for row in rows:
         text = tokenizer.decode(row, skip_special_tokens=True)

@@ -129,18 +129,3 @@ class Matcher:
             return
         self.inner.fill_next_token_bitmask(self.bitmask)
         self.xgr.apply_token_bitmask_inplace(scores.unsqueeze(0), self.bitmask.to(scores.device))
-
-
-class RowsProcessor:
-    """A transformers LogitsProcessor for one `generate` call: batch row b is reply `replies[b]` (its tokens from
-    earlier rounds) with matcher `matchers[b]` (None: free), its new tokens starting at column `width`."""
-
-    def __init__(self, matchers: list[Matcher | None], replies: list[list[int]], width: int):
-        self.matchers, self.replies, self.width = matchers, replies, width
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        for b, m in enumerate(self.matchers):
-            if m is not None:
-                m.feed(self.replies[b] + input_ids[b, self.width :].tolist())
-                m.mask_(scores[b])
-        return scores

@@ -18,15 +18,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.generation.logits_process import (
-    LogitsProcessorList,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from instructify.evals.generation import pad, pad_id_of, stop_ids_of
+from instructify.evals.batching import KVBatch, choose, generator
+from instructify.evals.generation import pad_id_of, stop_ids_of
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +71,7 @@ class Engine:
     """Owns the model. submit() queues a Job (or raises Overloaded); its events queue gets its text as it comes.
 
     This is the request threads' side. The generation thread is a _Generation (below): it takes the jobs from
-    `pending`, runs them in a _Batch and writes the counters that /metrics and the tests read."""
+    `pending`, runs them in a KVBatch and writes the counters that /metrics and the tests read."""
 
     def __init__(
         self,
@@ -159,7 +154,7 @@ class _Generation:
         self.pad_id = pad_id_of(tokenizer, stop_ids)
         # top_k: what generate() would apply when sampling
         self.decoder = _Decoder(engine, tokenizer, stop_ids, model.generation_config.top_k)
-        self.batch = _Batch()
+        self.batch = KVBatch()
 
     def run(self) -> None:
         engine, decoder = self.engine, self.decoder
@@ -172,7 +167,7 @@ class _Generation:
                 log.exception("generation failed")
                 for row in self.batch.rows:
                     decoder.fail(row.job, f"generation failed: {type(error).__name__}: {error}")
-                self.batch = _Batch()
+                self.batch = KVBatch()
         for row in self.batch.rows:
             decoder.fail(row.job, "the server is shutting down", 503)
         for job in self._take(len(engine.pending.queue)):
@@ -214,7 +209,10 @@ class _Generation:
             group = groups.pop(0)
             try:
                 with torch.no_grad():
-                    new, logits = _Batch.prefill(self.model, self.pad_id, group)
+                    rows = [_Row(j, len(j.prompt_ids), _generator(self.model.device, j)) for j in group]
+                    new, logits = KVBatch.prefill(
+                        self.model, self.pad_id, [j.prompt_ids for j in group], rows
+                    )
             except Exception as error:  # these newcomers fail; the running batch goes on
                 if len(group) > 1:
                     groups += [[job] for job in group]  # find the one that fails: each alone
@@ -227,81 +225,6 @@ class _Generation:
             self.decoder.advance(self.batch, logits, first)
 
 
-class _Batch:
-    """The running rows and their DynamicCache, padded on the left; `mask` [rows, cache length] is 0 on each row's
-    left padding. It grows, merges and shrinks along the batch dimension between steps."""
-
-    def __init__(self, rows=None, cache: DynamicCache | None = None, mask: torch.Tensor | None = None):
-        self.rows: list[_Row] = rows or []
-        self.cache, self.mask = cache, mask
-
-    @classmethod
-    def prefill(cls, model: PreTrainedModel, pad_id: int, jobs: list[Job]) -> tuple[_Batch, torch.Tensor]:
-        """A batch of the jobs, their prompts through the model; and each row's scores for its first token."""
-        inputs = pad([j.prompt_ids for j in jobs], pad_id, model.device, left=True)
-        mask = inputs["attention_mask"]
-        cache = (
-            DynamicCache()
-        )  # no config: full layers, which merge and pad alike (the mask does the sliding)
-        out = model(
-            **inputs,
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        rows = [_Row(j, len(j.prompt_ids), _generator(model.device, j)) for j in jobs]
-        return cls(rows, cache, mask), out.logits[:, -1].float()
-
-    def merge(self, new: _Batch) -> None:
-        """Append the prefilled rows to the running batch, padding the shorter cache on the left."""
-        if not self.rows:
-            self.rows, self.cache, self.mask = new.rows, new.cache, new.mask
-            return
-        width = max(self.mask.shape[1], new.mask.shape[1])
-        left = lambda t, dim: torch.nn.functional.pad(
-            t, (0, 0) * (t.dim() - 1 - dim) + (width - t.shape[dim], 0)
-        )
-        for old, added in zip(self.cache.layers, new.cache.layers):
-            old.keys = torch.cat([left(old.keys, 2), left(added.keys, 2)])
-            old.values = torch.cat([left(old.values, 2), left(added.values, 2)])
-        self.mask = torch.cat([left(self.mask, 1), left(new.mask, 1)])
-        self.rows += new.rows
-
-    @torch.no_grad()
-    def step(self, model: PreTrainedModel) -> torch.Tensor:
-        """Each row's last token through the model; each row's scores for its next one."""
-        ids = torch.tensor([[r.last] for r in self.rows], device=model.device)
-        mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
-        positions = torch.tensor([[r.length] for r in self.rows], device=model.device)
-        out = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        self.mask = mask
-        for row in self.rows:
-            row.length += 1
-        return out.logits[:, -1].float()
-
-    def keep(self, keep: list[int]) -> None:
-        """Only these rows go on; cache columns that are padding in every remaining row are dropped."""
-        self.rows = [self.rows[k] for k in keep]
-        if not self.rows:
-            self.cache, self.mask = None, None
-            return
-        index = torch.tensor(keep, device=self.mask.device)
-        self.mask = self.mask[index]
-        start = int((self.mask.cumsum(-1) == 0).sum(-1).min())  # the shortest left padding
-        self.mask = self.mask[:, start:]
-        for layer in self.cache.layers:
-            layer.keys = layer.keys[index, :, start:]
-            layer.values = layer.values[index, :, start:]
-
-
 class _Decoder:
     """What the model's scores become: each row's next token and its new text, handed to its client; the end of
     the rows that are done, recorded in the engine's counters."""
@@ -310,7 +233,7 @@ class _Decoder:
         self.engine, self.tokenizer = engine, tokenizer
         self.stop_ids, self.top_k = stop_ids, top_k
 
-    def advance(self, batch: _Batch, logits: torch.Tensor, first: int) -> None:
+    def advance(self, batch: KVBatch, logits: torch.Tensor, first: int) -> None:
         """Pick each row's next token from its logits (rows from `first` on), pass the text on, and drop the rows
         that are done."""
         engine = self.engine
@@ -325,7 +248,7 @@ class _Decoder:
             if row.job.matcher is not None:
                 row.job.matcher.feed(row.ids)
                 row.job.matcher.mask_(scores)
-            row.last = _choose(scores, row.job.sampling, self.top_k, row.generator)
+            row.last = choose(scores, row.job.sampling, self.top_k, row.generator)
             row.ids.append(row.last)
             made += 1
             if self._emit(row):
@@ -395,24 +318,4 @@ def _stop_cut(text: str, stops: tuple[str, ...], sent: int) -> tuple[int | None,
 
 
 def _generator(device: torch.device, job: Job) -> torch.Generator | None:
-    if not job.sampling[0]:
-        return None
-    generator = torch.Generator(device=device)
-    generator.manual_seed(job.seed if job.seed is not None else torch.seed())
-    return generator
-
-
-def _choose(
-    scores: torch.Tensor, sampling: tuple, top_k: int | None, generator: torch.Generator | None
-) -> int:
-    """The next token: the best one, or one drawn as generate() would (temperature, the model's top_k, top_p)."""
-    do_sample, temperature, top_p = sampling
-    if not do_sample:
-        return int(scores.argmax())
-    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
-    if top_k:
-        warpers.append(TopKLogitsWarper(top_k))
-    if top_p < 1.0:
-        warpers.append(TopPLogitsWarper(top_p))
-    scores = warpers(None, scores[None])[0]
-    return int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
+    return generator(device, job.sampling[0], job.seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -28,7 +29,14 @@ def device() -> torch.device:
 
 
 def cpu_supports_bf16() -> bool:
-    # AVX512-BF16 or AMX make bf16 matmuls several times faster than fp32 on CPU; without them bf16 is emulated.
+    """AVX512-BF16 or AMX make bf16 matmuls several times faster than fp32 on CPU; without them bf16 is emulated.
+    The flags say what the CPU has; ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA can hold the kernels below it
+    (an AVX-512 machine run as an AVX2 one), and then fp32 is the fast path there too."""
+    if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX2"):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if isa != "ALL" and not any(k in isa for k in ("BF16", "AMX", "FP16", "AVX10")):
+        return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 

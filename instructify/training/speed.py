@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, TrainerCallback
 
+from instructify import runs
+
 # Dense bf16 tensor-core peak (FLOP/s) by device-name fragment, from the vendors' data sheets (SXM parts).
 PEAK_BF16_FLOPS = {
     "H200": 989e12,
@@ -153,6 +155,9 @@ def summarize(steps: list[dict], warmup: int, model=None) -> dict:
         **_step_peaks(steps),
         **process_peak_memory_mb(),
     }
+    out["cpu"] = runs.cpu()  # a step's time depends on the CPU's matmul flags (AVX2 / AVX-512-BF16 / AMX)
+    if model is not None:
+        out["dtype"] = str(model.dtype).removeprefix("torch.")
     if model is not None and torch.cuda.is_available() and seconds and total["sequences"]:
         out.update(_mfu(model, out["tokens_per_s"], total["tokens"] / total["sequences"]))
     return out
