@@ -74,11 +74,7 @@ def part(name: str, shapes: list, cfg, rank: int) -> str:
         return "LoRA matmuls"
     if cfg.intermediate_size in dims:
         return "MLP matmuls (frozen)"
-    if (
-        len(shapes)
-        and any(isinstance(s, (list, tuple)) and len(s) >= 3 for s in shapes)
-        and name == "aten::bmm"
-    ):
+    if name == "aten::bmm":  # batched over heads: the scores and their mixing of the values
         return "attention scores and mixing"
     return "attention projections (frozen)"
 

@@ -107,7 +107,7 @@ def _continuous(model, prompts, max_new_tokens, batch_size, pad_id, done, sampli
     start = len(prefix) if prefix else 0
     do_sample = bool(sampling and sampling.get("do_sample"))
     how = (
-        (do_sample, sampling.get("temperature", 1.0), sampling.get("top_p", 1.0))
+        (True, sampling.get("temperature", 1.0), sampling.get("top_p", 1.0))
         if do_sample
         else (False, 1.0, 1.0)
     )
