@@ -10,7 +10,9 @@ Two comparisons, each arm in its own process (so peak memory is its own), the fi
   own order      each arm in the order its users get: TRL's random order for --steps steps (a random draw is
                  representative from the first step), ours length-grouped for --own-steps steps (one whole cycle
                  of length groups: within a group batches run longest first, so a short window would flatter it).
-The headline ratio is the lower of the two. Arms:
+The headline ratio is the lower of the two. A TRL arm has --arm-seconds over all its runs: where its dtype is
+emulated (bf16 on an AVX2 CPU: minutes a step) a run ends at the budget after 2 steps, one of them timed, and its
+later runs are skipped, so the bench still finishes; `steps timed` in the table says what was measured. Arms:
   trl-defaults    scripts/bench_trl.py, SFTTrainer defaults; TRL loads models in float32 unless told otherwise,
                   with SDPA attention (what from_pretrained gives a plain script)
   trl-bf16        the same with the weights in bfloat16
@@ -45,12 +47,16 @@ EVAL_CONVERSATIONS = 64
 SUMMED = ("tokens_per_s", "trained_tokens_per_s", "step_seconds_mean")
 
 
-def run_arm(arm: str, overrides: list[str], args, out: Path, fixed: bool, steps: int) -> dict:
-    """One training run in a fresh process; returns its speed.json plus the final teacher-forced scores."""
+def run_arm(
+    arm: str, overrides: list[str], args, out: Path, fixed: bool, steps: int, seconds: float = 0
+) -> dict:
+    """One training run in a fresh process; returns its speed.json plus the final teacher-forced scores. `seconds`
+    bounds a TRL arm's training (scripts/bench_trl.py --seconds)."""
     common = [f"output_dir={out}", "overwrite=true", f"eval.monitor_conversations={EVAL_CONVERSATIONS}"]
     if arm in TRL_ARMS:
         cmd = [sys.executable, "scripts/bench_trl.py", "--config", args.config, "--steps", str(steps)]
         cmd += ["--fixed-batches"] * fixed
+        cmd += ["--seconds", str(seconds)] * bool(seconds)
         cmd += ["--out", str(out / "speed.json"), *common, *args.overrides, *overrides]
     else:
         cmd = [
@@ -153,6 +159,13 @@ def main() -> int:
     p.add_argument(
         "--variant", action="append", default=[], help="NAME=override[,override...]: ours with them"
     )
+    p.add_argument(
+        "--arm-seconds",
+        type=float,
+        default=480,
+        help="seconds each TRL arm may take over all its runs: a run ends at the budget (after 2 steps), later "
+        "runs are skipped (0: no bound)",
+    )
     p.add_argument("--out", default="bench/results.json")
     p.add_argument("--runs-dir", default="runs/bench")
     p.add_argument(
@@ -174,19 +187,29 @@ def main() -> int:
             p.error(f"unknown arm {name!r}: use {known}, or --variant {name}=<overrides>")
     started = time.perf_counter()
     runs_dir = Path(args.runs_dir)
+    spent = dict.fromkeys(arms, 0.0)  # a TRL arm's seconds so far, against --arm-seconds
+    skipped: dict[str, list[str]] = {name: [] for name in arms}
+
+    def run(name: str, label: str, fixed_: bool, steps: int) -> list[dict]:
+        left = args.arm_seconds - spent[name] if name in TRL_ARMS and args.arm_seconds else 0
+        if name in TRL_ARMS and args.arm_seconds and left <= 0:
+            skipped[name].append(label)  # its budget is spent: what it measured stands for it
+            return []
+        t0 = time.perf_counter()
+        result = run_arm(name, arms[name], args, runs_dir / f"{name}-{label}", fixed_, steps, left)
+        spent[name] += time.perf_counter() - t0
+        return [result]
+
     fixed: dict[str, list[dict]] = {name: [] for name in arms}
     for r in range(args.rounds):
         order = list(arms) if r % 2 == 0 else list(reversed(arms))  # alternate who goes first
         for name in order:
-            fixed[name].append(
-                run_arm(name, arms[name], args, runs_dir / f"{name}-fixed-{r}", True, args.steps)
-            )
+            fixed[name] += run(name, f"fixed-{r}", True, args.steps)
     own: dict[str, list[dict]] = {}
     for name in arms if args.own_steps else []:  # 0: the fixed batches only, every arm
-        steps = args.steps if name in TRL_ARMS else args.own_steps
-        own[name] = [run_arm(name, arms[name], args, runs_dir / f"{name}-own", False, steps)]
+        own[name] = run(name, "own", False, args.steps if name in TRL_ARMS else args.own_steps)
     comparisons = {"fixed_batches": fixed, "own_order": own}
-    combined = {kind: {n: combine(rs) for n, rs in c.items()} for kind, c in comparisons.items() if c}
+    combined = {kind: {n: combine(rs) for n, rs in c.items() if rs} for kind, c in comparisons.items() if c}
     ratios = {
         kind: {
             f"{a}/{b}": round(arms_[a]["tokens_per_s"] / arms_[b]["tokens_per_s"], 2)
@@ -213,6 +236,8 @@ def main() -> int:
         "overrides": args.overrides,
         "seconds": round(time.perf_counter() - started),
         "headline": headline,  # the lower of the two comparisons' ratios
+        "arm_seconds": args.arm_seconds,
+        "skipped": {name: labels for name, labels in skipped.items() if labels},
         "ratios": ratios,
         **combined,
     }
@@ -223,6 +248,10 @@ def main() -> int:
     for kind, arms_ in combined.items():
         reference = next((a for a in BASELINES if a in arms_), next(iter(arms_)))
         sections += [f"## {kind.replace('_', ' ')}", table(arms_, reference)]
+    for name, labels in report["skipped"].items():
+        sections.append(
+            f"{name}: {', '.join(labels)} skipped, its {args.arm_seconds:.0f} s spent (--arm-seconds)"
+        )
     sections.append(f"headline (the lower of the two): {headline}")
     md = "\n\n".join(sections) + "\n"
     out.with_suffix(".md").write_text(md)

@@ -18,9 +18,11 @@ import argparse
 import json
 import random
 import sys
+import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,6 +35,21 @@ from instructify.training import (
     sft,  # noqa: E402
     speed,  # noqa: E402
 )
+
+
+class TimeLimit(TrainerCallback):
+    """Ends training once `seconds` have passed, after at least 2 steps (one warm-up, one timed): where a CPU
+    emulates the arm's dtype a TRL step takes minutes (bench/NOTES.md), and a bench must still finish."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= 2 and time.perf_counter() - self.start >= self.seconds:
+            control.should_training_stop = True
 
 
 def fixed_rows(available: int, count: int, seed: int) -> list[int]:
@@ -65,6 +82,12 @@ def main() -> int:
         "--fixed-batches",
         action="store_true",
         help="train on the bench's fixed draw of rows, in order (the same batches as every other arm)",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=0,
+        help="end training once this many seconds have passed, after at least 2 steps (0: run every step)",
     )
     p.add_argument("--sft", nargs="*", default=[], help="SFTConfig overrides as key=value (yaml values)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.dtype=float32")
@@ -102,7 +125,7 @@ def main() -> int:
         train_dataset=train_rows.select_columns(["input_ids", "assistant_masks"]),
         processing_class=prepared.tokenizer,
         peft_config=model_lib.lora_config(cfg.lora, prepared.tokens.new_token_ids, model),
-        callbacks=[meter],
+        callbacks=[meter, *([TimeLimit(args.seconds)] if args.seconds else [])],
     )
     # TRL 1.16's fused LM head reads `lm_head.bias`, which PEFT's trainable-token wrapper of a tied head lacks
     # ('TrainableTokensWrapper' object has no attribute 'bias'); the smallest fix that lets the plain script run:
@@ -110,7 +133,11 @@ def main() -> int:
     if not hasattr(head, "bias"):
         head.bias = None
     trainer.train()
+    done = len(meter.steps)
+    meter.warmup = min(meter.warmup, done - 1)  # stopped early: every step after the first is timed
     result = {"arm": "trl", "sft_overrides": overrides, "dtype": str(model.dtype), **meter.summary()}
+    if done < args.steps:
+        result["bounded"] = {"seconds": args.seconds, "steps_done": done, "steps_asked": args.steps}
     result["losses"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     # the held-out conversations ours scores at its last step (eval.monitor_conversations), scored the same way;
     # with --quality all of those `make train` evaluates, generation included

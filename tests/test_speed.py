@@ -167,3 +167,21 @@ def test_bench_compares_plain_trl_and_ours_on_a_tiny_model(tiny_config, tmp_path
     )
     md = out.with_suffix(".md").read_text()
     assert "## fixed batches" in md and "## own order" in md and "| trl-defaults |" in md
+
+
+@pytest.mark.slow
+def test_bench_bounds_a_trl_arm_by_its_seconds(tiny_config, tmp_path):
+    """A TRL arm past --arm-seconds ends its run after 2 steps (one timed) and skips its later runs, with what it
+    measured kept: on an AVX2 CPU TRL's emulated bf16 takes minutes a step, and `make bench` must still finish."""
+    out = tmp_path / "results.json"
+    args = [sys.executable, "scripts/bench_train.py", "--config", str(tiny_config("bench")), "--steps", "5"]
+    args += ["--rounds", "2", "--own-steps", "0", "--arms", "trl-defaults", "--arm-seconds", "0.001"]
+    args += ["--out", str(out), "--runs-dir", str(tmp_path / "r")]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    arm = report["fixed_batches"]["trl-defaults"]
+    assert len(arm["runs"]) == 1 and arm["steps_timed"] == 1 and arm["tokens_per_s"] > 0
+    assert arm["runs"][0]["bounded"] == {"seconds": 0.001, "steps_done": 2, "steps_asked": 5}
+    assert report["skipped"] == {"trl-defaults": ["fixed-1"]}
+    assert "trl-defaults: fixed-1 skipped" in out.with_suffix(".md").read_text()
