@@ -168,8 +168,9 @@ def quickstart(data: dict) -> str:
     s = data["speed"]
     run = data["run_json"]
     parts.append(
-        f"Training (`speed.json`): {s['steps_timed']} timed steps of {s['tokens'] / s['steps_timed']:.0f} non-pad "
-        f"tokens each on average, {s['padding_share']:.1%} padding (packages: "
+        f"Training (`speed.json`, on {s.get('cpu', 'a CPU not recorded')}, {s.get('dtype', 'dtype not recorded')}): "
+        f"{s['steps_timed']} timed steps of {s['tokens'] / s['steps_timed']:.0f} non-pad tokens each on average, "
+        f"{s['step_seconds_mean']:.2f} s a step on average, {s['padding_share']:.1%} padding (packages: "
         + ", ".join(f"{k} {v}" for k, v in run["packages"].items())
         + ")."
     )
@@ -310,6 +311,7 @@ BLOCKS = {
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
+    "quickstart-avx2": (BENCH / "quickstart-avx2.json", quickstart),
     "serve": (BENCH / "serve.json", serve),
     "decoding": (BENCH / "decoding.json", decoding),
 }
@@ -349,7 +351,9 @@ def synth_provenance(run: Path) -> dict | None:
     return next((json.loads(p.read_text()) for p in found if p.is_file()), None)
 
 
-def collect(run: Path, wall_seconds: float | None = None, converted: bool = True) -> Path:
+def collect(
+    run: Path, wall_seconds: float | None = None, converted: bool = True, name: str = "quickstart"
+) -> Path:
     """The figures README quotes from a finished quickstart run, into bench/quickstart.json."""
     from instructify.evals import instructions
     from instructify.evals.conformance import read_report
@@ -375,7 +379,7 @@ def collect(run: Path, wall_seconds: float | None = None, converted: bool = True
         "speed": json.loads((run / "speed.json").read_text()),
         "run_json": {k: v for k, v in json.loads((run / "run.json").read_text()).items() if k != "config"},
     }
-    out = BENCH / "quickstart.json"
+    out = BENCH / f"{name}.json"
     out.write_text(json.dumps(data, indent=2) + "\n")
     return out
 
@@ -424,6 +428,12 @@ def main() -> int:
         help="with --wall-seconds: the run converted the base model first (an empty cache, a fresh clone)",
     )
     p.add_argument(
+        "--as",
+        dest="collect_as",
+        default="quickstart",
+        help="with --collect: the bench file (and README block) it fills: quickstart or quickstart-avx2",
+    )
+    p.add_argument(
         "--collect-tools", type=Path, help="a finished configs/tools.yaml run folder, into bench/tools.json"
     )
     p.add_argument(
@@ -435,7 +445,7 @@ def main() -> int:
     if args.collect_tools:
         print(f"wrote {collect_tools(args.collect_tools, json.loads(args.timeline.read_text()))}")
     if args.collect:
-        print(f"wrote {collect(args.collect, args.wall_seconds, not args.converting)}")
+        print(f"wrote {collect(args.collect, args.wall_seconds, not args.converting, args.collect_as)}")
     for page in PAGES:
         text = page.read_text()
         if render(text) != text:
