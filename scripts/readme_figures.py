@@ -311,7 +311,6 @@ BLOCKS = {
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
-    "quickstart-avx2": (BENCH / "quickstart-avx2.json", quickstart),
     "serve": (BENCH / "serve.json", serve),
     "decoding": (BENCH / "decoding.json", decoding),
 }
@@ -431,7 +430,7 @@ def main() -> int:
         "--as",
         dest="collect_as",
         default="quickstart",
-        help="with --collect: the bench file (and README block) it fills: quickstart or quickstart-avx2",
+        help="with --collect: the bench file it fills (bench/NAME.json): quickstart, or quickstart-avx2 for the AVX2 run",
     )
     p.add_argument(
         "--collect-tools", type=Path, help="a finished configs/tools.yaml run folder, into bench/tools.json"
