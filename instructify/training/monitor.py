@@ -17,13 +17,21 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback
 
 from instructify.config import EvalConfig
-from instructify.evals import conformance
+from instructify.evals import conformance, instructions
 from instructify.evals.report import read_curve
 
 log = logging.getLogger(__name__)
 
 # The metrics a check logs (others stay in curve.jsonl): the conformance that a loss curve does not show.
-LOGGED = ("eval_loss", "stop_token_prob", "stop_token_top1", "stop_rate", "clean_stop_rate", "loop_rate")
+LOGGED = (
+    "eval_loss",
+    "stop_token_prob",
+    "stop_token_top1",
+    "stop_rate",
+    "clean_stop_rate",
+    "loop_rate",
+    "instruction_score",
+)
 
 
 def _contiguous_input(module, args):
@@ -64,6 +72,14 @@ class ConformanceMonitor(TrainerCallback):
         self.path = path
         self.every, self.generate_every = settings.monitor_every, settings.monitor_generate_every
         self.max_new_tokens = settings.max_new_tokens
+        # a checkpoint that stops but answers nothing right scores no better than one that answers (kept step 100
+        # of 200 stopped on 100% of 32 and answered 26.4% of the check; step 150: 97%, 43.6%)
+        self.instruction_items = (
+            instructions.apart(settings.monitor_instructions, settings.instructions)
+            if settings.monitor_instructions
+            else []
+        )
+        self.instruction_tokens = settings.instructions_max_new_tokens
         self.trainer = None  # set after the trainer is built: checks are logged through it
 
     def due(self, step: int, max_steps: int) -> tuple[bool, bool]:
@@ -89,6 +105,11 @@ class ConformanceMonitor(TrainerCallback):
                     model, self.tokenizer, self.generated, self.max_new_tokens, len(self.generated)
                 )
                 metrics.update(conformance.summarize(replies))
+            if generate and self.instruction_items and step > 0:  # step 0 is the base: nothing to choose
+                texts, stopped = instructions.answer(
+                    model, self.tokenizer, self.instruction_items, self.instruction_tokens, len(self.instruction_items)
+                )
+                metrics["instruction_score"] = instructions.score(self.instruction_items, texts, stopped)["score"]
         model.train(was_training)
         losses = [h["loss"] for h in history if "loss" in h]
         if losses and step > 0:
@@ -120,8 +141,9 @@ class ConformanceMonitor(TrainerCallback):
 
 
 def score(check: dict) -> float:
-    """How good a generation check is: replies that stop cleanly, less those that loop."""
-    return check["clean_stop_rate"] - check["loop_rate"]
+    """How good a generation check is: replies that stop cleanly, less those that loop, plus the share of
+    instruction items answered right where the check asked them (eval.monitor_instructions)."""
+    return check["clean_stop_rate"] - check["loop_rate"] + check.get("instruction_score", 0.0)
 
 
 def best_check(curve: list[dict], steps: set[int]) -> dict | None:
