@@ -133,7 +133,8 @@ def quickstart(data: dict) -> str:
     if kept:
         parts.append(
             f"The exported model holds step {kept['step']} of {kept['last_step']} (`training.keep: best`: the greedy "
-            "check on 32 held-out prompts, clean stops minus loops, at each checkpoint: "
+            "check on 32 held-out prompts, clean stops minus loops, plus the share right of the instruction items "
+            "apart from the check (`eval.monitor_instructions`), at each checkpoint: "
             + ", ".join(f"{v:.2f} ({k})" for k, v in kept["scores"].items())
             + ")."
         )
@@ -157,8 +158,13 @@ def quickstart(data: dict) -> str:
             + "."
         )
     if data.get("wall_seconds"):
+        what = (
+            "`make train` on a fresh clone (`make setup` included)"
+            if data.get("with_setup")
+            else "The `train` command"
+        )
         parts.append(
-            f"The `train` command took {data['wall_seconds'] / 60:.1f} min from start to report"
+            f"{what} took {data['wall_seconds'] / 60:.1f} min from start to report"
             + (
                 " (the base model already converted once into `~/.cache/instructify`)."
                 if data.get("converted")
@@ -351,7 +357,11 @@ def synth_provenance(run: Path) -> dict | None:
 
 
 def collect(
-    run: Path, wall_seconds: float | None = None, converted: bool = True, name: str = "quickstart"
+    run: Path,
+    wall_seconds: float | None = None,
+    converted: bool = True,
+    name: str = "quickstart",
+    with_setup: bool = False,
 ) -> Path:
     """The figures README quotes from a finished quickstart run, into bench/quickstart.json."""
     from instructify.evals import instructions
@@ -373,6 +383,7 @@ def collect(
         "synth": synth_provenance(run),
         "wall_seconds": wall_seconds,
         "converted": converted,
+        "with_setup": with_setup,
         "kept": json.loads((run / "kept.json").read_text()) if (run / "kept.json").is_file() else None,
         "curve": read_curve(run / "curve.jsonl"),
         "speed": json.loads((run / "speed.json").read_text()),
@@ -427,6 +438,11 @@ def main() -> int:
         help="with --wall-seconds: the run converted the base model first (an empty cache, a fresh clone)",
     )
     p.add_argument(
+        "--with-setup",
+        action="store_true",
+        help="with --wall-seconds: the time is of `make train` on a fresh clone, `make setup` included",
+    )
+    p.add_argument(
         "--as",
         dest="collect_as",
         default="quickstart",
@@ -444,7 +460,9 @@ def main() -> int:
     if args.collect_tools:
         print(f"wrote {collect_tools(args.collect_tools, json.loads(args.timeline.read_text()))}")
     if args.collect:
-        print(f"wrote {collect(args.collect, args.wall_seconds, not args.converting, args.collect_as)}")
+        print(
+            f"wrote {collect(args.collect, args.wall_seconds, not args.converting, args.collect_as, args.with_setup)}"
+        )
     for page in PAGES:
         text = page.read_text()
         if render(text) != text:

@@ -279,6 +279,8 @@ def test_keep_best_puts_the_chosen_checkpoints_weights_in_the_adapter(tiny_confi
             "monitor_generate_every": 2,
             "monitor_generate_conversations": 2,
             "max_new_tokens": 4,
+            "monitor_instructions": 1,
+            "instructions_max_new_tokens": 4,
         },
     )
     # the tiny model's checks tie; make the earlier one score higher, so the adapter must come from step 2
@@ -287,6 +289,9 @@ def test_keep_best_puts_the_chosen_checkpoints_weights_in_the_adapter(tiny_confi
     run = tmp_path / "best"
     kept = json.loads((run / "kept.json").read_text())
     assert (kept["step"], kept["last_step"]) == (2, 4) and set(kept["scores"]) == {"2", "4"}
+    checks = {c["step"]: c for c in map(json.loads, (run / "curve.jsonl").read_text().splitlines())}
+    assert "instruction_score" not in checks[0]  # the base: nothing to choose
+    assert all(0 <= checks[s]["instruction_score"] <= 1 for s in (2, 4))
     adapter = load_file(run / "adapter" / "adapter_model.safetensors")
     chosen, last = (load_file(run / f"checkpoints/checkpoint-{n}/adapter_model.safetensors") for n in (2, 4))
     lora = [k for k in adapter if "lora_" in k]
@@ -313,6 +318,33 @@ def test_best_check_prefers_the_score_then_the_later_step():
     assert best_check(curve, {125}) is None
     curve[2]["loop_rate"] = 0.05
     assert best_check(curve, {100, 150})["step"] == 150  # a tie: the later step
+
+
+def test_best_check_counts_the_instruction_items_beside_the_stops():
+    # the quickstart at 200 steps: step 100 stopped on all 32 and answered little, step 150 missed one stop
+    curve = [
+        {"step": 100, "clean_stop_rate": 1.0, "loop_rate": 0.0, "instruction_score": 0.2},
+        {"step": 150, "clean_stop_rate": 0.97, "loop_rate": 0.0, "instruction_score": 0.4},
+        {"step": 200, "clean_stop_rate": 0.78, "loop_rate": 0.03, "instruction_score": 0.45},
+    ]
+    from instructify.training.monitor import best_check
+
+    assert best_check(curve, {100, 150, 200})["step"] == 150
+
+
+def test_instruction_items_apart_from_the_check_share_none_with_it():
+    from instructify.evals import instructions
+
+    check = instructions.items(per_kind=50)
+    apart = instructions.apart(10, 50)
+    assert {i.kind for i in apart} == {"arithmetic", "list", "translation"}  # capitals and yes/no: used up
+    assert all(sum(i.kind == k for i in apart) == 10 for k in {i.kind for i in apart})
+    assert not {i.prompt for i in apart} & {i.prompt for i in check}
+    assert not {(i.kind, i.key, i.answer) for i in apart} & {(i.kind, i.key, i.answer) for i in check}
+    small = instructions.apart(5, 5)  # a small check leaves every kind
+    assert len(small) == 25 and not {i.id for i in small if i.kind != "list"} & {
+        i.id for i in instructions.items(per_kind=5)
+    }
 
 
 @pytest.mark.slow

@@ -156,12 +156,15 @@ def apart(per_kind: int, check_per_kind: int, seed: int = 1) -> list[Item]:
     """Up to `per_kind` items of each kind, none of them in the check of `check_per_kind` items per kind: for
     choosing between checkpoints without looking at the check (a kind whose table the check uses up has fewer)."""
 
-    def what(i: Item) -> tuple:  # a list item's id is its position, so it is told apart by its topic and count
+    def what(
+        i: Item,
+    ) -> tuple:  # a list item's id is its position, so it is told apart by its topic and count
         return (i.key, i.answer) if i.kind == "list" else (i.id,)
 
     taken = {what(i) for i in items(per_kind=check_per_kind)}
     out: list[Item] = []
-    for item in items(seed, per_kind=max(per_kind, check_per_kind)):
+    # enough candidates that the check's share of them still leaves `per_kind` (lists draw from their topics x 3)
+    for item in items(seed, per_kind=min(max(2 * per_kind, check_per_kind), len(LIST_TOPICS) * 3)):
         if what(item) not in taken and sum(i.kind == item.kind for i in out) < per_kind:
             out.append(item)
     return out

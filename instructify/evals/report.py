@@ -304,7 +304,7 @@ def write(out_dir: Path, samples: int = 5) -> Path:
         k = json.loads(kept.read_text())
         parts += [
             f"The adapter holds the weights of step {k['step']} of {k['last_step']} (`training.keep: best`; greedy "
-            f"check scores, clean stops minus loops: {', '.join(f'{s}: {v:.2f}' for s, v in k['scores'].items())}).",
+            f"check scores, clean stops minus loops plus the share right of eval.monitor_instructions when set: {', '.join(f'{s}: {v:.2f}' for s, v in k['scores'].items())}).",
             "",
         ]
     parts += ["## Sample replies", "", _samples(out_dir, ordered(report), samples)]
