@@ -154,7 +154,10 @@ def items(seed: int = 0, per_kind: int = 50) -> list[Item]:
 
 def apart(per_kind: int, check_per_kind: int, seed: int = 1) -> list[Item]:
     """Up to `per_kind` items of each kind, none of them in the check of `check_per_kind` items per kind: for
-    choosing between checkpoints without looking at the check (a kind whose table the check uses up has fewer)."""
+    choosing between checkpoints without looking at the check (a kind whose table the check uses up has fewer).
+    None for `per_kind` 0."""
+    if per_kind <= 0:
+        return []
 
     def what(
         i: Item,

@@ -62,6 +62,12 @@ def fast_inference(model):
             layer.unmerge()
 
 
+def instruction_share(model, tokenizer, items: list, max_new_tokens: int) -> float:
+    """The share of `items` (instructions.Item) the model answers right, greedy, all in one batch."""
+    texts, stopped = instructions.answer(model, tokenizer, items, max_new_tokens, len(items))
+    return instructions.score(items, texts, stopped)["score"]
+
+
 class ConformanceMonitor(TrainerCallback):
     def __init__(self, tokenizer, prompts: list[dict], path: Path, settings: EvalConfig):
         """`settings`: the run's eval section (monitor_every, monitor_conversations, monitor_generate_every,
@@ -74,11 +80,7 @@ class ConformanceMonitor(TrainerCallback):
         self.max_new_tokens = settings.max_new_tokens
         # a checkpoint that stops but answers nothing right scores no better than one that answers (kept step 100
         # of 200 stopped on 100% of 32 and answered 26.4% of the check; step 150: 97%, 43.6%)
-        self.instruction_items = (
-            instructions.apart(settings.monitor_instructions, settings.instructions)
-            if settings.monitor_instructions
-            else []
-        )
+        self.instruction_items = instructions.apart(settings.monitor_instructions, settings.instructions)
         self.instruction_tokens = settings.instructions_max_new_tokens
         self.trainer = None  # set after the trainer is built: checks are logged through it
 
