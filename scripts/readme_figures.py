@@ -317,6 +317,7 @@ BLOCKS = {
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
+    "quickstart-avx2": (BENCH / "quickstart-avx2.json", quickstart),
     "serve": (BENCH / "serve.json", serve),
     "decoding": (BENCH / "decoding.json", decoding),
 }
