@@ -179,7 +179,8 @@ class TrainingConfig:
         "Which weights the adapter gets",
         last="the last step's",
         best="the checkpoint whose generation check (eval.monitor_generate_every) scored best: clean stops minus "
-        "loops, plus the correct share of eval.monitor_instructions when set; the checks must fall on "
+        "loops, plus the correct share of eval.monitor_instructions when set, among checks that stop cleanly on "
+        ">= 95% and loop on <= 10% where any does; the checks must fall on "
         "checkpoint steps (training.save_steps)",
     )
     resume: str = _f(

@@ -330,6 +330,14 @@ def test_best_check_counts_the_instruction_items_beside_the_stops():
     from instructify.training.monitor import best_check
 
     assert best_check(curve, {100, 150, 200})["step"] == 150
+    # held to AVX2 in fp32 (runs' curves): step 200 answered more, stopped on 30 of 32 and looped on 4
+    curve = [
+        {"step": 100, "clean_stop_rate": 1.0, "loop_rate": 0.0, "instruction_score": 0.2},
+        {"step": 150, "clean_stop_rate": 1.0, "loop_rate": 0.0625, "instruction_score": 0.4},
+        {"step": 200, "clean_stop_rate": 0.9375, "loop_rate": 0.125, "instruction_score": 0.5333},
+    ]
+    assert best_check(curve, {100, 150, 200})["step"] == 150
+    assert best_check(curve, {200})["step"] == 200  # none passes: the best score still
 
 
 def test_instruction_items_apart_from_the_check_share_none_with_it():

@@ -154,7 +154,15 @@ def score(check: dict) -> float:
     return check["clean_stop_rate"] - check["loop_rate"] + check.get("instruction_score", 0.0)
 
 
+# A checkpoint must pass these on its greedy check (32 prompts) before answers count: right answers bought with
+# runaways are no gain (held to AVX2 in fp32, step 200 stopped on 30 of 32, looped on 4, and on the 200 held out
+# stopped on 94.0% with 9.5% loops; step 150, 32 and 2 of 32: 99.5% and 1.5%).
+MIN_CLEAN_STOP, MAX_LOOP = 0.95, 0.1
+
+
 def best_check(curve: list[dict], steps: set[int]) -> dict | None:
-    """The best-scoring generation check at one of `steps` (those with a checkpoint); the later one on a tie."""
+    """The best-scoring generation check at one of `steps` (those with a checkpoint); the later one on a tie.
+    Checks that stop cleanly on at least MIN_CLEAN_STOP and loop on at most MAX_LOOP come first."""
     found = [c for c in curve if c["step"] in steps and "clean_stop_rate" in c]
-    return max(found, key=lambda c: (score(c), c["step"])) if found else None
+    passing = [c for c in found if c["clean_stop_rate"] >= MIN_CLEAN_STOP and c["loop_rate"] <= MAX_LOOP]
+    return max(passing or found, key=lambda c: (score(c), c["step"])) if found else None
