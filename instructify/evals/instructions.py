@@ -159,9 +159,8 @@ def apart(per_kind: int, check_per_kind: int, seed: int = 1) -> list[Item]:
     if per_kind <= 0:
         return []
 
-    def what(
-        i: Item,
-    ) -> tuple:  # a list item's id is its position, so it is told apart by its topic and count
+    # a list item's id is its position, so it is told apart by its topic and count
+    def what(i: Item) -> tuple:
         return (i.key, i.answer) if i.kind == "list" else (i.id,)
 
     taken = {what(i) for i in items(per_kind=check_per_kind)}

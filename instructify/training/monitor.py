@@ -108,16 +108,9 @@ class ConformanceMonitor(TrainerCallback):
                 )
                 metrics.update(conformance.summarize(replies))
             if generate and self.instruction_items and step > 0:  # step 0 is the base: nothing to choose
-                texts, stopped = instructions.answer(
-                    model,
-                    self.tokenizer,
-                    self.instruction_items,
-                    self.instruction_tokens,
-                    len(self.instruction_items),
+                metrics["instruction_score"] = instruction_share(
+                    model, self.tokenizer, self.instruction_items, self.instruction_tokens
                 )
-                metrics["instruction_score"] = instructions.score(self.instruction_items, texts, stopped)[
-                    "score"
-                ]
         model.train(was_training)
         losses = [h["loss"] for h in history if "loss" in h]
         if losses and step > 0:
