@@ -117,8 +117,9 @@ def test_the_tool_check_through_a_server_judges_what_the_client_received(client,
     assert first["reply"] == '<tool_call>\n{"name": "weather", "arguments": {"city": "paris"}}\n</tool_call>'
 
 
+# an enum, as in test_tool_grammar.py: the test turns on the key, not on the tiny model ending a free string
 TOWN = [{"type": "function", "function": {"name": "weather", "description": "Current weather in a city.", "parameters": {
-    "type": "object", "properties": {"town": {"type": "string"}}, "required": ["town"]}}}]  # fmt: skip
+    "type": "object", "properties": {"town": {"type": "string", "enum": ["paris", "rome"]}}, "required": ["town"]}}}]  # fmt: skip
 
 
 @pytest.mark.parametrize("held", [True, False])
@@ -133,7 +134,13 @@ def test_required_calls_are_held_to_a_schema_the_model_never_learnt(tool_model, 
     client = openai.OpenAI(base_url=f"http://{host}:{port}/v1", api_key="none", max_retries=0, timeout=60)
     try:
         got = client.chat.completions.create(
-            model="m", messages=ASK, tools=TOWN, tool_choice="required", max_tokens=80, temperature=0
+            model="m",
+            messages=ASK,
+            tools=TOWN,
+            tool_choice="required",
+            parallel_tool_calls=False,
+            max_tokens=80,
+            temperature=0,
         ).choices[0]
     finally:
         server.shutdown()

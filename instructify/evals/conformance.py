@@ -119,7 +119,7 @@ def generate(
 ) -> list[Reply]:
     """Each prompt's reply through the model's own chat template and stop ids (instructify/evals/generation.py), flagged.
     `constrained`: calls held to the schemas of each prompt's `offered` tools under its `choice` (default auto;
-    instructify/evals/tool_grammar.py)."""
+    instructify/evals/tool_grammar.py), one call only where its `parallel` is False."""
     im_end_id = tokenizer.convert_tokens_to_ids(IM_END)
     stop_ids = stop_ids_of(model)
     encoded = [chat_prompt_ids(tokenizer, p["messages"], p.get("tools")) for p in prompts]
@@ -128,7 +128,10 @@ def generate(
         from instructify.evals.tool_grammar import Grammars
 
         grammars = Grammars.of(model, tokenizer, stop_ids)
-        matchers = [grammars.matcher(p.get("offered"), p.get("choice", "auto")) for p in prompts]
+        matchers = [
+            grammars.matcher(p.get("offered"), p.get("choice", "auto"), parallel=p.get("parallel", True))
+            for p in prompts
+        ]
     new = generate_ids(
         model,
         encoded,

@@ -2,9 +2,9 @@
 
 The reply is free text until it writes `<tool_call>`; from there on it can only be calls of offered functions with
 arguments that meet their schemas (`<tool_call>\\n{"name": "f", "arguments": {...}}\\n</tool_call>`, one or
-more separated by a newline), then the stop token: nothing after the last call. `required` allows only calls, a
-named choice only that function first. llama.cpp's Hermes handler builds the same lazy grammar (triggered by
-`<tool_call>`), which is why its server met the conformance target on weights that transformers did not
+more separated by a newline; one only under OpenAI's `parallel_tool_calls: false`), then the stop token: nothing
+after the last call. `required` allows only calls, a named choice only that function first. llama.cpp's Hermes
+handler builds the same lazy grammar (triggered by `<tool_call>`), which is why its server met the conformance target on weights that transformers did not
 (docs/tools.md). xgrammar (vLLM's and SGLang's structured-output engine) compiles the structure and masks each
 step's scores; ours is only the structure of our format and the per-row bookkeeping of batched generation.
 """
@@ -39,8 +39,9 @@ def _xgrammar():
     return xgrammar
 
 
-def structure(tools: list[dict], choice: str = "auto"):
-    """The structural tag of a reply to `tools` under `choice` (auto, required, or a function's name)."""
+def structure(tools: list[dict], choice: str = "auto", parallel: bool = True):
+    """The structural tag of a reply to `tools` under `choice` (auto, required, or a function's name); `parallel`
+    False: one call at most."""
     from xgrammar import structural_tag as st
 
     def tag(function: dict):
@@ -70,7 +71,7 @@ def structure(tools: list[dict], choice: str = "auto"):
         first = next((t for f, t in zip(functions, tags) if f["name"] == choice), None)
         if first is None:
             raise ValueError(f"tool_choice {choice!r} is not one of the tools")
-    return st.StructuralTag(format=st.SequenceFormat(elements=[first, more]))
+    return st.StructuralTag(format=st.SequenceFormat(elements=[first, more]) if parallel else first)
 
 
 class Grammars:
@@ -90,12 +91,16 @@ class Grammars:
     def of(cls, model, tokenizer, stop_ids: set[int]) -> Grammars:
         return cls(tokenizer, model.get_output_embeddings().weight.shape[0], stop_ids)
 
-    def matcher(self, tools: list[dict] | None, choice: str = "auto", prefix: str = "") -> Matcher | None:
+    def matcher(
+        self, tools: list[dict] | None, choice: str = "auto", prefix: str = "", parallel: bool = True
+    ) -> Matcher | None:
         """A row's matcher (None: nothing to hold, no tools or choice none). `prefix`: what the reply was started
-        with in the prompt (instructify/serving/tool_replies.py), taken as already written."""
+        with in the prompt (instructify/serving/tool_replies.py), taken as already written; `parallel` False: one
+        call at most."""
         if not tools or choice == "none":
             return None
-        compiled = self.compiler.compile_structural_tag(json.dumps(structure(tools, choice).model_dump()))
+        tag = structure(tools, choice, parallel)
+        compiled = self.compiler.compile_structural_tag(json.dumps(tag.model_dump()))
         matcher = Matcher(self.xgr, compiled, self.vocab_size)
         if prefix and not matcher.inner.accept_string(prefix):
             raise ValueError(f"the reply's start {prefix!r} does not fit its grammar")

@@ -173,7 +173,11 @@ def settings_of(
         include_usage=bool(request.stream_options and request.stream_options.include_usage),
         tools=shown is not None,
         prefix=prefix,
-        matcher=grammars.matcher(shown, choice, prefix) if grammars is not None and shown else None,
+        matcher=(
+            grammars.matcher(shown, choice, prefix, request.parallel_tool_calls is not False)
+            if grammars is not None and shown
+            else None
+        ),
     )
 
 

@@ -110,7 +110,9 @@ class ChatCompletionRequest(BaseModel):
     tool_choice: Literal["auto", "none", "required"] | NamedChoice | None = Field(
         None, description="auto (default with tools), none (tools left out), required, or a named function"
     )
-    parallel_tool_calls: bool | None = Field(None, description="accepted; the model may make several calls")
+    parallel_tool_calls: bool | None = Field(
+        None, description="false: one call at most (held by the tool grammar); default: several"
+    )
     response_format: dict | None = Field(None, description="refused unless {'type': 'text'}")
     logprobs: bool | None = Field(None, description="refused if true")
     top_logprobs: int | None = Field(None, description="refused")
