@@ -154,6 +154,9 @@ class TrainingConfig:
     gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step")
     learning_rate: float = _f(5e-4, "Peak learning rate for the LoRA weights and the new token rows")
     lr_scheduler: str = _f("cosine", "Learning-rate schedule (transformers name)")
+    lr_scheduler_kwargs: dict = _f(
+        {}, "The schedule's own arguments, e.g. {min_lr_rate: 0.15} for cosine_with_min_lr (transformers')"
+    )
     warmup_ratio: float = _f(0.05, "Share of steps spent warming up")
     weight_decay: float = _f(0.0, "AdamW weight decay; 0 keeps new token rows from shrinking")
     max_grad_norm: float = _f(1.0, "Gradient clipping")
@@ -448,6 +451,7 @@ def _check_values(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: `training.decision_weight` must be > 0 (1: plain SFT), got {cfg.training.decision_weight}"
         )
+    _check_schedule(cfg.training, where)
     if not 0 < cfg.data.eval_share < 1:
         raise ConfigError(f"{where}: `data.eval_share` must be between 0 and 1, got {cfg.data.eval_share}")
     if cfg.template.temperature < 0 or not 0 < cfg.template.top_p <= 1:
@@ -455,6 +459,22 @@ def _check_values(cfg: Config, where: str) -> None:
             f"{where}: `template.temperature` must be >= 0 (0: greedy) and `template.top_p` in (0, 1], got "
             f"{cfg.template.temperature} and {cfg.template.top_p}"
         )
+
+
+def _check_schedule(t: TrainingConfig, where: str) -> None:
+    """The schedule built once on a throwaway optimizer, so a wrong name or argument fails at load, not at step 0
+    with transformers' traceback."""
+    import torch
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    try:
+        get_scheduler(t.lr_scheduler, optimizer, 1, 2, scheduler_specific_kwargs=dict(t.lr_scheduler_kwargs))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(
+            f"{where}: `training.lr_scheduler` {t.lr_scheduler!r} with `training.lr_scheduler_kwargs` "
+            f"{t.lr_scheduler_kwargs}: {e}"
+        ) from None
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

@@ -77,6 +77,21 @@ def test_a_value_outside_its_choices_is_an_error_naming_the_key(tmp_path):
     assert config.load(None, ["model.attn_implementation=flash_attention_2"]).model.attn_implementation
 
 
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [
+        (["training.lr_scheduler=cosine_with_min_lr"], "min_lr_rate should be set"),
+        (["training.lr_scheduler_kwargs={min_lr: 0.1}"], "unexpected keyword argument 'min_lr'"),
+        (["training.lr_scheduler=cosin"], "not a valid SchedulerType"),
+    ],
+)
+def test_a_schedule_transformers_cannot_build_is_an_error_at_load(overrides, why):
+    with pytest.raises(config.ConfigError, match=f"`training.lr_scheduler`.*{why}"):
+        config.load(None, overrides)
+    ok = ["training.lr_scheduler=cosine_with_min_lr", "training.lr_scheduler_kwargs={min_lr_rate: 0.15}"]
+    assert config.load(None, ok).training.lr_scheduler_kwargs == {"min_lr_rate": 0.15}
+
+
 def test_a_source_max_length_above_data_max_length_is_an_error(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  max_length: 128\n  sources:\n    - path: x.jsonl\n      max_length: 256\n")

@@ -51,6 +51,7 @@ def sft_args(cfg: Config, on_cuda: bool, sampling: str | None = None) -> SFTConf
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
+        lr_scheduler_kwargs=dict(t.lr_scheduler_kwargs),
         warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a share of max_steps
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
