@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor" and args.path:
         return commands.doctor(args.path)
     try:
-        cfg = config_lib.load(args.config, getattr(args, "overrides", []))
+        cfg = config_lib.load(args.config, getattr(args, "overrides", []), schedule=args.command != "config")
     except config_lib.ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -451,7 +451,6 @@ def _check_values(cfg: Config, where: str) -> None:
         raise ConfigError(
             f"{where}: `training.decision_weight` must be > 0 (1: plain SFT), got {cfg.training.decision_weight}"
         )
-    _check_schedule(cfg.training, where)
     if not 0 < cfg.data.eval_share < 1:
         raise ConfigError(f"{where}: `data.eval_share` must be between 0 and 1, got {cfg.data.eval_share}")
     if cfg.template.temperature < 0 or not 0 < cfg.template.top_p <= 1:
@@ -498,8 +497,11 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
-def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file at `path` (if any), then dotted `overrides`."""
+def load(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), schedule: bool = True
+) -> Config:
+    """Defaults, then the YAML file at `path` (if any), then dotted `overrides`. `schedule` False leaves the
+    learning-rate schedule unbuilt (it imports torch: `instructify config` stays instant)."""
     raw: dict[str, Any] = {}
     where = "defaults"
     if path is not None:
@@ -517,6 +519,8 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         _set_dotted(raw, key, value)
     cfg = _build(Config, raw, "", where)
     _check_values(cfg, where)
+    if schedule:
+        _check_schedule(cfg.training, where)
     return cfg
 
 
