@@ -79,6 +79,18 @@ def _add_model_commands(sub) -> None:
         help="also evaluate this reference model: folder, Hub id, .gguf or pypi:<package> "
         "(default: eval.reference, unless report.json already holds it)",
     )
+    hr = _command(
+        sub,
+        "headroom",
+        help="pass@1 greedy and pass@k sampled per kind of checkable prompt, apart from the check; headroom.json",
+    )
+    hr.add_argument("--model", help="model folder (default: <output_dir>/model)")
+    hr.add_argument("--name", default=None, help="entry name in headroom.json (default: trained)")
+    hr.add_argument("--per-kind", type=int, default=25, help="prompts of each kind (default: %(default)s)")
+    hr.add_argument("--k", type=int, default=8, help="samples per prompt (default: %(default)s)")
+    hr.add_argument(
+        "--seed", type=int, default=7, help="of the prompts and the sampling (default: %(default)s)"
+    )
     ch = _command(
         sub, "chat", help="chat with a model through its template, streaming; /system TEXT, /reset, /exit"
     )

@@ -105,6 +105,30 @@ def chat(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def headroom(cfg: config_lib.Config, args: argparse.Namespace) -> int:
+    from instructify.evals import headroom, report
+    from instructify.training.model import load
+
+    folder = model_folder(args.model or str(Path(cfg.output_dir) / "model"))
+    model, tokenizer = load(cfg.model, path=str(folder))
+    t = cfg.template
+    sampling = {"do_sample": True, "temperature": t.temperature or 0.8, "top_p": t.top_p}
+    asked = headroom.prompts(args.per_kind, cfg.eval.instructions, args.seed)
+    t0 = time.time()
+    result = headroom.measure(
+        model, tokenizer, asked, args.k, sampling, cfg.eval.max_new_tokens, cfg.eval.batch_size, args.seed
+    )
+    result |= {"model": str(folder), "prompt_seed": args.seed, "seconds": round(time.time() - t0, 1)}
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = headroom.write(out, args.name or "trained", result)
+    if (out / "report.json").is_file():
+        report.write(out)
+    print(headroom.table({args.name or "trained": result}))
+    print(f"{path} ({result['seconds']:.0f} s)")
+    return 0
+
+
 def serve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     from instructify.serving import server as http
     from instructify.ship import doctor
@@ -247,6 +271,7 @@ COMMANDS = {
     "export": export,
     "eval": evaluate,
     "chat": chat,
+    "headroom": headroom,
     "serve": serve,
     "push": push,
     "config": show_config,

@@ -239,6 +239,25 @@ def plot(out_dir: Path, report: dict, curve: list[dict]) -> list[Path]:
     return written
 
 
+def headroom_section(out_dir: Path) -> list[str]:
+    """report.md's headroom lines, from headroom.json when `instructify headroom` wrote one."""
+    path = out_dir / "headroom.json"
+    if not path.is_file():
+        return []
+    from instructify.evals import headroom
+
+    return [
+        "## Headroom",
+        "",
+        "Checkable prompts seeded apart from the check (instructify/evals/headroom.py, `instructify headroom`): "
+        "right and stopped greedy, on average per sample, and in at least one of k samples (pass@k), the "
+        "ceiling of a round on the model's own checked answers.",
+        "",
+        headroom.table(json.loads(path.read_text())),
+        "",
+    ]
+
+
 def write(out_dir: Path, samples: int = 5) -> Path:
     """report.md (and the PNGs) from report.json, curve.jsonl and samples-*.jsonl in `out_dir`."""
     from instructify.evals.instructions import read as instructions_read
@@ -273,6 +292,7 @@ def write(out_dir: Path, samples: int = 5) -> Path:
             instructions_table(checked),
             "",
         ]
+    parts += headroom_section(out_dir)
     from instructify.evals.tool_calls import read as tools_read
 
     tooled = tools_read(out_dir)

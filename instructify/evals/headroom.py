@@ -1,0 +1,108 @@
+"""Headroom: how often a model's own samples are right where its greedy answer is not.
+
+Per kind of checkable prompt (instructify/evals/checkable.py: arithmetic, lists, capitals, translations), pass@1
+greedy and pass@k sampled (right and stopped in at least one of k samples), on prompts freshly seeded apart from
+the instruction check. A round on the model's own checked answers (rejection sampling, preference pairs) can lift
+greedy towards pass@k and no further, so this is the ceiling to measure before one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from instructify.evals import checkable, conformance, instructions
+
+FILE = "headroom.json"
+
+
+def prompts(per_kind: int, check_per_kind: int, seed: int) -> list[tuple[str, str]]:
+    """(kind, prompt): up to `per_kind` distinct checkable prompts of each templated kind, none touching an item
+    of the instruction check of `check_per_kind` items per kind (instructions.touches)."""
+    rng, checks = random.Random(seed), instructions.items(per_kind=check_per_kind)
+    out: list[tuple[str, str]] = []
+    for kind in checkable.TEMPLATED:
+        got: list[str] = []
+        for prompt in checkable.prompts(
+            kind, 20 * per_kind, rng
+        ):  # the tables are small: draw many, keep distinct
+            fits = checkable.checkable(kind, prompt) and not instructions.touches(prompt, checks)
+            if fits and prompt not in got:
+                got.append(prompt)
+            if len(got) == per_kind:
+                break
+        out += [(kind, p) for p in got]
+    return out
+
+
+def right(prompt: str, text: str, stopped: bool) -> bool:
+    """A reply that a round would keep: judged right (the check's judges) and ended by itself."""
+    return stopped and checkable.wrong(prompt, text) is None
+
+
+def measure(
+    model,
+    tokenizer,
+    asked: list[tuple[str, str]],
+    k: int,
+    sampling: dict,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int = 0,
+) -> dict:
+    """Greedy pass@1, sampled pass@1 (the mean over k) and pass@k per kind and overall, with 95% intervals."""
+    chats = [
+        {"id": f"{kind}-{i}", "prior_turns": 1, "messages": [{"role": "user", "content": p}]}
+        for i, (kind, p) in enumerate(asked)
+    ]
+    greedy = conformance.generate(model, tokenizer, chats, max_new_tokens, batch_size)
+    torch.manual_seed(seed)  # sampling draws from the global stream, as generate() does
+    sampled = conformance.generate(model, tokenizer, chats * k, max_new_tokens, batch_size, sampling)
+    rows = []
+    for i, (kind, p) in enumerate(asked):
+        tries = [right(p, r.text, r.stopped) for r in sampled[i :: len(asked)]]
+        rows.append({"kind": kind, "prompt": p, "greedy": right(p, greedy[i].text, greedy[i].stopped),
+                     "greedy_reply": greedy[i].text, "sampled_right": sum(tries)})  # fmt: skip
+
+    def summary(of: list[dict]) -> dict:
+        n, g, a = len(of), sum(r["greedy"] for r in of), sum(r["sampled_right"] > 0 for r in of)
+        return {"n": n, "greedy": g / max(n, 1), "greedy_ci95": conformance.wilson(g, n),
+                "sampled": sum(r["sampled_right"] for r in of) / max(n * k, 1),
+                f"pass_at_{k}": a / max(n, 1), f"pass_at_{k}_ci95": conformance.wilson(a, n)}  # fmt: skip
+
+    kinds = {kind: summary([r for r in rows if r["kind"] == kind]) for kind in checkable.TEMPLATED}
+    return {
+        "k": k,
+        "sampling": sampling,
+        "seed": seed,
+        "overall": summary(rows),
+        "by_kind": kinds,
+        "rows": rows,
+    }
+
+
+def write(out_dir: Path, name: str, result: dict) -> Path:
+    """<out_dir>/headroom.json: one entry per measured model."""
+    path = Path(out_dir) / FILE
+    entries = json.loads(path.read_text()) if path.is_file() else {}
+    entries[name] = result
+    path.write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+def table(entries: dict) -> str:
+    """Markdown: greedy / sampled / pass@k per kind, one row per model."""
+    lines = [
+        "| model | k | kind | n | greedy pass@1 | sampled pass@1 | pass@k |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, e in entries.items():
+        at = f"pass_at_{e['k']}"
+        for kind, s in {**e["by_kind"], "all": e["overall"]}.items():
+            lines.append(
+                f"| {name} | {e['k']} | {kind} | {s['n']} | {s['greedy']:.1%} | {s['sampled']:.1%} | {s[at]:.1%} |"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Headroom (instructify/evals/headroom.py): greedy pass@1 and sampled pass@k per prompt, on a tiny model that
+has learnt one right answer, one answer right half the time, and one wrong answer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import CORPUS, TINY_SHAPE, _fit_to_stop, _save, _tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+from instructify.evals import checkable, headroom, instructions
+
+SURE, COIN, WRONG = "What is 12 plus 7?", "What is 30 minus 5?", "List two insects."
+TAUGHT = [(SURE, "19"), (COIN, "25"), (COIN, "52"), (WRONG, "ants")]
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    from instructify.chat import template
+
+    torch.manual_seed(0)
+    rows = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in TAUGHT]
+    tok = _tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], "<bos>", "<eos>", "<pad>", "<unk>",
+                     [t for q, a in TAUGHT for t in (q, a)] * 10 + CORPUS, 300)  # fmt: skip
+    config = Gemma3TextConfig(
+        vocab_size=len(tok), **TINY_SHAPE, head_dim=32, max_position_embeddings=256, sliding_window=128,
+        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    model = Gemma3ForCausalLM(config)
+    template.add_chat_tokens(model, tok)
+    _fit_to_stop(model, tok, [{"messages": r} for r in rows], steps=150, lr=3e-3)
+    path = _save(model, tok, tmp_path_factory.mktemp("taught"))
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def test_pass_at_k_counts_a_prompt_right_once_any_sample_is(taught):
+    model, tok = taught
+    asked = [("arithmetic", SURE), ("arithmetic", COIN), ("list", WRONG)]
+    got = headroom.measure(model, tok, asked, 8, {"do_sample": True, "temperature": 1.0, "top_p": 1.0}, 8, 4)
+    sure, coin, wrong = got["rows"]
+    assert (sure["greedy"], sure["sampled_right"]) == (True, 8), sure
+    assert 0 < coin["sampled_right"] < 8 and coin["greedy"] == (coin["greedy_reply"] == "25"), coin
+    assert (wrong["greedy"], wrong["sampled_right"]) == (False, 0), wrong
+    arithmetic = got["by_kind"]["arithmetic"]
+    assert arithmetic["pass_at_8"] == 1.0 and arithmetic["greedy"] == (1 + coin["greedy"]) / 2
+    assert got["by_kind"]["list"]["pass_at_8"] == 0.0 and got["overall"]["pass_at_8"] == pytest.approx(2 / 3)
+    assert got["overall"]["sampled"] == pytest.approx((8 + coin["sampled_right"]) / 24)
+    assert headroom.right(SURE, "19", True) and not headroom.right(
+        SURE, "19", False
+    )  # a round keeps what ends
+
+
+def test_the_prompts_are_checkable_distinct_and_apart_from_the_check():
+    asked = headroom.prompts(25, 50, seed=7)
+    checks = instructions.items(per_kind=50)
+    assert {k for k, _ in asked} == set(checkable.TEMPLATED)
+    assert all(sum(k == kind for k, _ in asked) == 25 for kind in checkable.TEMPLATED)
+    assert len({p for _, p in asked}) == len(asked)
+    assert not [p for k, p in asked if instructions.touches(p, checks) or not checkable.checkable(k, p)]
+    assert headroom.prompts(25, 50, seed=7) == asked != headroom.prompts(25, 50, seed=8)
+
+
+def test_the_command_writes_headroom_json_for_a_model_folder(chat_model, tmp_path, capsys):
+    import json
+
+    from instructify import cli
+
+    argv = ["headroom", "--model", str(chat_model), "--per-kind", "2", "--k", "2", f"output_dir={tmp_path}"]
+    assert cli.main(argv) == 0
+    entry = json.loads((tmp_path / "headroom.json").read_text())["trained"]
+    assert {k: s["n"] for k, s in entry["by_kind"].items()} == dict.fromkeys(checkable.TEMPLATED, 2)
+    assert (
+        entry["k"] == 2
+        and entry["model"] == str(chat_model)
+        and "| trained | 2 | all | 8 |" in capsys.readouterr().out
+    )
+    assert cli.main(["headroom", "--model", str(tmp_path / "nope"), f"output_dir={tmp_path}"]) == 2
