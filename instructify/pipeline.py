@@ -109,8 +109,14 @@ def sampling_of(e: config_lib.EvalConfig) -> dict | None:
 def base_shown(cfg: config_lib.Config, tokenizer) -> dict:
     """What the base is shown besides the prompts, for a stored result's key: its ChatML template and the
     settings that made its new rows."""
-    return {"template": stored.fingerprint(tokenizer.chat_template), "model": dataclasses.asdict(cfg.model),
+    return {"template": stored.fingerprint(tokenizer.chat_template), "model": model_shown(cfg),
             "chat": dataclasses.asdict(cfg.template)}  # fmt: skip
+
+
+def model_shown(cfg: config_lib.Config) -> dict:
+    """The model settings of a stored result's key, less `dtype`: the key holds the dtype it resolved to, so
+    `auto` that chose float32 reuses what `float32` measured."""
+    return {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "dtype"}
 
 
 def _store_key(cfg: config_lib.Config, file: str, name: str, source: str, settings: dict, shown: dict | None):
@@ -343,7 +349,7 @@ def check_base_incontext(cfg: config_lib.Config) -> None:
     if not cfg.eval.instructions or _stored_check(cfg, name, cfg.model.name):
         return
     preamble = incontext.load(cfg.eval.incontext)
-    shown = {"incontext": stored.fingerprint(preamble), "model": dataclasses.asdict(cfg.model)}
+    shown = {"incontext": stored.fingerprint(preamble), "model": model_shown(cfg)}
     out = Path(cfg.output_dir)
     k = _store_key(cfg, "instructions", name, cfg.model.name, _check_settings(cfg), shown)
     if _reused(cfg, k, lambda entry, _: instructions.write(out, name, entry)):

@@ -74,3 +74,24 @@ def test_a_local_folder_or_gguf_file_is_never_stored(tmp_path):
     assert stored.source_version("google/gemma-3-270m", "abc123") == "abc123"
     assert stored.source_version("pypi:pytest") is not None
     assert stored.source_version("pypi:no-such-package-here") is None
+
+
+def test_what_auto_resolves_to_finds_what_that_dtype_measured():
+    """The key holds the resolved dtype; the model settings in it leave `dtype` out, so an AVX2 machine, where auto
+    chooses float32, reuses the results measured with model.dtype=float32."""
+    from instructify import config, pipeline
+
+    fp32, auto = (config.load(None, [f"model.dtype={d}"]) for d in ("float32", "auto"))
+    assert pipeline.model_shown(fp32) == pipeline.model_shown(auto)
+    assert pipeline.model_shown(config.load(None, ["model.revision=abc"])) != pipeline.model_shown(auto)
+
+
+def test_every_shipped_result_is_found_under_its_own_key():
+    from pathlib import Path
+
+    shipped = sorted((Path(__file__).parent.parent / "results").glob("*/*.json"))
+    assert shipped
+    for path in shipped:
+        k = json.loads(path.read_text())["key"]
+        assert stored.path_of(path.parent.parent, k) == path, path
+        assert "dtype" not in k["shown"].get("model", {}), path
