@@ -13,7 +13,7 @@ REFERENCE ?=
 SYNTH  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup launch-check synth train sft eval headroom chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval bench-eval-llama bench-decoding check-engines check-families lint clean
+.PHONY: help setup launch-check synth train sft eval headroom improve chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval bench-eval-llama bench-decoding check-engines check-families lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ export: setup ## Merge the adapter into <output_dir>/model
 
 eval: setup ## Conformance of <output_dir>/model (or MODEL=<folder>; REFERENCE=<model>): report.md, plots
 	$(BIN)/instructify eval --config $(CONFIG) $(if $(MODEL),--model $(MODEL) --name $(notdir $(MODEL))) $(if $(REFERENCE),--reference $(REFERENCE)) $(ARGS)
+
+improve: setup ## Rounds on <output_dir>/model's own checked answers (improve.*): round-N/ runs, improve.json
+	$(BIN)/instructify improve --config $(CONFIG) $(ARGS)
 
 headroom: setup ## pass@1 greedy and pass@8 sampled per kind of checkable prompt for <output_dir>/model (MODEL=<folder>)
 	$(BIN)/instructify headroom --config $(CONFIG) $(if $(MODEL),--model $(MODEL) --name $(notdir $(MODEL))) $(ARGS)

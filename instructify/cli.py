@@ -79,6 +79,11 @@ def _add_model_commands(sub) -> None:
         help="also evaluate this reference model: folder, Hub id, .gguf or pypi:<package> "
         "(default: eval.reference, unless report.json already holds it)",
     )
+    _command(
+        sub,
+        "improve",
+        help="rounds on the model's own checked answers after SFT (rejection sampling): round-N/, improve.json",
+    )
     hr = _command(
         sub,
         "headroom",

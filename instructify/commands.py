@@ -129,6 +129,24 @@ def headroom(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def improve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
+    from instructify import improve as improve_lib
+
+    try:
+        result = improve_lib.run(cfg)
+    except FileNotFoundError as e:
+        raise NoModel(str(e)) from None
+    for r in result["rounds"]:
+        m = r["mcnemar"]
+        print(
+            f"round {r['round']}: kept {r['counts'].get('kept', 0)} samples of {r['prompts']} prompts; stop "
+            f"{r['stop_rate']:.1%}, loops {r['loop_rate']:.1%}; check {r['check']['base']:.1%} -> "
+            f"{r['check']['trained']:.1%} (+{m['gained']} -{m['lost']}, McNemar p={m['p']:.3f})"
+        )
+    print(f"{Path(cfg.output_dir) / improve_lib.FILE}")
+    return 0
+
+
 def serve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
     from instructify.serving import server as http
     from instructify.ship import doctor
@@ -272,6 +290,7 @@ COMMANDS = {
     "eval": evaluate,
     "chat": chat,
     "headroom": headroom,
+    "improve": improve,
     "serve": serve,
     "push": push,
     "config": show_config,

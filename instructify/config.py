@@ -228,7 +228,8 @@ class EvalConfig:
     )
     instructions_max_new_tokens: int = _f(48, "Generation budget per instruction-check reply")
     incontext: str = _f(
-        "data/synth/incontext.md", "In-context prompt file the base is also checked under (with instructions)"
+        "data/synth/incontext.md",
+        "In-context prompt file the base is also checked under (with instructions; '': not checked)",
     )
     tools: str = _f(
         "",
@@ -292,6 +293,23 @@ class SynthConfig:
 
 
 @dataclass
+class ImproveConfig:
+    start: str = _f("", "Model folder the first round samples from ('': <output_dir>/model, the SFT export)")
+    rounds: int = _f(1, "Rounds of sample, judge, retrain; each starts from the last one's model")
+    prompts_per_kind: int = _f(
+        50, "Checkable prompts of each kind a round samples (arithmetic, lists, capitals, translations)"
+    )
+    samples: int = _f(8, "Samples per prompt (template.temperature and top_p; 0.8 when greedy)")
+    keep_per_prompt: int = _f(2, "Distinct right replies kept per prompt: more lets easy prompts dominate")
+    sft_share: float = _f(
+        0.25, "Weight multiplier of the SFT sources mixed into each round (0: own samples only)"
+    )
+    max_steps: int = _f(60, "Optimizer steps per round")
+    learning_rate: float = _f(5e-4, "Peak learning rate of each round's fresh LoRA")
+    seed: int = _f(100, "Round n's prompts and samples are seeded with seed + n (headroom uses 7)")
+
+
+@dataclass
 class PushConfig:
     repo_id: str = _f("", "Hub repository, e.g. you/gemma-270m-chat (or --repo-id)")
     what: Literal["model", "adapter"] = _f(
@@ -323,6 +341,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    improve: ImproveConfig = field(default_factory=ImproveConfig)
     push: PushConfig = field(default_factory=PushConfig)
 
 

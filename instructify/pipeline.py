@@ -25,8 +25,11 @@ from instructify.training.model import load, pick_dtype, resolve
 log = logging.getLogger("instructify")
 
 
-def train(cfg: config_lib.Config, evaluate_after: bool = True) -> None:
-    """Every stage; `evaluate_after=False` is `sft`: stops once the adapter is written."""
+def train(
+    cfg: config_lib.Config, evaluate_after: bool = True, eval_prompts: list[dict] | None = None
+) -> None:
+    """Every stage; `evaluate_after=False` is `sft`: stops once the adapter is written. `eval_prompts`: held-out
+    prompts to use instead of the data's own (an improve round is measured on its SFT run's)."""
     out = Path(cfg.output_dir)
     world = distributed.start()  # one job over every rank, or an error before anything is written
     processes = distributed.processes(world)
@@ -39,6 +42,8 @@ def train(cfg: config_lib.Config, evaluate_after: bool = True) -> None:
         runs.claim(out, cfg.overwrite, cfg.training.resume)
     with state.main_process_first():  # rank 0 converts the model and fills the data cache first
         setup = sft.setup(cfg)
+    if eval_prompts is not None:
+        setup.data = dataclasses.replace(setup.data, eval_prompts=eval_prompts)
     if main:
         record_run(cfg, setup, processes)
         if evaluate_after and not (cfg.training.resume != "no" and "base" in conformance.read_report(out)):
@@ -346,7 +351,7 @@ def check_base_incontext(cfg: config_lib.Config) -> None:
     from instructify.chat import incontext
 
     name = "base (in-context)"
-    if not cfg.eval.instructions or _stored_check(cfg, name, cfg.model.name):
+    if not cfg.eval.instructions or not cfg.eval.incontext or _stored_check(cfg, name, cfg.model.name):
         return
     preamble = incontext.load(cfg.eval.incontext)
     shown = {"incontext": stored.fingerprint(preamble), "model": model_shown(cfg)}

@@ -303,3 +303,28 @@ def tool_model(tmp_path_factory) -> Path:
     # lr 3e-3 for 300 steps: at 1e-2 for 200 the replies held to a new schema differed by seed (3 of 5 failed)
     _fit_to_stop(model, tok, [{"messages": c} for c in flat], steps=300, lr=3e-3)
     return _save(model, tok, tmp_path_factory.mktemp("tool-model"))
+
+
+SURE, COIN, WRONG = "What is 12 plus 7?", "What is 30 minus 5?", "List two insects."
+TAUGHT = [(SURE, "19"), (COIN, "25"), (COIN, "52"), (WRONG, "ants")]
+
+
+@pytest.fixture(scope="session")
+def taught_model(tmp_path_factory) -> Path:
+    """A tiny chat model that answers three checkable prompts: SURE always right, COIN right half the time
+    (25 or 52), WRONG always wrong (one insect of two): for headroom and improve."""
+    from instructify.chat import template
+
+    torch.manual_seed(0)
+    rows = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in TAUGHT]
+    tok = _tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], "<bos>", "<eos>", "<pad>", "<unk>",
+                     [t for q, a in TAUGHT for t in (q, a)] * 10 + CORPUS, 300)  # fmt: skip
+    config = Gemma3TextConfig(
+        vocab_size=len(tok), **TINY_SHAPE, head_dim=32, max_position_embeddings=256, sliding_window=128,
+        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    model = Gemma3ForCausalLM(config)
+    template.add_chat_tokens(model, tok)
+    _fit_to_stop(model, tok, [{"messages": r} for r in rows], steps=150, lr=3e-3)
+    return _save(model, tok, tmp_path_factory.mktemp("taught"))

@@ -1,37 +1,18 @@
 """Headroom (instructify/evals/headroom.py): greedy pass@1 and sampled pass@k per prompt, on a tiny model that
-has learnt one right answer, one answer right half the time, and one wrong answer."""
+has learnt one right answer, one answer right half the time, and one wrong answer (conftest's taught_model)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
-from conftest import CORPUS, TINY_SHAPE, _fit_to_stop, _save, _tokenizer
-from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+from conftest import COIN, SURE, WRONG
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from instructify.evals import checkable, headroom, instructions
 
-SURE, COIN, WRONG = "What is 12 plus 7?", "What is 30 minus 5?", "List two insects."
-TAUGHT = [(SURE, "19"), (COIN, "25"), (COIN, "52"), (WRONG, "ants")]
-
 
 @pytest.fixture(scope="module")
-def taught(tmp_path_factory):
-    from instructify.chat import template
-
-    torch.manual_seed(0)
-    rows = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in TAUGHT]
-    tok = _tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], "<bos>", "<eos>", "<pad>", "<unk>",
-                     [t for q, a in TAUGHT for t in (q, a)] * 10 + CORPUS, 300)  # fmt: skip
-    config = Gemma3TextConfig(
-        vocab_size=len(tok), **TINY_SHAPE, head_dim=32, max_position_embeddings=256, sliding_window=128,
-        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )  # fmt: skip
-    model = Gemma3ForCausalLM(config)
-    template.add_chat_tokens(model, tok)
-    _fit_to_stop(model, tok, [{"messages": r} for r in rows], steps=150, lr=3e-3)
-    path = _save(model, tok, tmp_path_factory.mktemp("taught"))
-    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+def taught(taught_model):
+    return AutoModelForCausalLM.from_pretrained(taught_model), AutoTokenizer.from_pretrained(taught_model)
 
 
 def test_pass_at_k_counts_a_prompt_right_once_any_sample_is(taught):

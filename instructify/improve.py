@@ -1,0 +1,154 @@
+"""`instructify improve`: rounds on the model's own checked answers after SFT (rejection-sampling fine-tuning).
+
+A round samples `improve.samples` replies to each of `improve.prompts_per_kind` checkable prompts per kind
+(instructify/evals/checkable.py, seeded apart from the instruction check and from `instructify headroom`'s), keeps
+those a program finds right that ended cleanly without a loop (at most `improve.keep_per_prompt` distinct ones a
+prompt), and trains a fresh LoRA on the current model's merged weights over them, mixed with `improve.sft_share`
+of the SFT data so chit-chat does not drift. It runs through the `train` stages, so round-N/ has its own
+report (the model it started from as its `base`), export and doctor, and the next round starts from its model.
+Our own driver: TRL has the trainers, not the loop of sampling, judging and retraining (ReST-EM, RFT).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from instructify import config as config_lib
+from instructify import pipeline
+from instructify.evals import checkable, conformance, headroom, instructions
+
+log = logging.getLogger("instructify")
+
+FILE = "improve.json"
+
+
+def judged(prompt: str, reply: conformance.Reply) -> str | None:
+    """Why a sampled reply is not kept (None: kept): it must end cleanly, not loop, and be right."""
+    if not reply.clean_stop:
+        return "did not stop cleanly"
+    if reply.loop:
+        return "loop"
+    return checkable.wrong(prompt, reply.text)
+
+
+def own_rows(model, tokenizer, asked: list[tuple[str, str]], cfg: config_lib.Config, seed: int):
+    """(rows to train on, every sample with its verdict, counts by reason) for one round."""
+    i, e, t = cfg.improve, cfg.eval, cfg.template
+    sampling = {"do_sample": True, "temperature": t.temperature or 0.8, "top_p": t.top_p}
+    chats = [{"id": str(n), "prior_turns": 1, "messages": [{"role": "user", "content": p}]} for n, (_, p) in
+             enumerate(asked)]  # fmt: skip
+    torch.manual_seed(seed)
+    sampled = conformance.generate(
+        model, tokenizer, chats * i.samples, e.max_new_tokens, e.batch_size, sampling
+    )
+    kept: dict[int, list[str]] = {}
+    samples, counts = [], Counter()
+    for n, reply in enumerate(sampled):
+        at = n % len(asked)
+        kind, prompt = asked[at]
+        why = judged(prompt, reply)
+        if why is None and reply.text.strip() in kept.get(at, []):
+            why = "same as a kept reply"
+        elif why is None and len(kept.get(at, [])) >= i.keep_per_prompt:
+            why = "prompt has enough"
+        if why is None:
+            kept.setdefault(at, []).append(reply.text.strip())
+        counts["kept" if why is None else why] += 1
+        samples.append({"kind": kind, "prompt": prompt, "reply": reply.text, "kept": why is None, "why": why})
+    rows = [{"id": f"own-{at}-{k}", "messages": [{"role": "user", "content": asked[at][1]},
+             {"role": "assistant", "content": text}]} for at, texts in sorted(kept.items())
+            for k, text in enumerate(texts)]  # fmt: skip
+    counts["prompts with a kept reply"] = len(kept)
+    return rows, samples, dict(counts)
+
+
+def round_config(cfg: config_lib.Config, n: int, start: Path, rows_file: Path) -> config_lib.Config:
+    """The `train` config of round n: from the `start` model's merged weights (its own ChatML template), a fresh
+    LoRA over the kept rows and a share of the SFT sources (the start, a local folder, is never stored)."""
+    i = cfg.improve
+    own = config_lib.SourceConfig(path=str(rows_file), format="messages")
+    sft = [replace(s, weight=s.weight * i.sft_share) for s in cfg.data.sources] if i.sft_share > 0 else []
+    return replace(
+        cfg,
+        output_dir=str(Path(cfg.output_dir) / f"round-{n}"),
+        overwrite=True,
+        model=replace(cfg.model, name=str(start)),
+        template=replace(cfg.template, name="model"),
+        data=replace(cfg.data, sources=[own, *sft]),
+        training=replace(cfg.training, max_steps=i.max_steps, learning_rate=i.learning_rate, resume="no"),
+        eval=replace(cfg.eval, incontext=""),  # the start is no base to show the in-context prompt
+    )
+
+
+def mcnemar(before: list[bool], after: list[bool]) -> dict:
+    """Exact two-sided McNemar test on paired verdicts: items right only after, right only before, p."""
+    gained = sum(a and not b for b, a in zip(before, after))
+    lost = sum(b and not a for b, a in zip(before, after))
+    n = gained + lost
+    tail = sum(math.comb(n, k) for k in range(min(gained, lost) + 1)) / 2**n if n else 1.0
+    return {"gained": gained, "lost": lost, "p": min(1.0, 2 * tail)}
+
+
+def summary(out: Path) -> dict:
+    """A finished round's figures from its run folder: stops and loops on the held-out conversations, the
+    instruction check of its start (`base`) and of its model (`trained`) with McNemar between them."""
+    report = conformance.read_report(out)
+    checked = instructions.read(out)
+    verdicts = {name: [r["correct"] for r in checked[name]["replies"]] for name in ("base", "trained")}
+    return {
+        "stop_rate": report["trained"]["stop_rate"],
+        "loop_rate": report["trained"]["loop_rate"],
+        "reply_tokens_median": {k: report[k]["reply_tokens_median"] for k in ("base", "trained")},
+        "check": {k: checked[k]["score"] for k in ("base", "trained")},
+        "check_by_kind": {
+            k: {kind: v["correct"] for kind, v in checked[k]["by_kind"].items()} for k in ("base", "trained")
+        },  # fmt: skip
+        "mcnemar": mcnemar(verdicts["base"], verdicts["trained"]),
+    }
+
+
+def run(cfg: config_lib.Config) -> dict:
+    """Every round of `improve`; improve.json in output_dir."""
+    from instructify.training.model import load
+
+    out, i = Path(cfg.output_dir), cfg.improve
+    start = Path(cfg.improve.start or out / "model")
+    if not (start / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{start}: no model folder to improve; run `make train` first or set improve.start"
+        )
+    result: dict = {"start": str(start), "rounds": []}
+    # every round is measured on the held-out prompts of the SFT run (its own mix would hold out other rows)
+    held_file = out / "eval_prompts.json"
+    if not held_file.is_file():
+        raise FileNotFoundError(f"{held_file}: missing; improve follows a `make train` run in output_dir")
+    held = json.loads(held_file.read_text())
+    for n in range(1, i.rounds + 1):
+        folder = out / f"round-{n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        model, tokenizer = load(cfg.model, path=str(start))
+        asked = headroom.prompts(i.prompts_per_kind, cfg.eval.instructions, i.seed + n)
+        rows, samples, counts = own_rows(model, tokenizer, asked, cfg, i.seed + n)
+        del model
+        (folder / "own-samples.jsonl").write_text(
+            "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+        )
+        rows_file = folder / "own-rows.jsonl"
+        rows_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        log.info("improve: round %d: %d prompts x %d samples: %s", n, len(asked), i.samples, counts)
+        if not rows:
+            raise ValueError(
+                f"improve: round {n} kept no sample ({counts}); more samples or prompts, or stop here"
+            )
+        pipeline.train(round_config(cfg, n, start, rows_file), eval_prompts=held)
+        result["rounds"].append({"round": n, "prompts": len(asked), "counts": counts, **summary(folder)})
+        (out / FILE).write_text(json.dumps(result, indent=1) + "\n")
+        start = folder / "model"
+    return result
