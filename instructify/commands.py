@@ -141,9 +141,10 @@ def improve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
         print(
             f"round {r['round']}: kept {r['counts'].get('kept', 0)} samples of {r['prompts']} prompts; stop "
             f"{r['stop_rate']:.1%}, loops {r['loop_rate']:.1%}; check {r['check']['base']:.1%} -> "
-            f"{r['check']['trained']:.1%} (+{m['gained']} -{m['lost']}, McNemar p={m['p']:.3f})"
+            f"{r['check']['trained']:.1%} (+{m['gained']} -{m['lost']}, McNemar p={m['p']:.3f}); guards failed: "
+            f"{', '.join(g for g, ok in r['guards'].items() if not ok) or 'none'}"
         )
-    print(f"{Path(cfg.output_dir) / improve_lib.FILE}")
+    print(f"kept: {result['kept']} ({Path(cfg.output_dir) / improve_lib.FILE})")
     return 0
 
 

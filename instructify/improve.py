@@ -102,10 +102,18 @@ def summary(out: Path) -> dict:
     report = conformance.read_report(out)
     checked = instructions.read(out)
     verdicts = {name: [r["correct"] for r in checked[name]["replies"]] for name in ("base", "trained")}
+    lengths = {k: report[k]["reply_tokens_median"] for k in ("base", "trained")}
+    guards = {  # issue 28's: a round that buys answers with stops or length is not kept
+        "stop_rate >= 0.98": report["trained"]["stop_rate"] >= 0.98,
+        "loop_rate <= 0.01": report["trained"]["loop_rate"] <= 0.01,
+        "median reply within 50% of the start's": abs(lengths["trained"] - lengths["base"])
+        <= 0.5 * lengths["base"],
+    }
     return {
+        "guards": guards,
         "stop_rate": report["trained"]["stop_rate"],
         "loop_rate": report["trained"]["loop_rate"],
-        "reply_tokens_median": {k: report[k]["reply_tokens_median"] for k in ("base", "trained")},
+        "reply_tokens_median": lengths,
         "check": {k: checked[k]["score"] for k in ("base", "trained")},
         "check_by_kind": {
             k: {kind: v["correct"] for kind, v in checked[k]["by_kind"].items()} for k in ("base", "trained")
@@ -124,7 +132,11 @@ def run(cfg: config_lib.Config) -> dict:
         raise FileNotFoundError(
             f"{start}: no model folder to improve; run `make train` first or set improve.start"
         )
-    result: dict = {"start": str(start), "rounds": []}
+    result: dict = {
+        "start": str(start),
+        "kept": str(start),
+        "rounds": [],
+    }  # kept: the last round its guards pass
     # every round is measured on the held-out prompts of the SFT run (its own mix would hold out other rows)
     held_file = out / "eval_prompts.json"
     if not held_file.is_file():
@@ -149,6 +161,8 @@ def run(cfg: config_lib.Config) -> dict:
             )
         pipeline.train(round_config(cfg, n, start, rows_file), eval_prompts=held)
         result["rounds"].append({"round": n, "prompts": len(asked), "counts": counts, **summary(folder)})
+        if all(result["rounds"][-1]["guards"].values()):
+            result["kept"] = str(folder / "model")
         (out / FILE).write_text(json.dumps(result, indent=1) + "\n")
         start = folder / "model"
     return result

@@ -86,3 +86,19 @@ def test_improve_without_a_model_says_what_to_run(tmp_path):
     from instructify import cli
 
     assert cli.main(["improve", f"output_dir={tmp_path}"]) == 2
+
+
+def test_the_guards_of_a_round_that_bought_answers_with_stops(tmp_path):
+    """The quickstart's first round (runs/quickstart/round-1): stop 97.5%, loops 5.5%, median reply 7 -> 10."""
+    entry = lambda stop, loops, median: {"stop_rate": stop, "loop_rate": loops, "reply_tokens_median": median}
+    (tmp_path / "report.json").write_text(
+        json.dumps({"base": entry(1.0, 0.005, 7), "trained": entry(0.975, 0.055, 10)})
+    )
+    checked = {"score": 0.5, "by_kind": {}, "replies": [{"correct": True}, {"correct": False}]}
+    (tmp_path / "instructions.json").write_text(json.dumps({"base": checked, "trained": checked}))
+    guards = improve.summary(tmp_path)["guards"]
+    assert guards == {
+        "stop_rate >= 0.98": False,
+        "loop_rate <= 0.01": False,
+        "median reply within 50% of the start's": True,
+    }
