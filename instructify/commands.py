@@ -111,8 +111,7 @@ def headroom(cfg: config_lib.Config, args: argparse.Namespace) -> int:
 
     folder = model_folder(args.model or str(Path(cfg.output_dir) / "model"))
     model, tokenizer = load(cfg.model, path=str(folder))
-    t = cfg.template
-    sampling = {"do_sample": True, "temperature": t.temperature or 0.8, "top_p": t.top_p}
+    sampling = headroom.sampling_of(cfg.template)
     asked = headroom.prompts(args.per_kind, cfg.eval.instructions, args.seed)
     t0 = time.time()
     result = headroom.measure(

@@ -18,8 +18,6 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from instructify import config as config_lib
 from instructify import pipeline
 from instructify.evals import checkable, conformance, headroom, instructions
@@ -40,13 +38,10 @@ def judged(prompt: str, reply: conformance.Reply) -> str | None:
 
 def own_rows(model, tokenizer, asked: list[tuple[str, str]], cfg: config_lib.Config, seed: int):
     """(rows to train on, every sample with its verdict, counts by reason) for one round."""
-    i, e, t = cfg.improve, cfg.eval, cfg.template
-    sampling = {"do_sample": True, "temperature": t.temperature or 0.8, "top_p": t.top_p}
-    chats = [{"id": str(n), "prior_turns": 1, "messages": [{"role": "user", "content": p}]} for n, (_, p) in
-             enumerate(asked)]  # fmt: skip
-    torch.manual_seed(seed)
-    sampled = conformance.generate(
-        model, tokenizer, chats * i.samples, e.max_new_tokens, e.batch_size, sampling
+    i, e = cfg.improve, cfg.eval
+    sampling = headroom.sampling_of(cfg.template)
+    sampled = headroom.sample(
+        model, tokenizer, asked, i.samples, sampling, e.max_new_tokens, e.batch_size, seed
     )
     kept: dict[int, list[str]] = {}
     samples, counts = [], Counter()

@@ -287,22 +287,31 @@ def tool_model(tmp_path_factory) -> Path:
     """A tiny Gemma-shaped chat model that has learnt TOOL_CONVERSATIONS with the `weather` tool offered: it calls
     the tool, answers from its result, and chats; its tokenizer is trained on that text too, so a conversation
     with the tools block stays short."""
-    from instructify.chat import template, tools
+    from instructify.chat import tools
 
-    torch.manual_seed(0)
     flat = [tools.flatten(c, [weather]) for c in TOOL_CONVERSATIONS]
     texts = [m["content"] for c in flat for m in c] * 10 + CORPUS
-    tok = _tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], "<bos>", "<eos>", "<pad>", "<unk>", texts, 700)
+    # lr 3e-3 for 300 steps: at 1e-2 for 200 the replies held to a new schema differed by seed (3 of 5 failed)
+    rows = [{"messages": c} for c in flat]
+    return _learnt_gemma(texts, 700, 1024, 256, rows, 300, 3e-3, tmp_path_factory.mktemp("tool-model"))
+
+
+def _learnt_gemma(texts, vocab, positions, window, rows, steps, lr, path: Path) -> Path:
+    """A tiny Gemma-3-shaped ChatML model (seed 0) whose tokenizer is trained on `texts` and which has learnt
+    `rows` by heart (_fit_to_stop), saved to `path`."""
+    from instructify.chat import template
+
+    torch.manual_seed(0)
+    tok = _tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], "<bos>", "<eos>", "<pad>", "<unk>", texts, vocab)
     config = Gemma3TextConfig(
-        vocab_size=len(tok), **TINY_SHAPE, head_dim=32, max_position_embeddings=1024, sliding_window=256,
+        vocab_size=len(tok), **TINY_SHAPE, head_dim=32, max_position_embeddings=positions, sliding_window=window,
         layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )  # fmt: skip
     model = Gemma3ForCausalLM(config)
     template.add_chat_tokens(model, tok)
-    # lr 3e-3 for 300 steps: at 1e-2 for 200 the replies held to a new schema differed by seed (3 of 5 failed)
-    _fit_to_stop(model, tok, [{"messages": c} for c in flat], steps=300, lr=3e-3)
-    return _save(model, tok, tmp_path_factory.mktemp("tool-model"))
+    _fit_to_stop(model, tok, rows, steps=steps, lr=lr)
+    return _save(model, tok, path)
 
 
 SURE, COIN, WRONG = "What is 12 plus 7?", "What is 30 minus 5?", "List two insects."
@@ -313,18 +322,8 @@ TAUGHT = [(SURE, "19"), (COIN, "25"), (COIN, "52"), (WRONG, "ants")]
 def taught_model(tmp_path_factory) -> Path:
     """A tiny chat model that answers three checkable prompts: SURE always right, COIN right half the time
     (25 or 52), WRONG always wrong (one insect of two): for headroom and improve."""
-    from instructify.chat import template
-
-    torch.manual_seed(0)
-    rows = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in TAUGHT]
-    tok = _tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], "<bos>", "<eos>", "<pad>", "<unk>",
-                     [t for q, a in TAUGHT for t in (q, a)] * 10 + CORPUS, 300)  # fmt: skip
-    config = Gemma3TextConfig(
-        vocab_size=len(tok), **TINY_SHAPE, head_dim=32, max_position_embeddings=256, sliding_window=128,
-        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )  # fmt: skip
-    model = Gemma3ForCausalLM(config)
-    template.add_chat_tokens(model, tok)
-    _fit_to_stop(model, tok, [{"messages": r} for r in rows], steps=150, lr=3e-3)
-    return _save(model, tok, tmp_path_factory.mktemp("taught"))
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in TAUGHT
+    ]
+    texts = [t for q, a in TAUGHT for t in (q, a)] * 10 + CORPUS
+    return _learnt_gemma(texts, 300, 256, 128, rows, 150, 3e-3, tmp_path_factory.mktemp("taught"))

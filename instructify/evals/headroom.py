@@ -43,6 +43,26 @@ def right(prompt: str, text: str, stopped: bool) -> bool:
     return stopped and checkable.wrong(prompt, text) is None
 
 
+def sampling_of(template) -> dict:
+    """How the model's own samples are drawn: the exported generation_config's temperature and top_p
+    (`template.*`), 0.8 where that is greedy."""
+    return {"do_sample": True, "temperature": template.temperature or 0.8, "top_p": template.top_p}
+
+
+def chats(asked: list[tuple[str, str]]) -> list[dict]:
+    """One single-turn conversation per (kind, prompt), as conformance.generate takes them."""
+    return [
+        {"id": f"{kind}-{i}", "prior_turns": 1, "messages": [{"role": "user", "content": p}]}
+        for i, (kind, p) in enumerate(asked)
+    ]
+
+
+def sample(model, tokenizer, asked, k: int, sampling: dict, max_new_tokens: int, batch_size: int, seed: int):
+    """k sampled replies to each prompt, seeded: reply j of prompt i at j * len(asked) + i."""
+    torch.manual_seed(seed)  # sampling draws from the global stream, as generate() does
+    return conformance.generate(model, tokenizer, chats(asked) * k, max_new_tokens, batch_size, sampling)
+
+
 def measure(
     model,
     tokenizer,
@@ -54,13 +74,8 @@ def measure(
     seed: int = 0,
 ) -> dict:
     """Greedy pass@1, sampled pass@1 (the mean over k) and pass@k per kind and overall, with 95% intervals."""
-    chats = [
-        {"id": f"{kind}-{i}", "prior_turns": 1, "messages": [{"role": "user", "content": p}]}
-        for i, (kind, p) in enumerate(asked)
-    ]
-    greedy = conformance.generate(model, tokenizer, chats, max_new_tokens, batch_size)
-    torch.manual_seed(seed)  # sampling draws from the global stream, as generate() does
-    sampled = conformance.generate(model, tokenizer, chats * k, max_new_tokens, batch_size, sampling)
+    greedy = conformance.generate(model, tokenizer, chats(asked), max_new_tokens, batch_size)
+    sampled = sample(model, tokenizer, asked, k, sampling, max_new_tokens, batch_size, seed)
     rows = []
     for i, (kind, p) in enumerate(asked):
         tries = [right(p, r.text, r.stopped) for r in sampled[i :: len(asked)]]
