@@ -209,8 +209,11 @@ def _unmentioned_optional(row: dict, gold: dict) -> None:
     fn = _call_of(row)
     t = TOOLS[fn["name"]]
     extra = next(p for p in t.params() if p not in fn["arguments"])
+    request = next(m["content"] for m in row["messages"] if m["role"] == "user")
+    values = (tool_data.sample_values(t, random.Random(seed))[extra] for seed in range(9, 99))
+    # a value the request does not happen to say already (guests=2 in "for 2 nights")
     fn["arguments"][extra] = (
-        True if t.hint(extra) is bool else tool_data.sample_values(t, random.Random(9))[extra]
+        True if t.hint(extra) is bool else next(v for v in values if not tool_data.found_in(v, request))
     )
 
 

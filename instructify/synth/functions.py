@@ -1432,7 +1432,8 @@ ACTIVITIES = Literal["running", "cycling", "swimming", "yoga", "rowing"]
     ],
     missing=["Log my {activity} workout."],
     answers=["Logged {minutes} minutes of {activity}; that's workout {week_count} this week."],
-    values={"minutes": ints(15, 120), "distance_km": amounts([3, 5, 8.5, 10, 21.1, 30])},
+    # distances never whole numbers, so never the week_count (a two-step answer must quote the result)
+    values={"minutes": ints(15, 120), "distance_km": amounts([3.5, 5.2, 8.5, 10.4, 21.1, 30.2])},
     nouns={"minutes": "the length of the workout"},
 )
 def workout_log(activity: ACTIVITIES, minutes: int, distance_km: float = 0) -> dict:

@@ -146,6 +146,151 @@ NO_FIT = [  # {need}: what the request wants, {offer}: what an offered tool does
     "I don't have a tool to {need}, so I can't do that one. I could {offer} instead.",
     "I'm not able to {need} with the tools available, so I can't answer that one.",
 ]
+# Knowledge questions on a domain's subject that none of its tools answers (they act or look up live data): the
+# row offers 1-2 tools of that very domain and answers in text. Why: the "no tool fits" rows above never offer a
+# tool related to the request, so recipe 4's model learnt "a tool on the topic: call it" (BFCL irrelevance 40%).
+TOPIC = {
+    "calendar": [
+        ("How many days are there in a leap year?", "A leap year has 366 days."),
+        ("Why does February sometimes have 29 days?", "Because a year is about 365.25 days long: adding a day every fourth year keeps the calendar in step with the seasons."),
+        ("Which calendar do most countries use today?", "Most countries use the Gregorian calendar."),
+        ("What is a fortnight?", "A fortnight is two weeks, or fourteen days."),
+    ],
+    "currency": [
+        ("What currency do people use in Japan?", "Japan uses the yen."),
+        ("What is inflation?", "Inflation is a general rise in prices over time, so the same money buys less."),
+        ("Which countries use the euro?", "Twenty EU countries use the euro, among them France, Germany, Italy and Spain."),
+        ("What does a central bank do?", "A central bank issues a country's money, sets interest rates and supervises the banks."),
+    ],
+    "email": [
+        ("Who sent the first email?", "Ray Tomlinson sent the first network email, in 1971."),
+        ("What does CC mean in an email?", "CC stands for carbon copy: those people get a copy of the message."),
+        ("What is spam?", "Spam is unwanted email sent in bulk, often advertising or scams."),
+        ("Why does an email address have an @ sign?", "The @ separates the user's name from the domain of the mail server."),
+    ],
+    "files": [
+        ("What does PDF stand for?", "PDF stands for Portable Document Format."),
+        ("What's the difference between a file and a folder?", "A file holds data, like a document or a photo; a folder holds files and other folders."),
+        ("How many bytes are in a kilobyte?", "A kilobyte is 1,000 bytes, or 1,024 in the older binary sense."),
+        ("Why do people zip files?", "Zipping packs files into one archive and compresses them, so they take less space and are easier to send."),
+    ],
+    "finance": [
+        ("What is compound interest?", "Compound interest is interest earned on both the money you put in and the interest it has already earned."),
+        ("What is a stock?", "A stock is a share of ownership in a company."),
+        ("What does a mortgage mean?", "A mortgage is a loan to buy property, with the property as security."),
+        ("Why should I keep an emergency fund?", "It covers surprises such as a job loss or a repair without going into debt; a few months of expenses is a common aim."),
+    ],
+    "fitness": [
+        ("Why is stretching good for you?", "Stretching keeps muscles flexible and joints moving through their full range."),
+        ("What muscles do squats work?", "Squats work mainly the thighs and glutes, and the core too."),
+        ("How much water should an adult drink a day?", "Around two litres a day is a common guide, more when it is hot or you exercise."),
+        ("What is the difference between aerobic and anaerobic exercise?", "Aerobic exercise, like jogging, uses oxygen over a long time; anaerobic, like sprinting, is short bursts without enough oxygen."),
+    ],
+    "maps": [
+        ("What is the longest river in the world?", "The Nile and the Amazon are both about 6,500 km long; the Nile is usually named the longest."),
+        ("What is the equator?", "The equator is the imaginary line around the Earth halfway between the poles."),
+        ("Which is the largest country by area?", "Russia is the largest country by area."),
+        ("What does a compass point to?", "A compass needle points to magnetic north."),
+    ],
+    "math": [
+        ("Who proved Fermat's Last Theorem?", "Andrew Wiles proved it, in 1994."),
+        ("What is a prime number?", "A prime number is a whole number above 1 whose only divisors are 1 and itself."),
+        ("Why can't you divide by zero?", "No number times zero gives a non-zero number, so division by zero has no answer."),
+        ("What does the Pythagorean theorem say?", "In a right triangle, the square of the longest side equals the sum of the squares of the other two."),
+    ],
+    "messaging": [
+        ("What does SMS stand for?", "SMS stands for Short Message Service."),
+        ("Who invented the telephone?", "Alexander Graham Bell is credited with inventing the telephone, in 1876."),
+        ("What does 'brb' mean in a chat?", "'brb' means 'be right back'."),
+        ("Is it rude to text in all capital letters?", "Often, yes: all capitals reads as shouting."),
+    ],
+    "movies": [
+        ("Who directed Jurassic Park?", "Steven Spielberg directed Jurassic Park."),
+        ("What was the first feature-length animated film?", "Disney's Snow White and the Seven Dwarfs, from 1937, is usually named the first."),
+        ("What is a sequel?", "A sequel is a film or book that continues the story of an earlier one."),
+        ("Why do cinemas sell popcorn?", "It is cheap to make, easy to eat in the dark, and very profitable."),
+    ],
+    "music": [
+        ("How many notes are in an octave?", "An octave spans eight notes of a scale, or twelve semitones."),
+        ("Who composed the Moonlight Sonata?", "Ludwig van Beethoven composed the Moonlight Sonata."),
+        ("What is a tempo?", "Tempo is the speed of a piece of music, often given in beats per minute."),
+        ("What instrument has 88 keys?", "A standard piano has 88 keys."),
+    ],
+    "news": [
+        ("What is a journalist?", "A journalist gathers, checks and reports news."),
+        ("What does 'breaking news' mean?", "Breaking news is a story that is happening now and is reported as it unfolds."),
+        ("How can I tell if a news story is fake?", "Check the source, look for the same story from other outlets, and be wary of headlines built to make you angry."),
+        ("When was the first newspaper printed?", "The first printed newspaper is usually dated to Strasbourg in 1605."),
+    ],
+    "recipes": [
+        ("Why does bread rise?", "Yeast feeds on sugars and gives off carbon dioxide, which the dough traps as bubbles."),
+        ("What is the difference between baking soda and baking powder?", "Baking soda needs an acid to react; baking powder already contains one."),
+        ("Where does pizza come from?", "Modern pizza comes from Naples, in Italy."),
+        ("Why do onions make you cry?", "Cutting an onion releases a gas that irritates the eyes, so they make tears to wash it away."),
+    ],
+    "reminders": [
+        ("Why do I forget things I meant to do?", "Intentions fade when nothing cues them; writing a task down or tying it to a routine helps."),
+        ("What is the Pomodoro technique?", "You work for 25 minutes, take a 5-minute break, and repeat, with a longer break every four rounds."),
+        ("How long does it take to form a habit?", "It varies a lot; one study found an average of about two months."),
+        ("Is it better to make a to-do list in the morning or the night before?", "Either works; the night before lets you start the day knowing what comes first."),
+    ],
+    "restaurants": [
+        ("What does 'à la carte' mean?", "It means ordering dishes one by one from the menu, rather than a set meal."),
+        ("How much should I tip in the United States?", "About 15 to 20 percent of the bill is usual at a sit-down restaurant."),
+        ("What is a Michelin star?", "It is a rating the Michelin Guide gives restaurants for outstanding cooking, from one to three stars."),
+        ("What is the difference between a bistro and a brasserie?", "A bistro is a small, simple restaurant; a brasserie is larger, often open all day, and traditionally served beer."),
+    ],
+    "shopping": [
+        ("What is Black Friday?", "The Friday after Thanksgiving in the US, when many shops hold big sales."),
+        ("Why are prices often set at something like 9.99?", "A price just under a round number looks noticeably cheaper to many shoppers."),
+        ("What is a receipt for?", "A receipt proves what you paid, which you may need for a return or a warranty."),
+        ("Is it cheaper to buy in bulk?", "Often per unit, but only if you use it all before it spoils."),
+    ],
+    "smart_home": [
+        ("What is a smart home?", "A home whose devices, like lights, heating and locks, can be controlled remotely or automatically."),
+        ("Who invented the light bulb?", "Thomas Edison is usually credited, though Joseph Swan and others made working bulbs around the same time."),
+        ("Why do LED bulbs save energy?", "They turn more of their power into light and less into heat than old filament bulbs."),
+        ("What temperature is comfortable for sleeping?", "Around 16 to 19 °C suits most people."),
+    ],
+    "text": [
+        ("What is a palindrome?", "A word or phrase that reads the same backwards, like 'level'."),
+        ("What is the longest word in English?", "In major dictionaries it is usually given as 'pneumonoultramicroscopicsilicovolcanoconiosis'."),
+        ("What is the difference between 'their' and 'there'?", "'Their' means belonging to them; 'there' means in that place."),
+        ("How many letters are in the English alphabet?", "There are 26 letters in the English alphabet."),
+    ],
+    "time": [
+        ("Why do we have time zones?", "The Sun is overhead at different times around the world, so each region sets its clocks to its own daylight."),
+        ("What is Greenwich Mean Time?", "GMT is the mean solar time at Greenwich, London, long the reference for the world's time zones."),
+        ("Why do clocks change for daylight saving time?", "To move an hour of daylight from the morning to the evening in summer."),
+        ("How many seconds are in a day?", "There are 86,400 seconds in a day."),
+    ],
+    "translation": [
+        ("How many languages are spoken in the world?", "About 7,000 languages are spoken today."),
+        ("Which language has the most native speakers?", "Mandarin Chinese has the most native speakers."),
+        ("Why is English hard to spell?", "Its spelling kept older pronunciations and borrowed words from many languages."),
+        ("What is the official language of Mexico?", "Spanish is the main language of Mexico."),
+    ],
+    "travel": [
+        ("Which is the busiest airport in the world?", "Hartsfield-Jackson Atlanta International has long been the busiest by passengers."),
+        ("What causes jet lag?", "Crossing time zones puts your body clock out of step with the local day."),
+        ("Do I need a passport to fly within my own country?", "Usually not; an accepted photo ID is enough in most countries, but check with the airline."),
+        ("Why do planes fly so high?", "The air is thinner up there, so there is less drag and the engines burn less fuel."),
+    ],
+    "units": [
+        ("Why does the US use miles instead of kilometres?", "The US kept the imperial units it inherited from Britain and never fully switched to metric."),
+        ("What is the metric system?", "A decimal system of measurement built on units such as the metre, the kilogram and the litre."),
+        ("At what temperature does water boil?", "At sea level water boils at 100 °C, or 212 °F."),
+        ("What does a kilogram measure?", "A kilogram measures mass."),
+    ],
+    "weather": [
+        ("What causes thunder?", "Lightning heats the air so fast that it expands with a bang: that is thunder."),
+        ("Why is the sky grey when it rains?", "Thick rain clouds block and scatter most of the sunlight, so less light gets through."),
+        ("What is a hurricane?", "A hurricane is a large tropical storm with winds of at least 119 km/h."),
+        ("How do rainbows form?", "Sunlight is bent and split into colours by raindrops, with the Sun behind you."),
+    ],
+}  # fmt: skip
+TOPIC_ASKED = ["{q}", "Quick question: {q}"]  # each question asked at most twice, plain and with a lead-in
+TOPIC_SHARE = 0.25  # of the no_tool rows of a split with topic questions, while they last
 ASK_FOR = [
     "I can do that, but I need {nouns}. Could you tell me?",
     "Sure. Could you tell me {nouns}?",
@@ -420,6 +565,10 @@ class Context:
         self.tools = split_tools(split)
         self.chat = list(CHAT[split])
         rng.shuffle(self.chat)
+        self.topic = [(lead.format(q=q), a, d) for d, qs in TOPIC.items() if split == "train"
+                      for q, a in qs for lead in TOPIC_ASKED]  # fmt: skip
+        if self.topic:  # the held-out split has none: its rows stay as they were, draw for draw
+            rng.shuffle(self.topic)
 
     def ask(self, t: Tool) -> tuple[str, dict]:
         return instantiate(t, self.rng.choice(t.asks), self.rng)
@@ -493,6 +642,15 @@ def parallel(ctx: Context) -> tuple[dict, dict] | None:
 
 
 def no_tool(ctx: Context) -> tuple[dict, dict] | None:
+    if ctx.topic and ctx.rng.random() < TOPIC_SHARE:
+        prompt, answer, domain = ctx.topic.pop()
+        own = [t for t in ctx.tools if t.domain == domain]
+        offered = ctx.rng.sample(own, ctx.rng.randint(1, min(2, len(own))))
+        if ctx.rng.random() < 0.3:
+            offered += ctx.others(offered, 1, unrelated_to=domain)
+        return _row(ctx, "no_tool", offered, prompt, [{"role": "assistant", "content": answer}]), {
+            "calls": []
+        }
     if ctx.chat and ctx.rng.random() < CHAT_SHARE:
         prompt, answer, domain = ctx.chat.pop()
         offered = ctx.others([], ctx.rng.randint(1, 3), unrelated_to=domain)
@@ -698,6 +856,8 @@ def write(
             "kind_shares": SHARES,
             "system_share": SYSTEM_SHARE,
             "chat_share": CHAT_SHARE,
+            "topic_share": TOPIC_SHARE,
+            "topic_questions": sum(map(len, TOPIC.values())),
             "optional_share": OPTIONAL_SHARE,
             "choose_tools": {str(k): v for k, v in CHOOSE_TOOLS.items()},
             "sibling_share": SIBLING_SHARE,
