@@ -295,12 +295,22 @@ class SynthConfig:
 @dataclass
 class ImproveConfig:
     start: str = _f("", "Model folder the first round samples from ('': <output_dir>/model, the SFT export)")
+    method: Literal["rft", "rpo"] = _f(
+        "rft",
+        "How a round trains on the judged samples",
+        rft="supervised on the right ones, mixed with sft_share of the SFT data (rejection-sampling fine-tuning)",
+        rpo="DPO on pairs of a right and a wrong reply to one prompt, plus NLL on the right one (TRL's DPOTrainer)",
+    )
+    beta: float = _f(0.1, "rpo: DPO's beta, how far the policy may move from the round's start")
+    sft_weight: float = _f(1.0, "rpo: weight of the NLL term on the chosen reply beside the DPO loss")
     rounds: int = _f(1, "Rounds of sample, judge, retrain; each starts from the last one's model")
     prompts_per_kind: int = _f(
         50, "Checkable prompts of each kind a round samples (arithmetic, lists, capitals, translations)"
     )
     samples: int = _f(8, "Samples per prompt (template.temperature and top_p; 0.8 when greedy)")
-    keep_per_prompt: int = _f(2, "Distinct right replies kept per prompt: more lets easy prompts dominate")
+    keep_per_prompt: int = _f(
+        2, "Distinct right replies kept (rft) or pairs made (rpo) per prompt: more lets easy prompts dominate"
+    )
     sft_share: float = _f(
         0.25, "Weight multiplier of the SFT sources mixed into each round (0: own samples only)"
     )

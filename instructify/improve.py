@@ -11,6 +11,7 @@ Our own driver: TRL has the trainers, not the loop of sampling, judging and retr
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -56,7 +57,8 @@ def own_rows(model, tokenizer, asked: list[tuple[str, str]], cfg: config_lib.Con
         if why is None:
             kept.setdefault(at, []).append(reply.text.strip())
         counts["kept" if why is None else why] += 1
-        samples.append({"kind": kind, "prompt": prompt, "reply": reply.text, "kept": why is None, "why": why})
+        samples.append({"kind": kind, "prompt": prompt, "reply": reply.text, "stopped": reply.stopped,
+                        "kept": why is None, "why": why})  # fmt: skip
     rows = [{"id": f"own-{at}-{k}", "messages": [{"role": "user", "content": asked[at][1]},
              {"role": "assistant", "content": text}]} for at, texts in sorted(kept.items())
             for k, text in enumerate(texts)]  # fmt: skip
@@ -64,12 +66,46 @@ def own_rows(model, tokenizer, asked: list[tuple[str, str]], cfg: config_lib.Con
     return rows, samples, dict(counts)
 
 
+RIGHT = (None, "same as a kept reply", "prompt has enough")
+
+
+def pairs_of(samples: list[dict], most: int) -> tuple[list[dict], dict]:
+    """Preference pairs, at most `most` a prompt: chosen a distinct right reply, rejected a distinct wrong or
+    looping one that ended on <|im_end|> as generated (the template closes every reply with it, so a reply that
+    ran to the token limit would be scored as if it had stopped there). Counts: pairs, and prompts by why none."""
+    by_prompt: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    for s in samples:
+        chosen, rejected = by_prompt.setdefault((s["kind"], s["prompt"]), ([], []))
+        text = s["reply"].strip()
+        if s["why"] in RIGHT:
+            side = chosen
+        elif s["stopped"] and s["why"] != "did not stop cleanly":
+            side = rejected
+        else:
+            continue
+        if text not in side:
+            side.append(text)
+    pairs, counts = [], Counter()
+    for (kind, prompt), (chosen, rejected) in by_prompt.items():
+        if not (chosen and rejected):
+            counts["prompts with no right reply" if not chosen else "prompts with no wrong reply"] += 1
+            continue
+        counts["prompts with a pair"] += 1
+        for k in range(min(most, max(len(chosen), len(rejected)))):
+            pairs.append({"kind": kind, "prompt": [{"role": "user", "content": prompt}],
+                          "chosen": [{"role": "assistant", "content": chosen[k % len(chosen)]}],
+                          "rejected": [{"role": "assistant", "content": rejected[k % len(rejected)]}]})  # fmt: skip
+    counts["pairs"] = len(pairs)
+    return pairs, dict(counts)
+
+
 def round_config(cfg: config_lib.Config, n: int, start: Path, rows_file: Path) -> config_lib.Config:
     """The `train` config of round n: from the `start` model's merged weights (its own ChatML template), a fresh
     LoRA over the kept rows and a share of the SFT sources (the start, a local folder, is never stored)."""
     i = cfg.improve
     own = config_lib.SourceConfig(path=str(rows_file), format="messages")
-    sft = [replace(s, weight=s.weight * i.sft_share) for s in cfg.data.sources] if i.sft_share > 0 else []
+    mixed = i.sft_share > 0 and i.method == "rft"  # rpo trains on its pairs alone; its NLL term is on them
+    sft = [replace(s, weight=s.weight * i.sft_share) for s in cfg.data.sources] if mixed else []
     return replace(
         cfg,
         output_dir=str(Path(cfg.output_dir) / f"round-{n}"),
@@ -117,47 +153,57 @@ def summary(out: Path) -> dict:
     }
 
 
-def run(cfg: config_lib.Config) -> dict:
-    """Every round of `improve`; improve.json in output_dir."""
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> dict:
+    """Sample, judge, train (improve.method) and evaluate round n from the `start` model; its figures."""
+    from instructify.training import dpo
     from instructify.training.model import load
 
-    out, i = Path(cfg.output_dir), cfg.improve
+    i, folder = cfg.improve, Path(cfg.output_dir) / f"round-{n}"
+    folder.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load(cfg.model, path=str(start))
+    asked = headroom.prompts(i.prompts_per_kind, cfg.eval.instructions, i.seed + n)
+    rows, samples, counts = own_rows(model, tokenizer, asked, cfg, i.seed + n)
+    del model
+    _write_jsonl(folder / "own-samples.jsonl", samples)
+    _write_jsonl(folder / "own-rows.jsonl", rows)
+    fit = None
+    if i.method == "rpo":
+        pairs, pair_counts = pairs_of(samples, i.keep_per_prompt)
+        counts |= pair_counts
+        _write_jsonl(folder / "own-pairs.jsonl", pairs)
+        fit = functools.partial(dpo.train, pairs=pairs)
+    log.info("improve: round %d: %d prompts x %d samples: %s", n, len(asked), i.samples, counts)
+    if not rows or counts.get("pairs") == 0:
+        raise ValueError(
+            f"improve: round {n} has nothing to train on ({counts}); more samples or prompts, or stop here"
+        )
+    pipeline.train(round_config(cfg, n, start, folder / "own-rows.jsonl"), eval_prompts=held, fit=fit)
+    return {"round": n, "method": i.method, "prompts": len(asked), "counts": counts, **summary(folder)}
+
+
+def run(cfg: config_lib.Config) -> dict:
+    """Every round of `improve`; improve.json in output_dir."""
+    out = Path(cfg.output_dir)
     start = Path(cfg.improve.start or out / "model")
     if not (start / "config.json").is_file():
         raise FileNotFoundError(
             f"{start}: no model folder to improve; run `make train` first or set improve.start"
         )
-    result: dict = {
-        "start": str(start),
-        "kept": str(start),
-        "rounds": [],
-    }  # kept: the last round its guards pass
+    # kept: the last round whose guards pass
+    result: dict = {"start": str(start), "kept": str(start), "rounds": []}
     # every round is measured on the held-out prompts of the SFT run (its own mix would hold out other rows)
     held_file = out / "eval_prompts.json"
     if not held_file.is_file():
         raise FileNotFoundError(f"{held_file}: missing; improve follows a `make train` run in output_dir")
     held = json.loads(held_file.read_text())
-    for n in range(1, i.rounds + 1):
-        folder = out / f"round-{n}"
-        folder.mkdir(parents=True, exist_ok=True)
-        model, tokenizer = load(cfg.model, path=str(start))
-        asked = headroom.prompts(i.prompts_per_kind, cfg.eval.instructions, i.seed + n)
-        rows, samples, counts = own_rows(model, tokenizer, asked, cfg, i.seed + n)
-        del model
-        (folder / "own-samples.jsonl").write_text(
-            "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
-        )
-        rows_file = folder / "own-rows.jsonl"
-        rows_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        log.info("improve: round %d: %d prompts x %d samples: %s", n, len(asked), i.samples, counts)
-        if not rows:
-            raise ValueError(
-                f"improve: round {n} kept no sample ({counts}); more samples or prompts, or stop here"
-            )
-        pipeline.train(round_config(cfg, n, start, rows_file), eval_prompts=held)
-        result["rounds"].append({"round": n, "prompts": len(asked), "counts": counts, **summary(folder)})
+    for n in range(1, cfg.improve.rounds + 1):
+        result["rounds"].append(one_round(cfg, n, start, held))
         if all(result["rounds"][-1]["guards"].values()):
-            result["kept"] = str(folder / "model")
+            result["kept"] = str(out / f"round-{n}" / "model")
         (out / FILE).write_text(json.dumps(result, indent=1) + "\n")
-        start = folder / "model"
+        start = out / f"round-{n}" / "model"
     return result

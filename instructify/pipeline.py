@@ -26,10 +26,14 @@ log = logging.getLogger("instructify")
 
 
 def train(
-    cfg: config_lib.Config, evaluate_after: bool = True, eval_prompts: list[dict] | None = None
+    cfg: config_lib.Config,
+    evaluate_after: bool = True,
+    eval_prompts: list[dict] | None = None,
+    fit: Callable[[config_lib.Config, sft.Setup], Path] | None = None,
 ) -> None:
     """Every stage; `evaluate_after=False` is `sft`: stops once the adapter is written. `eval_prompts`: held-out
-    prompts to use instead of the data's own (an improve round is measured on its SFT run's)."""
+    prompts to use instead of the data's own (an improve round is measured on its SFT run's). `fit` writes the
+    adapter in place of `sft.train` (an improve round's preference training)."""
     out = Path(cfg.output_dir)
     world = distributed.start()  # one job over every rank, or an error before anything is written
     processes = distributed.processes(world)
@@ -53,7 +57,7 @@ def train(
             run_eval(cfg, setup.model, setup.tokenizer, prompts, "base", cfg.model.name, shown)
             check_instructions(cfg, "base", setup.model, setup.tokenizer, cfg.model.name, shown=shown)
             check_tools(cfg, "base", setup.model, setup.tokenizer, cfg.model.name, shown)
-    sft.train(cfg, setup)
+    (fit or sft.train)(cfg, setup)
     if not evaluate_after or not main:
         return
     export.export(cfg)

@@ -41,7 +41,9 @@ def test_mcnemar_on_paired_verdicts():
     assert improve.mcnemar([True, False], [True, False])["p"] == 1.0
 
 
+@pytest.mark.parametrize("method", ["rft", "rpo"])
 def test_a_round_trains_from_the_model_it_sampled_and_is_measured_on_the_sft_prompts(
+    method,
     taught_model,
     tmp_path,
     chat_file,
@@ -60,10 +62,11 @@ def test_a_round_trains_from_the_model_it_sampled_and_is_measured_on_the_sft_pro
         "lora": {"r": 4, "alpha": 8}, "training": {"per_device_batch_size": 4, "logging_steps": 1},
         "eval": {"num_conversations": 4, "max_new_tokens": 8, "batch_size": 4, "instructions": 1, "reference": "",
                  "monitor_every": 0, "monitor_generate_every": 0},
-        "improve": {"start": str(start), "samples": 4, "max_steps": 2, "learning_rate": 1e-3},
+        "improve": {"start": str(start), "samples": 4, "max_steps": 2, "learning_rate": 1e-3, "method": method},
     }))  # fmt: skip
     # the tiny model knows two prompts, not the seeded ones: the round is asked those
-    monkeypatch.setattr(headroom, "prompts", lambda *a: [("arithmetic", SURE), ("arithmetic", COIN)])
+    asked = [("arithmetic", SURE), ("arithmetic", COIN), ("list", WRONG)]
+    monkeypatch.setattr(headroom, "prompts", lambda *a: asked)
     from instructify import cli
 
     assert cli.main(["improve", "--config", str(path), *SAMPLING]) == 0
@@ -72,7 +75,12 @@ def test_a_round_trains_from_the_model_it_sampled_and_is_measured_on_the_sft_pro
     assert {r["messages"][1]["content"] for r in kept} == {"19", "25"}
     ran = yaml.safe_load((round_1 / "config.yaml").read_text())
     assert ran["model"]["name"] == str(start) and ran["template"]["name"] == "model"
-    assert [s["path"] for s in ran["data"]["sources"]] == [str(round_1 / "own-rows.jsonl"), str(chat_file)]
+    mixed = [str(chat_file)] if method == "rft" else []  # rpo trains on its pairs alone
+    assert [s["path"] for s in ran["data"]["sources"]] == [str(round_1 / "own-rows.jsonl"), *mixed]
+    if method == "rpo":  # COIN's "25" over its "52": the one prompt with a right and a wrong reply
+        pairs = [json.loads(line) for line in (round_1 / "own-pairs.jsonl").read_text().splitlines()]
+        assert {(p["prompt"][0]["content"], p["rejected"][0]["content"]) for p in pairs} == {(COIN, "52")}
+        assert json.loads((round_1 / "dpo.json").read_text())["steps"] == 2
     assert json.loads((round_1 / "eval_prompts.json").read_text()) == held
     assert (round_1 / "model" / "model.safetensors").is_file()
     result = json.loads((out / "improve.json").read_text())
@@ -102,3 +110,62 @@ def test_the_guards_of_a_round_that_bought_answers_with_stops(tmp_path):
         "loop_rate <= 0.01": False,
         "median reply within 50% of the start's": True,
     }
+
+
+def _sample(prompt, reply, why, stopped=True):
+    return {"kind": "arithmetic", "prompt": prompt, "reply": reply, "stopped": stopped, "why": why}
+
+
+def test_pairs_are_a_right_reply_and_a_wrong_one_that_stopped():
+    samples = [
+        _sample(COIN, "25", None),
+        _sample(COIN, "25", "same as a kept reply"),
+        _sample(COIN, "52", "wrong arithmetic"),
+        _sample(COIN, "30 minus 5 is 30 minus 5 is", "wrong arithmetic", stopped=False),  # ran to the limit
+        _sample(SURE, "19", None),  # all right: nothing to prefer it to
+        _sample(WRONG, "ants", "wrong number of items"),  # none right
+    ]
+    pairs, counts = improve.pairs_of(samples, most=2)
+    assert [
+        (p["prompt"][0]["content"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs
+    ] == [(COIN, "25", "52")]
+    assert counts == {"prompts with a pair": 1, "prompts with no wrong reply": 1, "prompts with no right reply": 1,
+                      "pairs": 1}  # fmt: skip
+
+
+def test_rpo_pairs_are_the_chatml_rows_the_model_sees_and_the_reference_is_the_start(taught_model):
+    """TRL renders the pairs with the model's own template: the prompt ids are the generation prompt that
+    evaluation and serving give the model, each reply is closed by <|im_end|> exactly once, and the reference
+    (the adapter disabled) scores as the start model did, after training too."""
+    import torch
+
+    from instructify.training import dpo
+
+    model, tok = (
+        AutoModelForCausalLM.from_pretrained(taught_model),
+        AutoTokenizer.from_pretrained(taught_model),
+    )
+    pairs = [{"prompt": [{"role": "user", "content": COIN}], "chosen": [{"role": "assistant", "content": "25"}],
+              "rejected": [{"role": "assistant", "content": "52"}]}] * 4  # fmt: skip
+    chat = lambda *m, **kw: tok.apply_chat_template(list(m), tokenize=True, return_dict=True, **kw)[
+        "input_ids"
+    ]
+    whole = torch.tensor([chat(*pairs[0]["prompt"], *pairs[0]["chosen"])])
+    with torch.no_grad():
+        before = model(input_ids=whole).logits
+    cfg = config.load(None, ["improve.method=rpo", "training.max_steps=3", "training.learning_rate=1e-2",
+                             "training.per_device_batch_size=2", "lora.r=4", "lora.alpha=8"])  # fmt: skip
+    trainer = dpo.trainer_for(cfg, model, tok, pairs)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    for row in trainer.train_dataset.select(range(2)):
+        print({k: tok.decode(row[f"{k}_ids"]) for k in dpo.FIELDS})  # the dump: pytest -s shows it
+        assert row["prompt_ids"] == chat(*pairs[0]["prompt"], add_generation_prompt=True)
+        for side in ("chosen", "rejected"):
+            ids = row[f"{side}_ids"]
+            assert ids.count(end) == 1 and not tok.decode(ids[ids.index(end) + 1 :]).strip(), tok.decode(ids)
+    assert trainer.ref_model is None
+    trainer.train()
+    with torch.no_grad():
+        with trainer.model.disable_adapter():
+            torch.testing.assert_close(trainer.model(input_ids=whole).logits, before)
+        assert not torch.allclose(trainer.model(input_ids=whole).logits, before), "the adapter did not train"
