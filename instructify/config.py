@@ -301,6 +301,11 @@ class ImproveConfig:
         rft="supervised on the right ones, mixed with sft_share of the SFT data (rejection-sampling fine-tuning)",
         rpo="DPO on pairs of a right and a wrong reply to one prompt, plus NLL on the right one (TRL's DPOTrainer)",
     )
+    hints: bool = _f(
+        False,
+        "Prompts with no right sample are sampled again with the answer as a hint (STaR); a right reply is "
+        "kept for the prompt as asked",
+    )
     beta: float = _f(0.1, "rpo: DPO's beta, how far the policy may move from the round's start")
     sft_weight: float = _f(1.0, "rpo: weight of the NLL term on the chosen reply beside the DPO loss")
     rounds: int = _f(1, "Rounds of sample, judge, retrain; each starts from the last one's model")

@@ -37,28 +37,52 @@ def judged(prompt: str, reply: conformance.Reply) -> str | None:
     return checkable.wrong(prompt, reply.text)
 
 
+ANSWERS = {
+    "arithmetic": checkable.arithmetic_result,
+    "capital": checkable.capital_answer,
+    "translate": checkable.translation_answer,
+}
+
+
+def hinted(kind: str, prompt: str) -> str | None:
+    """The prompt with its right answer as a hint (STaR's rationalisation), for kinds with one right answer."""
+    answer = ANSWERS[kind](prompt) if kind in ANSWERS else None
+    return f"{prompt} (Hint: the answer is {answer}.)" if answer else None
+
+
 def own_rows(model, tokenizer, asked: list[tuple[str, str]], cfg: config_lib.Config, seed: int):
-    """(rows to train on, every sample with its verdict, counts by reason) for one round."""
+    """(rows to train on, every sample with its verdict, counts by reason) for one round. With `improve.hints`,
+    prompts none of whose samples is right are sampled again with the answer as a hint; a right reply to the
+    hinted prompt is kept for the prompt as asked (the hint is never trained on)."""
     i, e = cfg.improve, cfg.eval
     sampling = headroom.sampling_of(cfg.template)
-    sampled = headroom.sample(
-        model, tokenizer, asked, i.samples, sampling, e.max_new_tokens, e.batch_size, seed
+    draw = lambda prompts, s: headroom.sample(
+        model, tokenizer, prompts, i.samples, sampling, e.max_new_tokens, e.batch_size, s
     )
     kept: dict[int, list[str]] = {}
     samples, counts = [], Counter()
-    for n, reply in enumerate(sampled):
-        at = n % len(asked)
-        kind, prompt = asked[at]
-        why = judged(prompt, reply)
-        if why is None and reply.text.strip() in kept.get(at, []):
-            why = "same as a kept reply"
-        elif why is None and len(kept.get(at, [])) >= i.keep_per_prompt:
-            why = "prompt has enough"
-        if why is None:
-            kept.setdefault(at, []).append(reply.text.strip())
-        counts["kept" if why is None else why] += 1
-        samples.append({"kind": kind, "prompt": prompt, "reply": reply.text, "stopped": reply.stopped,
-                        "kept": why is None, "why": why})  # fmt: skip
+
+    def judge_all(replies, at_of: list[int], hint: list[str | None]) -> None:
+        for n, reply in enumerate(replies):
+            at = at_of[n % len(at_of)]
+            kind, prompt = asked[at]
+            why = judged(prompt, reply)
+            if why is None and reply.text.strip() in kept.get(at, []):
+                why = "same as a kept reply"
+            elif why is None and len(kept.get(at, [])) >= i.keep_per_prompt:
+                why = "prompt has enough"
+            if why is None:
+                kept.setdefault(at, []).append(reply.text.strip())
+            counts[("kept" if why is None else why) + (" (hinted)" if hint[n % len(at_of)] else "")] += 1
+            samples.append({"kind": kind, "prompt": prompt, "reply": reply.text, "stopped": reply.stopped,
+                            "kept": why is None, "why": why, "hint": hint[n % len(at_of)]})  # fmt: skip
+
+    everyone = list(range(len(asked)))
+    judge_all(draw(asked, seed), everyone, [None] * len(asked))
+    hints = [(at, h) for at in everyone if at not in kept and (h := hinted(*asked[at]))] if i.hints else []
+    if hints:
+        again = draw([(asked[at][0], h) for at, h in hints], seed + 1)
+        judge_all(again, [at for at, _ in hints], [h for _, h in hints])
     rows = [{"id": f"own-{at}-{k}", "messages": [{"role": "user", "content": asked[at][1]},
              {"role": "assistant", "content": text}]} for at, texts in sorted(kept.items())
             for k, text in enumerate(texts)]  # fmt: skip

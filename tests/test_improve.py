@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from conftest import COIN, SURE, WRONG, conversations
+from conftest import COIN, CORPUS, SURE, WRONG, _learnt_gemma, conversations
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from instructify import config, improve
@@ -169,3 +169,36 @@ def test_rpo_pairs_are_the_chatml_rows_the_model_sees_and_the_reference_is_the_s
         with trainer.model.disable_adapter():
             torch.testing.assert_close(trainer.model(input_ids=whole).logits, before)
         assert not torch.allclose(trainer.model(input_ids=whole).logits, before), "the adapter did not train"
+
+
+NINE = "What is 9 plus 9?"
+
+
+@pytest.fixture(scope="module")
+def hint_taker(tmp_path_factory):
+    """A tiny model always wrong on NINE, and right when the answer is given as a hint."""
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            for q, a in [(NINE, "99"), (improve.hinted("arithmetic", NINE), "18")]]  # fmt: skip
+    texts = [m["content"] for r in rows for m in r["messages"]] * 10 + CORPUS
+    path = _learnt_gemma(texts, 300, 256, 128, rows, 150, 3e-3, tmp_path_factory.mktemp("hint-taker"))
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize("hints", [False, True])
+def test_a_hinted_right_reply_is_kept_for_the_prompt_as_asked(hint_taker, hints):
+    model, tok = hint_taker
+    cfg = config.load(
+        None, [*SAMPLING, "improve.samples=4", f"improve.hints={hints}", "eval.max_new_tokens=8"]
+    )
+    rows, samples, counts = improve.own_rows(model, tok, [("arithmetic", NINE)], cfg, seed=0)
+    assert improve.hinted("arithmetic", NINE) == f"{NINE} (Hint: the answer is 18.)"
+    if not hints:
+        assert rows == [] and counts["wrong arithmetic"] == 4 and len(samples) == 4
+        return
+    assert [[m["content"] for m in r["messages"]] for r in rows] == [[NINE, "18"]]
+    assert counts["kept (hinted)"] == 1 and counts["wrong arithmetic"] == 4 and len(samples) == 8
+    assert {s["hint"] for s in samples if s["kept"]} == {improve.hinted("arithmetic", NINE)}
+    pairs, _ = improve.pairs_of(samples, most=2)
+    assert [
+        (p["prompt"][0]["content"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs
+    ] == [(NINE, "18", "99")]
