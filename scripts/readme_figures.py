@@ -314,6 +314,7 @@ BLOCKS = {
     "tools-run1": (BENCH / "tools-run1.json", tools),
     "tools-run2": (BENCH / "tools-run2.json", tools),
     "tools-run3": (BENCH / "tools-run3.json", tools),
+    "tools-run5": (BENCH / "tools-run5.json", tools),
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
