@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import math
+import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -28,13 +29,29 @@ log = logging.getLogger("instructify")
 FILE = "improve.json"
 
 
+NUMBER = re.compile(r"-?\d+")
+
+
+def misquoted(prompt: str, text: str) -> bool:
+    """An arithmetic reply whose numbers are not the answer alone or the operands then the answer ("14 - 22 is
+    14." to "What is 36 - 22?"): the check's judge takes the first number past the operands and passes it, but it
+    is no reply to train on (a hint invites such copies)."""
+    result = checkable.arithmetic_result(prompt)
+    if result is None:
+        return False
+    a, _, b = checkable.ARITHMETIC.findall(prompt)[0]
+    return NUMBER.findall(text.replace(",", "")) not in ([result], [a, b, result])
+
+
 def judged(prompt: str, reply: conformance.Reply) -> str | None:
     """Why a sampled reply is not kept (None: kept): it must end cleanly, not loop, and be right."""
     if not reply.clean_stop:
         return "did not stop cleanly"
     if reply.loop:
         return "loop"
-    return checkable.wrong(prompt, reply.text)
+    if (why := checkable.wrong(prompt, reply.text)) is None and misquoted(prompt, reply.text):
+        return "right answer, prompt misquoted"
+    return why
 
 
 ANSWERS = {

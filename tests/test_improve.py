@@ -202,3 +202,15 @@ def test_a_hinted_right_reply_is_kept_for_the_prompt_as_asked(hint_taker, hints)
     assert [
         (p["prompt"][0]["content"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs
     ] == [(NINE, "18", "99")]
+
+
+def test_a_right_answer_that_misquotes_the_prompt_is_not_trained_on():
+    """The quickstart's first hinted round kept "14 - 22 is 14." for "Calculate 36 - 22.": the check's judge
+    passes it (the first number past the operands is 14); a round must not train on it."""
+    prompt = "Calculate 36 - 22."
+    for text in ["36 - 22 is 14.", "14", "The answer is 14.", "36 minus 22 equals 14."]:
+        assert not improve.misquoted(prompt, text), text
+    for text in ["14 - 22 is 14.", "36 - 22 is 14, not 15."]:
+        assert improve.misquoted(prompt, text), text
+    assert not improve.misquoted("What is 5 minus 9?", "5 minus 9 is -4.")
+    assert not improve.misquoted("List two insects.", "ants, 2 bees")  # not arithmetic: the check decides
