@@ -567,8 +567,9 @@ class Context:
         self.tools = split_tools(split)
         self.chat = list(CHAT[split])
         rng.shuffle(self.chat)
-        self.topic = [(lead.format(q=q), a, d) for d, qs in TOPIC.items() if split == "train"
-                      for q, a in qs for lead in TOPIC_ASKED if TOPIC_SHARE]  # fmt: skip
+        on = split == "train" and TOPIC_SHARE > 0
+        self.topic = [(lead.format(q=q), a, d) for d, qs in TOPIC.items() if on
+                      for q, a in qs for lead in TOPIC_ASKED]  # fmt: skip
         if self.topic:  # the held-out split has none: its rows stay as they were, draw for draw
             rng.shuffle(self.topic)
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 from peft import get_peft_model
 from transformers import set_seed
 
 from instructify.config import Config
-from instructify.training import guard, memory
+from instructify.training import guard, memory, sft
 from instructify.training import model as model_lib
 
 FIELDS = ("prompt", "chosen", "rejected")
@@ -26,24 +25,9 @@ FIELDS = ("prompt", "chosen", "rejected")
 def dpo_args(cfg: Config, on_cuda: bool):
     from trl import DPOConfig
 
-    t, i = cfg.training, cfg.improve
+    i = cfg.improve
     return DPOConfig(
-        output_dir=str(Path(cfg.output_dir) / "checkpoints"),
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        lr_scheduler_kwargs=dict(t.lr_scheduler_kwargs),
-        warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        logging_steps=t.logging_steps,
-        seed=t.seed,
-        gradient_checkpointing=t.gradient_checkpointing,
-        report_to=[] if t.report_to == "none" else [t.report_to],
-        run_name=Path(cfg.output_dir).name,
-        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        **sft.trainer_args(cfg, on_cuda),
         beta=i.beta,
         # DPO on pairs that differ in one number can lower the right reply's own probability (Smaug/DPOP);
         # the NLL term on the chosen reply keeps it up (RPO).

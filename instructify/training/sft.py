@@ -41,10 +41,11 @@ def setup(cfg: Config) -> Setup:
     return Setup(model, tokenizer, tokens, prepare_lib.prepare(cfg, tokenizer, tokens))
 
 
-def sft_args(cfg: Config, on_cuda: bool, sampling: str | None = None) -> SFTConfig:
-    """`sampling` overrides the data order (`sequential` for the benchmark's fixed batches)."""
+def trainer_args(cfg: Config, on_cuda: bool) -> dict:
+    """The TrainingArguments every trainer of ours shares (SFT here, an improve round's DPO): run folder, steps,
+    optimiser and schedule, logging, precision."""
     t = cfg.training
-    return SFTConfig(
+    return dict(
         output_dir=str(Path(cfg.output_dir) / "checkpoints"),
         max_steps=t.max_steps,
         per_device_train_batch_size=t.per_device_batch_size,
@@ -62,6 +63,14 @@ def sft_args(cfg: Config, on_cuda: bool, sampling: str | None = None) -> SFTConf
         run_name=Path(cfg.output_dir).name,
         # bf16 autocast only on CUDA; on CPU the weights are already bf16 and the adapters stay fp32.
         bf16=on_cuda and torch.cuda.is_bf16_supported(),
+    )
+
+
+def sft_args(cfg: Config, on_cuda: bool, sampling: str | None = None) -> SFTConfig:
+    """`sampling` overrides the data order (`sequential` for the benchmark's fixed batches)."""
+    t = cfg.training
+    return SFTConfig(
+        **trainer_args(cfg, on_cuda),
         # Rows come tokenised with `assistant_masks` (instructify/chat/template.py: replies and their <|im_end|>); TRL turns
         # them into labels. (`assistant_only_loss` is for rows TRL tokenises itself.)
         assistant_only_loss=False,
