@@ -135,12 +135,17 @@ def improve(cfg: config_lib.Config, args: argparse.Namespace) -> int:
         result = improve_lib.run(cfg)
     except FileNotFoundError as e:
         raise NoModel(str(e)) from None
+
+    def moved(c: dict) -> str:
+        m = c["mcnemar"]
+        return f"{c['score']['base']:.1%} -> {c['score']['trained']:.1%} (+{m['gained']} -{m['lost']}, McNemar p={m['p']:.3f})"
+
     for r in result["rounds"]:
-        m = r["mcnemar"]
+        first = {"score": r["check"], "mcnemar": r["mcnemar"]}
+        second = f"; second check {moved(r['second_check'])}" if r.get("second_check") else ""
         print(
             f"round {r['round']}: kept {r['counts'].get('kept', 0)} samples of {r['prompts']} prompts; stop "
-            f"{r['stop_rate']:.1%}, loops {r['loop_rate']:.1%}; check {r['check']['base']:.1%} -> "
-            f"{r['check']['trained']:.1%} (+{m['gained']} -{m['lost']}, McNemar p={m['p']:.3f}); guards failed: "
+            f"{r['stop_rate']:.1%}, loops {r['loop_rate']:.1%}; check {moved(first)}{second}; guards failed: "
             f"{', '.join(g for g, ok in r['guards'].items() if not ok) or 'none'}"
         )
     print(f"kept: {result['kept']} ({Path(cfg.output_dir) / improve_lib.FILE})")

@@ -227,6 +227,11 @@ class EvalConfig:
         "program, for base (plain and in-context), trained and reference; 0: off",
     )
     instructions_max_new_tokens: int = _f(48, "Generation budget per instruction-check reply")
+    second_set: bool = _f(
+        False,
+        "With instructions: also a second check of as many items per kind, its own tables, phrasings and seed "
+        "(instructify/evals/second_set.py), into instructions-second.json; improve's rounds turn it on",
+    )
     incontext: str = _f(
         "data/synth/incontext.md",
         "In-context prompt file the base is also checked under (with instructions; '': not checked)",

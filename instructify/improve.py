@@ -22,7 +22,7 @@ from pathlib import Path
 
 from instructify import config as config_lib
 from instructify import pipeline
-from instructify.evals import checkable, conformance, headroom, instructions
+from instructify.evals import checkable, conformance, headroom, instructions, second_set
 
 log = logging.getLogger("instructify")
 
@@ -58,6 +58,7 @@ ANSWERS = {
     "arithmetic": checkable.arithmetic_result,
     "capital": checkable.capital_answer,
     "translate": checkable.translation_answer,
+    "yes/no": checkable.yesno_answer,
 }
 
 
@@ -155,7 +156,8 @@ def round_config(cfg: config_lib.Config, n: int, start: Path, rows_file: Path) -
         template=replace(cfg.template, name="model"),
         data=replace(cfg.data, sources=[own, *sft]),
         training=replace(cfg.training, max_steps=i.max_steps, learning_rate=i.learning_rate, resume="no"),
-        eval=replace(cfg.eval, incontext=""),  # the start is no base to show the in-context prompt
+        # the start is no base to show the in-context prompt; the second check tells a gain from a fit
+        eval=replace(cfg.eval, incontext="", second_set=True),
     )
 
 
@@ -168,29 +170,55 @@ def mcnemar(before: list[bool], after: list[bool]) -> dict:
     return {"gained": gained, "lost": lost, "p": min(1.0, 2 * tail)}
 
 
-def summary(out: Path) -> dict:
-    """A finished round's figures from its run folder: stops and loops on the held-out conversations, the
-    instruction check of its start (`base`) and of its model (`trained`) with McNemar between them."""
-    report = conformance.read_report(out)
-    checked = instructions.read(out)
+def worse_kinds(sft: dict, now: dict) -> list[str]:
+    """Kinds of a check whose share fell below the SFT model's 95% interval for that kind (issue 28's guard)."""
+    out = []
+    for kind, v in sft["by_kind"].items():
+        low = conformance.wilson(v["correct"], v["n"])[0] if v["n"] else 0.0
+        if v["n"] and now["by_kind"][kind]["correct"] / v["n"] < low:
+            out.append(kind)
+    return out
+
+
+def _check(out: Path, sft: Path, file: str) -> dict:
+    """One check's figures for a round: start and model, McNemar between them, and the kinds now worse than
+    the SFT model's (the `base` of `sft`, round 1's folder); empty where the check was not run."""
+    checked, first = instructions.read(out, file), instructions.read(sft, file).get("base")
+    if not {"base", "trained"} <= set(checked) or first is None:
+        return {}
     verdicts = {name: [r["correct"] for r in checked[name]["replies"]] for name in ("base", "trained")}
-    lengths = {k: report[k]["reply_tokens_median"] for k in ("base", "trained")}
-    guards = {  # issue 28's: a round that buys answers with stops or length is not kept
+    return {
+        "score": {k: checked[k]["score"] for k in ("base", "trained")},
+        "by_kind": {k: {kind: v["correct"] for kind, v in checked[k]["by_kind"].items()} for k in checked},
+        "mcnemar": mcnemar(verdicts["base"], verdicts["trained"]),
+        "worse_than_sft": worse_kinds(first, checked["trained"]),
+    }
+
+
+def summary(out: Path, sft: Path | None = None) -> dict:
+    """A finished round's figures from its run folder `out`: stops and loops on the held-out conversations, both
+    instruction checks of its start (`base`) and its model (`trained`), and the guards, which compare with the
+    SFT model: the `base` of `sft` (round 1's folder; `out` itself for round 1)."""
+    sft = sft or out
+    report, first = conformance.read_report(out), conformance.read_report(sft)["base"]
+    checks = {"first": _check(out, sft, instructions.FILE), "second": _check(out, sft, second_set.FILE)}
+    lengths = {"sft": first["reply_tokens_median"], "trained": report["trained"]["reply_tokens_median"]}
+    guards = {  # issue 28's: a round that buys answers with stops, length or another kind is not kept
         "stop_rate >= 0.98": report["trained"]["stop_rate"] >= 0.98,
         "loop_rate <= 0.01": report["trained"]["loop_rate"] <= 0.01,
-        "median reply within 50% of the start's": abs(lengths["trained"] - lengths["base"])
-        <= 0.5 * lengths["base"],
-    }
+        "median reply within 50% of the SFT model's": abs(lengths["trained"] - lengths["sft"]) <= 0.5 * lengths["sft"],
+        "no kind below the SFT model's interval": not any(c.get("worse_than_sft") for c in checks.values()),
+    }  # fmt: skip
+    first_check = checks["first"]
     return {
         "guards": guards,
         "stop_rate": report["trained"]["stop_rate"],
         "loop_rate": report["trained"]["loop_rate"],
         "reply_tokens_median": lengths,
-        "check": {k: checked[k]["score"] for k in ("base", "trained")},
-        "check_by_kind": {
-            k: {kind: v["correct"] for kind, v in checked[k]["by_kind"].items()} for k in ("base", "trained")
-        },  # fmt: skip
-        "mcnemar": mcnemar(verdicts["base"], verdicts["trained"]),
+        "check": first_check.get("score", {}),
+        "check_by_kind": first_check.get("by_kind", {}),
+        "mcnemar": first_check.get("mcnemar"),
+        "second_check": checks["second"],
     }
 
 
@@ -223,7 +251,8 @@ def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> 
             f"improve: round {n} has nothing to train on ({counts}); more samples or prompts, or stop here"
         )
     pipeline.train(round_config(cfg, n, start, folder / "own-rows.jsonl"), eval_prompts=held, fit=fit)
-    return {"round": n, "method": i.method, "prompts": len(asked), "counts": counts, **summary(folder)}
+    first = Path(cfg.output_dir) / "round-1"  # its start is the SFT model the guards compare with
+    return {"round": n, "method": i.method, "prompts": len(asked), "counts": counts, **summary(folder, first)}
 
 
 def run(cfg: config_lib.Config) -> dict:

@@ -279,13 +279,26 @@ def check_instructions(
     instructions.write(out, name, result)
     if k:
         stored.save(e.stored, k, result)
-    log.info(
-        "%s: instruction check %.1f%% of %d correct (%.0f s)",
-        name,
-        100 * result["score"],
-        len(checks),
-        result["seconds"],
+    log.info("%s: instruction check %.1f%% of %d correct (%.0f s)", name, 100 * result["score"], len(checks),
+             result["seconds"])  # fmt: skip
+    if e.second_set:
+        check_second_set(cfg, name, model, tokenizer, source, preamble)
+
+
+def check_second_set(cfg: config_lib.Config, name: str, model, tokenizer, source: str, preamble: str | None):
+    """The second check (instructify/evals/second_set.py) of one model, into <output_dir>/instructions-second.json:
+    measured whenever the first is, never stored (it is for comparing a run's own models)."""
+    from instructify.evals import second_set
+
+    e, t0 = cfg.eval, time.time()
+    checks = second_set.items(per_kind=e.instructions)
+    replies, stopped = instructions.answer(
+        model, tokenizer, checks, e.instructions_max_new_tokens, e.batch_size, preamble, sampling_of(e)
     )
+    result = instructions.score(checks, replies, stopped, second_set.judge)
+    result.update(model_path=source, settings=_check_settings(cfg), seconds=round(time.time() - t0, 1))
+    instructions.write(cfg.output_dir, name, result, second_set.FILE)
+    log.info("%s: second check %.1f%% of %d correct", name, 100 * result["score"], len(checks))
 
 
 def _tools_on(cfg: config_lib.Config) -> bool:

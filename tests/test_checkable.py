@@ -20,6 +20,7 @@ def test_templated_prompts_are_seeded_checkable_and_apart_from_the_check():
     assert not set(checkable.CAPITALS.values()) & set(instructions.CAPITALS.values())
     assert not set(checkable.WORDS) & set(instructions.TRANSLATIONS)
     assert not set(checkable.LIST_TOPICS) & set(instructions.LIST_TOPICS)
+    assert not set(checkable.FACTS) & set(instructions.YES + instructions.NO) and len(checkable.FACTS) == 80
     checks = instructions.items()
     touching = [p for k in checkable.TEMPLATED for p in made[k] if instructions.touches(p, checks)]
     assert all(p in made["arithmetic"] for p in touching)
@@ -48,6 +49,10 @@ def test_templated_prompts_are_seeded_checkable_and_apart_from_the_check():
         ("What is the French word for 'bird'?", "'Bird' in French is 'pájaro'.", "wrong translation"),
         ("Why is the sky blue?", "Because.", None),
         ("What is the capital of fashion?", "Paris.", None),  # not in the table: not checked
+        ("Is Madrid in Spain?", "Yes, it is.", None),
+        ("Is Madrid in Spain?", "No. Madrid is in Spain.", "wrong yes/no"),  # the SFT model's way of being wrong
+        ("Is copper a gas?", "Copper is a metal.", "wrong yes/no"),  # no yes or no
+        ("Is the Sun a planet?", "Yes.", None),  # the check's own question: not in the table, never judged here
     ],
 )
 def test_a_reply_we_can_check_must_be_right(prompt, reply, reason):

@@ -35,8 +35,8 @@ def test_pass_at_k_counts_a_prompt_right_once_any_sample_is(taught):
 def test_the_prompts_are_checkable_distinct_and_apart_from_the_check():
     asked = headroom.prompts(25, 50, seed=7)
     checks = instructions.items(per_kind=50)
-    assert {k for k, _ in asked} == set(checkable.TEMPLATED)
-    assert all(sum(k == kind for k, _ in asked) == 25 for kind in checkable.TEMPLATED)
+    assert {k for k, _ in asked} == {*checkable.TEMPLATED, "yes/no"} == set(checkable.ROUND_KINDS)
+    assert all(sum(k == kind for k, _ in asked) == 25 for kind in checkable.ROUND_KINDS)
     assert len({p for _, p in asked}) == len(asked)
     assert not [p for k, p in asked if instructions.touches(p, checks) or not checkable.checkable(k, p)]
     assert headroom.prompts(25, 50, seed=7) == asked != headroom.prompts(25, 50, seed=8)
@@ -50,10 +50,10 @@ def test_the_command_writes_headroom_json_for_a_model_folder(chat_model, tmp_pat
     argv = ["headroom", "--model", str(chat_model), "--per-kind", "2", "--k", "2", f"output_dir={tmp_path}"]
     assert cli.main(argv) == 0
     entry = json.loads((tmp_path / "headroom.json").read_text())["trained"]
-    assert {k: s["n"] for k, s in entry["by_kind"].items()} == dict.fromkeys(checkable.TEMPLATED, 2)
+    assert {k: s["n"] for k, s in entry["by_kind"].items()} == dict.fromkeys(checkable.ROUND_KINDS, 2)
     assert (
         entry["k"] == 2
         and entry["model"] == str(chat_model)
-        and "| trained | 2 | all | 8 |" in capsys.readouterr().out
+        and "| trained | 2 | all | 10 |" in capsys.readouterr().out
     )
     assert cli.main(["headroom", "--model", str(tmp_path / "nope"), f"output_dir={tmp_path}"]) == 2

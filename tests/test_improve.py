@@ -84,10 +84,15 @@ def test_a_round_trains_from_the_model_it_sampled_and_is_measured_on_the_sft_pro
     assert json.loads((round_1 / "eval_prompts.json").read_text()) == held
     assert (round_1 / "model" / "model.safetensors").is_file()
     result = json.loads((out / "improve.json").read_text())
-    assert result["rounds"][0]["counts"]["kept"] == 2 and set(result["rounds"][0]["check"]) == {
-        "base",
-        "trained",
-    }
+    first = result["rounds"][0]
+    assert first["counts"]["kept"] == 2 and set(first["check"]) == {"base", "trained"}
+    # the round answered the second check too: 1 item per kind, its own ids, start and model paired
+    second = json.loads((round_1 / "instructions-second.json").read_text())
+    assert [r["id"].split("-")[1] for r in second["trained"]["replies"]] == [
+        "capital", "arithmetic", "list", "translate", "yesno"]  # fmt: skip
+    assert (
+        set(first["second_check"]["score"]) == {"base", "trained"} and "p" in first["second_check"]["mcnemar"]
+    )
 
 
 def test_improve_without_a_model_says_what_to_run(tmp_path):
@@ -96,20 +101,54 @@ def test_improve_without_a_model_says_what_to_run(tmp_path):
     assert cli.main(["improve", f"output_dir={tmp_path}"]) == 2
 
 
+def _checked(**correct) -> dict:
+    """An instruction-check entry with `correct` of 50 items per kind (judged replies in kind order)."""
+    replies = [{"correct": i < k} for k in correct.values() for i in range(50)]
+    by_kind = {kind: {"n": 50, "correct": k} for kind, k in correct.items()}
+    return {"score": sum(correct.values()) / (50 * len(correct)), "by_kind": by_kind, "replies": replies}
+
+
 def test_the_guards_of_a_round_that_bought_answers_with_stops(tmp_path):
     """The quickstart's first round (runs/quickstart/round-1): stop 97.5%, loops 5.5%, median reply 7 -> 10."""
     entry = lambda stop, loops, median: {"stop_rate": stop, "loop_rate": loops, "reply_tokens_median": median}
     (tmp_path / "report.json").write_text(
         json.dumps({"base": entry(1.0, 0.005, 7), "trained": entry(0.975, 0.055, 10)})
     )
-    checked = {"score": 0.5, "by_kind": {}, "replies": [{"correct": True}, {"correct": False}]}
+    checked = _checked(capital=20)
     (tmp_path / "instructions.json").write_text(json.dumps({"base": checked, "trained": checked}))
     guards = improve.summary(tmp_path)["guards"]
     assert guards == {
         "stop_rate >= 0.98": False,
         "loop_rate <= 0.01": False,
-        "median reply within 50% of the start's": True,
+        "median reply within 50% of the SFT model's": True,
+        "no kind below the SFT model's interval": True,
     }
+
+
+def test_a_round_that_bought_one_kind_with_another_is_not_kept(tmp_path):
+    """rpo round 2's own figures on the check (translations 21 -> 35), but capitals 42 -> 30: below the SFT
+    model's interval for capitals (42/50: 71-92%), so the guard fails; 42 -> 38 stays inside it."""
+    sft, later = tmp_path / "round-1", tmp_path / "round-2"
+    for folder in (sft, later):
+        folder.mkdir()
+        good = {"stop_rate": 1.0, "loop_rate": 0.0, "reply_tokens_median": 8}
+        (folder / "report.json").write_text(json.dumps({"base": good, "trained": good}))
+    start = _checked(capital=42, translation=21)
+    (sft / "instructions.json").write_text(json.dumps({"base": start, "trained": start}))
+    for capitals, kept in [(38, True), (30, False)]:
+        now = _checked(capital=capitals, translation=35)
+        (later / "instructions.json").write_text(json.dumps({"base": start, "trained": now}))
+        figures = improve.summary(later, sft)
+        assert figures["guards"]["no kind below the SFT model's interval"] is kept
+        assert figures["second_check"] == {}  # not run: no guard from it
+    # a kind lost only on the second check fails the round too
+    (sft / "instructions-second.json").write_text(json.dumps({"base": start}))
+    (later / "instructions-second.json").write_text(
+        json.dumps({"base": start, "trained": _checked(capital=42, translation=5)})
+    )
+    figures = improve.summary(later, sft)
+    assert figures["second_check"]["worse_than_sft"] == ["translation"]
+    assert not figures["guards"]["no kind below the SFT model's interval"]
 
 
 def _sample(prompt, reply, why, stopped=True):

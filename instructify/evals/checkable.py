@@ -77,21 +77,51 @@ TRANSLATION_PROMPTS = [
     "What is '{}' in {}?",
 ]  # fmt: skip
 
+FACTS = {  # yes/no questions for improve's rounds; none is, or gives away, a fact of the check or the second set
+    **dict.fromkeys([
+        "Is the Earth round?", "Do cats have whiskers?", "Is a rose a flower?", "Is copper a metal?",
+        "Do frogs live near water?", "Is Vienna in Austria?", "Is Madrid in Spain?", "Do ducks swim?",
+        "Is the Sahara a desert?", "Is two an even number?", "Is fifty greater than ten?", "Is a bee an insect?",
+        "Does a car have an engine?", "Do people sleep at night?", "Is a banana a fruit?", "Is Everest a mountain?",
+        "Does a spider spin webs?", "Is German spoken in Austria?", "Is a violin a musical instrument?",
+        "Is the Atlantic an ocean?", "Is a hammer a tool?", "Do camels live in deserts?", "Is fire hot?",
+        "Does a minute have sixty seconds?", "Does a clock tell the time?", "Is a horse an animal?",
+        "Do apples grow on trees?", "Is Lisbon in Portugal?", "Do fish have fins?", "Is football a sport?",
+        "Is Venus a planet?", "Is six more than four?", "Do dogs bark?", "Is a potato a vegetable?",
+        "Do children go to school?", "Is the Thames a river?", "Is milk a drink?",
+        "Does a tricycle have three wheels?", "Is Italian spoken in Italy?", "Is a cow an animal?",
+    ], "yes"),
+    **dict.fromkeys([
+        "Is the Earth a star?", "Do cats bark?", "Is a rose a tree?", "Is copper a gas?", "Is Madrid in France?",
+        "Is a cucumber blue?", "Do ducks have fur?", "Is the Sahara an ocean?", "Is two an odd number?",
+        "Is ten greater than fifty?", "Is a bee a bird?", "Do fish have legs?", "Is a banana a vegetable?",
+        "Is Everest in Europe?", "Is a violin a drum?", "Is the Atlantic a lake?", "Is a hammer a fruit?",
+        "Do camels live in the Arctic?", "Is fire cold?", "Does an hour have ten minutes?", "Is a horse a bird?",
+        "Do apples grow underground?", "Is Lisbon in Brazil?", "Is the Sun cold?", "Is football played on ice?",
+        "Is Venus a moon?", "Is four more than six?", "Do dogs meow?", "Do trees walk?", "Is the Thames in France?",
+        "Is milk green?", "Does a tricycle have two wheels?", "Is a week longer than a year?",
+        "Is a potato a fruit?", "Is gold a liquid at room temperature?", "Do snails run fast?",
+        "Is a mouse bigger than a cow?", "Is Vienna in Australia?", "Is a pencil a food?", "Do cows fly?",
+    ], "no"),
+}  # fmt: skip
+
 ARITHMETIC = re.compile(r"(\d+)\s*(plus|\+|minus|-|times|×|\*|x|multiplied by|divided by|/)\s*(\d+)", re.I)
 QUOTED = re.compile(r"'([^']+)'")
-TEMPLATED = ("arithmetic", "list", "capital", "translate")  # the kinds `prompts` writes
+TEMPLATED = ("arithmetic", "list", "capital", "translate")  # the kinds `synth` has `prompts` write
+ROUND_KINDS = (*TEMPLATED, "yes/no")  # what improve's rounds and headroom ask (synth's data predates yes/no)
 WRONG = (
     "wrong arithmetic",
     "wrong number of items",
     "wrong capital",
     "wrong translation",
+    "wrong yes/no",
 )  # what `wrong` says
 LANGS = instructions.LANGUAGES
 CITIES = [*instructions.CITIES, *CAPITALS.values()]  # what "the first city named" is looked for among
 
 
 def prompts(kind: str, n: int, rng: random.Random) -> list[str]:
-    """`n` seeded prompts of a templated kind (one of TEMPLATED)."""
+    """`n` seeded prompts of a templated kind (one of ROUND_KINDS)."""
     out = []
     for _ in range(n):
         if kind == "arithmetic":  # the check's operand ranges; `touches` drops its exact pairs
@@ -110,8 +140,10 @@ def prompts(kind: str, n: int, rng: random.Random) -> list[str]:
         elif kind == "translate":
             word, lang = rng.choice([(w, lang) for w, ts in WORDS.items() for lang, t in zip(LANGS, ts) if t])
             out.append(rng.choice(TRANSLATION_PROMPTS).format(word, lang))
+        elif kind == "yes/no":
+            out.append(rng.choice(sorted(FACTS)))
         else:
-            raise ValueError(f"no templated prompts of kind {kind!r}; one of {', '.join(TEMPLATED)}")
+            raise ValueError(f"no templated prompts of kind {kind!r}; one of {', '.join(ROUND_KINDS)}")
     return out
 
 
@@ -144,6 +176,11 @@ def translation_answer(prompt: str) -> str | None:
     return WORDS.get(quoted[0].strip().lower(), (None,) * len(LANGS))[LANGS.index(lang)]
 
 
+def yesno_answer(prompt: str) -> str | None:
+    """'yes' or 'no' for a question of our table (FACTS), else None."""
+    return FACTS.get(prompt.strip())
+
+
 def wrong(prompt: str, reply: str) -> str | None:
     """Why a reply to a prompt we can check is wrong (its counted reason), or None (right, or not checkable)."""
     if (result := arithmetic_result(prompt)) is not None:
@@ -162,6 +199,9 @@ def wrong(prompt: str, reply: str) -> str | None:
         instructions.Item("", "translation", "", word, ()), reply, WORDS_ALSO
     ):
         return "wrong translation"
+    yes = yesno_answer(prompt)
+    if yes and not instructions.judge_yesno(instructions.Item("", "yes/no", prompt, yes, ()), reply):
+        return "wrong yes/no"
     return None
 
 

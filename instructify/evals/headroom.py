@@ -1,6 +1,6 @@
 """Headroom: how often a model's own samples are right where its greedy answer is not.
 
-Per kind of checkable prompt (instructify/evals/checkable.py: arithmetic, lists, capitals, translations), pass@1
+Per kind of checkable prompt (instructify/evals/checkable.py: arithmetic, lists, capitals, translations, yes/no), pass@1
 greedy and pass@k sampled (right and stopped in at least one of k samples), on prompts freshly seeded apart from
 the instruction check. A round on the model's own checked answers (rejection sampling, preference pairs) can lift
 greedy towards pass@k and no further, so this is the ceiling to measure before one.
@@ -24,7 +24,7 @@ def prompts(per_kind: int, check_per_kind: int, seed: int) -> list[tuple[str, st
     of the instruction check of `check_per_kind` items per kind (instructions.touches)."""
     rng, checks = random.Random(seed), instructions.items(per_kind=check_per_kind)
     out: list[tuple[str, str]] = []
-    for kind in checkable.TEMPLATED:
+    for kind in checkable.ROUND_KINDS:
         got: list[str] = []
         for prompt in checkable.prompts(
             kind, 20 * per_kind, rng
@@ -88,7 +88,7 @@ def measure(
                 "sampled": sum(r["sampled_right"] for r in of) / max(n * k, 1),
                 f"pass_at_{k}": a / max(n, 1), f"pass_at_{k}_ci95": conformance.wilson(a, n)}  # fmt: skip
 
-    kinds = {kind: summary([r for r in rows if r["kind"] == kind]) for kind in checkable.TEMPLATED}
+    kinds = {kind: summary([r for r in rows if r["kind"] == kind]) for kind in checkable.ROUND_KINDS}
     return {
         "k": k,
         "sampling": sampling,

@@ -17,6 +17,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+FILE = "instructions.json"
+
 CAPITALS = {
     "France": "Paris", "Italy": "Rome", "Germany": "Berlin", "Spain": "Madrid", "Portugal": "Lisbon",
     "Japan": "Tokyo", "China": "Beijing", "Russia": "Moscow", "Egypt": "Cairo", "Canada": "Ottawa",
@@ -254,11 +256,14 @@ def touches(prompt: str, checks: list[Item]) -> Item | None:
     return next((i for i in checks if set(i.key) <= words), None)
 
 
-def score(checks: list[Item], replies: list[str], stopped: list[bool]) -> dict:
-    """Correct share overall and by kind, with 95% intervals; `stopped_correct` also needs the reply to end."""
+def score(
+    checks: list[Item], replies: list[str], stopped: list[bool], judged: Callable[[Item, str], bool] = judge
+) -> dict:
+    """Correct share overall and by kind, with 95% intervals; `stopped_correct` also needs the reply to end.
+    `judged`: the judge of the set the items come from (instructify/evals/second_set.py has its own)."""
     from instructify.evals.conformance import wilson
 
-    correct = [judge(i, r) for i, r in zip(checks, replies)]
+    correct = [judged(i, r) for i, r in zip(checks, replies)]
     by_kind = {}
     for kind in JUDGES:
         ks = [c for i, c in zip(checks, correct) if i.kind == kind]
@@ -305,18 +310,19 @@ def answer(
     return [r.text for r in replies], [r.stopped for r in replies]
 
 
-def read(out_dir) -> dict:
-    """<out_dir>/instructions.json: one entry per checked model; empty before the first check."""
+def read(out_dir, file: str = FILE) -> dict:
+    """<out_dir>/instructions.json (or a second set's `file`): one entry per checked model; empty before the
+    first check."""
     from pathlib import Path
 
-    path = Path(out_dir) / "instructions.json"
+    path = Path(out_dir) / file
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def write(out_dir, name: str, result: dict) -> None:
+def write(out_dir, name: str, result: dict, file: str = FILE) -> None:
     from pathlib import Path
 
-    entries = read(out_dir)
+    entries = read(out_dir, file)
     entries[name] = result
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / "instructions.json").write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
+    (Path(out_dir) / file).write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
