@@ -50,9 +50,17 @@ def test_templated_prompts_are_seeded_checkable_and_apart_from_the_check():
         ("Why is the sky blue?", "Because.", None),
         ("What is the capital of fashion?", "Paris.", None),  # not in the table: not checked
         ("Is Madrid in Spain?", "Yes, it is.", None),
-        ("Is Madrid in Spain?", "No. Madrid is in Spain.", "wrong yes/no"),  # the SFT model's way of being wrong
+        (
+            "Is Madrid in Spain?",
+            "No. Madrid is in Spain.",
+            "wrong yes/no",
+        ),  # the SFT model's way of being wrong
         ("Is copper a gas?", "Copper is a metal.", "wrong yes/no"),  # no yes or no
-        ("Is the Sun a planet?", "Yes.", None),  # the check's own question: not in the table, never judged here
+        (
+            "Is the Sun a planet?",
+            "Yes.",
+            None,
+        ),  # the check's own question: not in the table, never judged here
     ],
 )
 def test_a_reply_we_can_check_must_be_right(prompt, reply, reason):

@@ -19,7 +19,9 @@ def test_the_second_set_shares_nothing_with_the_check_or_the_rounds_prompts():
     assert not set(second_set.CAPITALS) & (set(instructions.CAPITALS) | set(checkable.CAPITALS))
     assert not set(second_set.TRANSLATIONS) & (set(instructions.TRANSLATIONS) | set(checkable.WORDS))
     assert not set(second_set.LIST_TOPICS) & (set(instructions.LIST_TOPICS) | set(checkable.LIST_TOPICS))
-    assert not set(second_set.YES + second_set.NO) & (set(instructions.YES + instructions.NO) | set(checkable.FACTS))
+    assert not set(second_set.YES + second_set.NO) & (
+        set(instructions.YES + instructions.NO) | set(checkable.FACTS)
+    )
     phrasings = {"capital": checkable.CAPITAL_PROMPTS, "translation": checkable.TRANSLATION_PROMPTS}
     assert not any(set(second_set.ASKED[k]) & set(v) for k, v in phrasings.items())
     # no sum a round or synth draws (headroom.prompts is what improve asks), none of the check's
