@@ -309,6 +309,29 @@ def tools(data: dict) -> str:
     )
 
 
+def improve_checks(data: dict) -> str:
+    """Both instruction checks of a chain of improve rounds (scripts/bench_second_check.py), correct of 50 per kind."""
+    kinds = ("capital", "arithmetic", "list", "translation", "yes/no")
+    lines = [
+        f"{data['what']}; {data['machine']}, measured {data['measured']}.",
+        "",
+        "| model | check | " + " | ".join(kinds) + " | second check | " + " | ".join(kinds) + " |",
+        "|---|" + "---|" * (2 * len(kinds) + 2),
+    ]
+    for name in data["models"]:
+        row = [name]
+        for label in ("check", "second check"):
+            e = data[label][name]
+            moved = next((v for k, v in e.items() if k.startswith("mcnemar_vs_")), None)
+            low = next((v for k, v in e.items() if k.startswith("kinds_below_")), [])
+            vs = f" (+{moved['gained']} -{moved['lost']}, p = {moved['p']:.2g})" if moved else ""
+            row += [f"{e['score']:.1%}{vs}"] + [f"{e['by_kind'][k]}{' ↓' if k in low else ''}" for k in kinds]
+        lines.append("| " + " | ".join(row) + " |")
+    first = next(iter(data["models"]))
+    lines += ["", f"McNemar: each model against the row above it; ↓: below {first}'s 95% interval for that kind."]
+    return "\n".join(lines)
+
+
 BLOCKS = {
     "tools": (BENCH / "tools.json", tools),
     "tools-run1": (BENCH / "tools-run1.json", tools),
@@ -321,6 +344,7 @@ BLOCKS = {
     "quickstart-avx2": (BENCH / "quickstart-avx2.json", quickstart),
     "serve": (BENCH / "serve.json", serve),
     "decoding": (BENCH / "decoding.json", decoding),
+    "improve-checks": (BENCH / "improve-second.json", improve_checks),
 }
 
 
