@@ -43,6 +43,26 @@ def misquoted(prompt: str, text: str) -> bool:
     return NUMBER.findall(text.replace(",", "")) not in ([result], [a, b, result])
 
 
+FILLER = {"is", "are", "was", "a", "an", "the", "do", "does", "can", "in", "of", "to", "than", "on", "it", "they",
+          "have", "has", "there"}  # fmt: skip
+NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|cannot)\b|n't\b")
+
+
+def contradicts(prompt: str, text: str) -> bool:
+    """A yes/no reply whose sentence after the answer says the opposite ("No. The Sun is cold." to "Is the Sun
+    cold?", "Yes. Cats have no whiskers."): the check's judge reads the first yes or no alone and passes it, but a
+    round that trains on it teaches "No." before any restated question, the SFT model's way of being wrong."""
+    answer, said = checkable.yesno_answer(prompt), instructions.norm(text)
+    m = re.search(r"\b(yes|no)\b", said)
+    if answer is None or m is None:
+        return False
+    rest = said[m.end() :]
+    if NEGATION.search(rest):
+        return answer == "yes"
+    words = lambda t: {w.removesuffix("s") for w in re.findall(r"[a-z]+", t) if w not in FILLER}
+    return answer == "no" and words(instructions.norm(prompt)) <= words(rest)
+
+
 def judged(prompt: str, reply: conformance.Reply) -> str | None:
     """Why a sampled reply is not kept (None: kept): it must end cleanly, not loop, and be right."""
     if not reply.clean_stop:
@@ -51,6 +71,8 @@ def judged(prompt: str, reply: conformance.Reply) -> str | None:
         return "loop"
     if (why := checkable.wrong(prompt, reply.text)) is None and misquoted(prompt, reply.text):
         return "right answer, prompt misquoted"
+    if why is None and contradicts(prompt, reply.text):
+        return "right answer, reply contradicts itself"
     return why
 
 
@@ -189,7 +211,9 @@ def _check(out: Path, sft: Path, file: str) -> dict:
     verdicts = {name: [r["correct"] for r in checked[name]["replies"]] for name in ("base", "trained")}
     return {
         "score": {k: checked[k]["score"] for k in ("base", "trained")},
-        "by_kind": {k: {kind: v["correct"] for kind, v in checked[k]["by_kind"].items()} for k in checked},
+        "by_kind": {
+            k: {kind: v["correct"] for kind, v in checked[k]["by_kind"].items()} for k in ("base", "trained")
+        },
         "mcnemar": mcnemar(verdicts["base"], verdicts["trained"]),
         "worse_than_sft": worse_kinds(first, checked["trained"]),
     }

@@ -11,7 +11,7 @@ from conftest import COIN, CORPUS, SURE, WRONG, _learnt_gemma, conversations
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from instructify import config, improve
-from instructify.evals import headroom
+from instructify.evals import conformance, headroom
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +253,28 @@ def test_a_right_answer_that_misquotes_the_prompt_is_not_trained_on():
         assert improve.misquoted(prompt, text), text
     assert not improve.misquoted("What is 5 minus 9?", "5 minus 9 is -4.")
     assert not improve.misquoted("List two insects.", "ants, 2 bees")  # not arithmetic: the check decides
+
+
+@pytest.mark.parametrize(
+    "prompt, reply, contradicts",
+    [  # the round's own samples (runs/qs-rpo3-raw-yesno): right by the judge's first yes or no
+        ("Is the Sun cold?", "No. The Sun is cold.", True),
+        ("Do cats bark?", "No. Cats bark because they are very smart.", True),
+        ("Does a tricycle have two wheels?", "No. A tricycle has two wheels.", True),
+        ("Do cats have whiskers?", "Yes. Cats have no whiskers.", True),
+        ("Is a banana a vegetable?", "No. A banana is a fruit.", False),
+        ("Is the Earth a star?", "No. Stars are not planets.", False),
+        ("Do ducks have fur?", "No. Ducks have no fur.", False),
+        ("Is fire hot?", "Yes. Fire is hot.", False),
+        ("Is fire cold?", "No.", False),
+        (
+            "Is the Sun a planet?",
+            "No. The Sun is a planet.",
+            False,
+        ),  # the check's question: not ours to judge
+    ],
+)
+def test_a_yes_or_no_that_the_reply_then_denies_is_not_trained_on(prompt, reply, contradicts):
+    assert improve.contradicts(prompt, reply) is contradicts
+    sample = conformance.Reply("x", 1, reply, 8, stopped=True, runaway=False)
+    assert (improve.judged(prompt, sample) == "right answer, reply contradicts itself") is contradicts
