@@ -278,3 +278,22 @@ def test_a_yes_or_no_that_the_reply_then_denies_is_not_trained_on(prompt, reply,
     assert improve.contradicts(prompt, reply) is contradicts
     sample = conformance.Reply("x", 1, reply, 8, stopped=True, runaway=False)
     assert (improve.judged(prompt, sample) == "right answer, reply contradicts itself") is contradicts
+
+
+def test_yes_no_pairs_are_as_many_yes_as_no():
+    """runs/qs-rpo3 round 1: 36 yes/no pairs answered yes to 12 answered no, and the round answered every
+    no-question of the check yes. Pairs of the other kinds are all kept."""
+    yes = ["Is fire hot?", "Is a hammer a tool?", "Is the Earth round?"]
+    samples = [_sample(COIN, "25", None), _sample(COIN, "52", "wrong arithmetic")]
+    for q in yes:
+        samples += [_sample(q, "Yes. It is.", None), _sample(q, "No. It is.", "wrong yes/no")]
+    samples += [
+        _sample("Is fire cold?", "No. Fire is hot.", None),
+        _sample("Is fire cold?", "Yes.", "wrong yes/no"),
+    ]
+    for s in samples:
+        s["kind"] = "arithmetic" if s["prompt"] == COIN else "yes/no"
+    pairs, counts = improve.pairs_of(samples, most=2)
+    asked = [p["prompt"][0]["content"] for p in pairs]
+    assert asked == [COIN, yes[0], "Is fire cold?"], asked
+    assert counts["yes/no pairs dropped to balance yes and no"] == 2 and counts["pairs"] == 3
