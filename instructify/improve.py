@@ -169,7 +169,7 @@ def pairs_of(samples: list[dict], most: int) -> tuple[list[dict], dict]:
 def balanced(pairs: list[dict]) -> tuple[list[dict], int]:
     """The pairs with as many yes/no ones whose answer is yes as no (the first of each, in order), and how many
     were dropped. A model that restates the question after its answer is right on yes-questions more often, so
-    unbalanced pairs teach "Yes." before everything (runs/qs-rpo3 round 1: 36 yes to 12 no, then yes/no 25 of
+    unbalanced pairs teach "Yes." before everything (runs/qs-rpo3-unbalanced: 36 yes to 12 no, then yes/no 25 of
     50 with every no-question answered yes)."""
     answer = lambda p: checkable.yesno_answer(p["prompt"][-1]["content"]) if p["kind"] == "yes/no" else None
     most = min(sum(answer(p) == a for p in pairs) for a in ("yes", "no"))

@@ -281,7 +281,7 @@ def test_a_yes_or_no_that_the_reply_then_denies_is_not_trained_on(prompt, reply,
 
 
 def test_yes_no_pairs_are_as_many_yes_as_no():
-    """runs/qs-rpo3 round 1: 36 yes/no pairs answered yes to 12 answered no, and the round answered every
+    """runs/qs-rpo3-unbalanced: 36 yes/no pairs answered yes to 12 answered no, and the round answered every
     no-question of the check yes. Pairs of the other kinds are all kept."""
     yes = ["Is fire hot?", "Is a hammer a tool?", "Is the Earth round?"]
     samples = [_sample(COIN, "25", None), _sample(COIN, "52", "wrong arithmetic")]
