@@ -328,7 +328,10 @@ def improve_checks(data: dict) -> str:
             row += [f"{e['score']:.1%}{vs}"] + [f"{e['by_kind'][k]}{' ↓' if k in low else ''}" for k in kinds]
         lines.append("| " + " | ".join(row) + " |")
     first = next(iter(data["models"]))
-    lines += ["", f"McNemar: each model against the row above it; ↓: below {first}'s 95% interval for that kind."]
+    lines += [
+        "",
+        f"McNemar: each model against the row above it; ↓: below {first}'s 95% interval for that kind.",
+    ]
     return "\n".join(lines)
 
 
