@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -275,7 +276,7 @@ def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> 
     from instructify.training import dpo
     from instructify.training.model import load
 
-    i, folder = cfg.improve, Path(cfg.output_dir) / f"round-{n}"
+    i, folder, t0 = cfg.improve, Path(cfg.output_dir) / f"round-{n}", time.time()
     folder.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load(cfg.model, path=str(start))
     asked = headroom.prompts(i.prompts_per_kind, cfg.eval.instructions, i.seed + n)
@@ -289,6 +290,7 @@ def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> 
         counts |= pair_counts
         _write_jsonl(folder / "own-pairs.jsonl", pairs)
         fit = functools.partial(dpo.train, pairs=pairs)
+    sampled = time.time()
     log.info("improve: round %d: %d prompts x %d samples: %s", n, len(asked), i.samples, counts)
     if not rows or counts.get("pairs") == 0:
         raise ValueError(
@@ -296,7 +298,9 @@ def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> 
         )
     pipeline.train(round_config(cfg, n, start, folder / "own-rows.jsonl"), eval_prompts=held, fit=fit)
     first = Path(cfg.output_dir) / "round-1"  # its start is the SFT model the guards compare with
-    return {"round": n, "method": i.method, "prompts": len(asked), "counts": counts, **summary(folder, first)}
+    figures = summary(folder, first)
+    took = {"seconds": round(time.time() - t0), "sampling_seconds": round(sampled - t0)}
+    return {"round": n, "method": i.method, "prompts": len(asked), "counts": counts, **took, **figures}
 
 
 def run(cfg: config_lib.Config) -> dict:
