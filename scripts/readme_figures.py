@@ -335,6 +335,28 @@ def improve_checks(data: dict) -> str:
     return "\n".join(lines)
 
 
+def improve_rounds(data: dict) -> str:
+    """An `instructify improve` run (its improve.json with what ran, bench/improve-*.json): each round's checks,
+    guards and time, and the round kept."""
+
+    def moved(score: dict, m: dict) -> str:
+        return f"{score['base']:.1%} -> {score['trained']:.1%} (+{m['gained']} -{m['lost']}, McNemar p = {m['p']:.1g})"
+
+    parts = []
+    for r in data["rounds"]:
+        failed = [g for g, ok in r["guards"].items() if not ok]
+        second = r.get("second_check") or {}
+        parts.append(
+            f"round {r['round']}: check {moved(r['check'], r['mcnemar'])}"
+            + (f", second check {moved(second['score'], second['mcnemar'])}" if second else "")
+            + f", stop {r['stop_rate']:.1%}, loops {r['loop_rate']:.1%}, "
+            + (f"guards failed: {', '.join(failed)}" if failed else "every guard held")
+            + (f", {r['seconds'] / 60:.0f} min" if "seconds" in r else "")
+        )
+    kept = data["kept"] if data["kept"] != data["start"] else "the start (no round held its guards)"
+    return f"{data['what']}: " + "; ".join(parts) + f". Kept: {kept}."
+
+
 BLOCKS = {
     "tools": (BENCH / "tools.json", tools),
     "tools-run1": (BENCH / "tools-run1.json", tools),
@@ -348,6 +370,7 @@ BLOCKS = {
     "serve": (BENCH / "serve.json", serve),
     "decoding": (BENCH / "decoding.json", decoding),
     "improve-checks": (BENCH / "improve-second.json", improve_checks),
+    "improve": (BENCH / "improve-rpo4.json", improve_rounds),
 }
 
 
