@@ -1,5 +1,5 @@
-"""Both instruction checks (the usual one and instructify/evals/second_set.py's) of a chain of model folders, with
-McNemar between each model and the one before it and the kinds that fell below the first model's interval.
+"""Both instruction checks (the usual one and instructify/evals/second_set.py's) of several model folders, with
+McNemar between each model and the first (the SFT model) and the kinds that fell below the first model's interval.
 Writes <out-dir>/instructions.json, instructions-second.json and bench/improve-second.json.
 
     python scripts/bench_second_check.py --config runs/qs-rpo2/round-1/config.yaml \
@@ -59,7 +59,7 @@ def main() -> int:
                 "seconds": checked[n]["seconds"],
                 **(
                     {
-                        "mcnemar_vs_" + names[i - 1]: improve.mcnemar(verdicts[names[i - 1]], verdicts[n]),
+                        "mcnemar_vs_" + names[0]: improve.mcnemar(verdicts[names[0]], verdicts[n]),
                         "kinds_below_" + names[0]: improve.worse_kinds(checked[names[0]], checked[n]),
                     }
                     if i
