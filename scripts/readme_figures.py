@@ -310,7 +310,7 @@ def tools(data: dict) -> str:
 
 
 def improve_checks(data: dict) -> str:
-    """Both instruction checks of a chain of improve rounds (scripts/bench_second_check.py), correct of 50 per kind."""
+    """Both instruction checks of improve rounds' models (scripts/bench_second_check.py), correct of 50 per kind."""
     kinds = ("capital", "arithmetic", "list", "translation", "yes/no")
     lines = [
         f"{data['what']}; {data['machine']}, measured {data['measured']}.",
@@ -330,7 +330,7 @@ def improve_checks(data: dict) -> str:
     first = next(iter(data["models"]))
     lines += [
         "",
-        f"McNemar: each model against the row above it; ↓: below {first}'s 95% interval for that kind.",
+        f"McNemar: each model against {first}, item by item; ↓: below {first}'s 95% interval for that kind.",
     ]
     return "\n".join(lines)
 
