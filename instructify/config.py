@@ -319,6 +319,11 @@ class ImproveConfig:
     prompts_per_kind: int = _f(
         40, "Checkable prompts of each kind a round samples (arithmetic, lists, capitals, translations)"
     )
+    kinds: list[str] = _f(
+        ["arithmetic", "list", "capital", "translate"],
+        "Kinds of checkable prompt a round asks (of arithmetic, list, capital, translate, yes/no); yes/no, tried "
+        "twice, lowered the second check (docs/evaluation.md)",
+    )
     samples: int = _f(6, "Samples per prompt (template.temperature and top_p; 0.8 when greedy)")
     keep_per_prompt: int = _f(
         2, "Distinct right replies kept (rft) or pairs made (rpo) per prompt: more lets easy prompts dominate"
@@ -473,6 +478,15 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
     return cls(**kwargs)
 
 
+ROUND_KINDS = (
+    "arithmetic",
+    "list",
+    "capital",
+    "translate",
+    "yes/no",
+)  # checkable.ROUND_KINDS (a test holds them equal)
+
+
 def _check_values(cfg: Config, where: str) -> None:
     """Rules a type cannot say (Literal choices are checked while building)."""
     name = cfg.template.name
@@ -491,6 +505,11 @@ def _check_values(cfg: Config, where: str) -> None:
     if cfg.training.decision_weight <= 0:
         raise ConfigError(
             f"{where}: `training.decision_weight` must be > 0 (1: plain SFT), got {cfg.training.decision_weight}"
+        )
+    unknown = [k for k in cfg.improve.kinds if k not in ROUND_KINDS]
+    if unknown or not cfg.improve.kinds:
+        raise ConfigError(
+            f"{where}: `improve.kinds` has {unknown or 'none'}; expected some of {', '.join(ROUND_KINDS)}"
         )
     if not 0 < cfg.data.eval_share < 1:
         raise ConfigError(f"{where}: `data.eval_share` must be between 0 and 1, got {cfg.data.eval_share}")

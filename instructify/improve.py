@@ -279,7 +279,7 @@ def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> 
     i, folder, t0 = cfg.improve, Path(cfg.output_dir) / f"round-{n}", time.time()
     folder.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load(cfg.model, path=str(start))
-    asked = headroom.prompts(i.prompts_per_kind, cfg.eval.instructions, i.seed + n)
+    asked = headroom.prompts(i.prompts_per_kind, cfg.eval.instructions, i.seed + n, i.kinds)
     rows, samples, counts = own_rows(model, tokenizer, asked, cfg, i.seed + n)
     del model
     _write_jsonl(folder / "own-samples.jsonl", samples)

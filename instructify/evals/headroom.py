@@ -19,12 +19,14 @@ from instructify.evals import checkable, conformance, instructions
 FILE = "headroom.json"
 
 
-def prompts(per_kind: int, check_per_kind: int, seed: int) -> list[tuple[str, str]]:
-    """(kind, prompt): up to `per_kind` distinct checkable prompts of each templated kind, none touching an item
+def prompts(
+    per_kind: int, check_per_kind: int, seed: int, kinds: tuple[str, ...] | list[str] = checkable.ROUND_KINDS
+) -> list[tuple[str, str]]:
+    """(kind, prompt): up to `per_kind` distinct checkable prompts of each of `kinds`, none touching an item
     of the instruction check of `check_per_kind` items per kind (instructions.touches)."""
     rng, checks = random.Random(seed), instructions.items(per_kind=check_per_kind)
     out: list[tuple[str, str]] = []
-    for kind in checkable.ROUND_KINDS:
+    for kind in checkable.ROUND_KINDS:  # every kind drawn, so the draws of one do not depend on `kinds`
         got: list[str] = []
         for prompt in checkable.prompts(
             kind, 20 * per_kind, rng
@@ -34,7 +36,7 @@ def prompts(per_kind: int, check_per_kind: int, seed: int) -> list[tuple[str, st
                 got.append(prompt)
             if len(got) == per_kind:
                 break
-        out += [(kind, p) for p in got]
+        out += [(kind, p) for p in got if kind in kinds]
     return out
 
 
