@@ -40,6 +40,17 @@ def test_the_prompts_are_checkable_distinct_and_apart_from_the_check():
     assert len({p for _, p in asked}) == len(asked)
     assert not [p for k, p in asked if instructions.touches(p, checks) or not checkable.checkable(k, p)]
     assert headroom.prompts(25, 50, seed=7) == asked != headroom.prompts(25, 50, seed=8)
+    # improve.kinds picks some: the same prompts of those kinds as when all are asked
+    assert headroom.prompts(25, 50, 7, ["list", "yes/no"]) == [(k, p) for k, p in asked if k in ("list", "yes/no")]
+
+
+def test_improve_kinds_are_the_kinds_a_round_can_ask():
+    from instructify import config
+
+    assert config.ROUND_KINDS == checkable.ROUND_KINDS
+    assert config.load(None).improve.kinds == list(checkable.TEMPLATED)
+    with pytest.raises(config.ConfigError, match="`improve.kinds` has \\['lists'\\]; expected some of arithmetic"):
+        config.load(None, ["improve.kinds=[lists]"])
 
 
 def test_the_command_writes_headroom_json_for_a_model_folder(chat_model, tmp_path, capsys):
