@@ -370,7 +370,7 @@ BLOCKS = {
     "serve": (BENCH / "serve.json", serve),
     "decoding": (BENCH / "decoding.json", decoding),
     "improve-checks": (BENCH / "improve-second.json", improve_checks),
-    "improve": (BENCH / "improve-rpo4.json", improve_rounds),
+    "improve": (BENCH / "improve-defaults.json", improve_rounds),
 }
 
 
