@@ -215,12 +215,8 @@ def mcnemar(before: list[bool], after: list[bool]) -> dict:
 
 def worse_kinds(sft: dict, now: dict) -> list[str]:
     """Kinds of a check whose share fell below the SFT model's 95% interval for that kind (issue 28's guard)."""
-    out = []
-    for kind, v in sft["by_kind"].items():
-        low = conformance.wilson(v["correct"], v["n"])[0] if v["n"] else 0.0
-        if v["n"] and now["by_kind"][kind]["correct"] / v["n"] < low:
-            out.append(kind)
-    return out
+    return [kind for kind, v in sft["by_kind"].items()
+            if v["n"] and now["by_kind"][kind]["correct"] / v["n"] < conformance.wilson(v["correct"], v["n"])[0]]  # fmt: skip
 
 
 def _check(out: Path, sft: Path, file: str) -> dict:

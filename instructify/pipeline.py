@@ -268,14 +268,9 @@ def check_instructions(
     k = _store_key(cfg, "instructions", name, source, _check_settings(cfg), shown)
     if _reused(cfg, k, lambda entry, _: instructions.write(out, name, entry)):
         return
-    t0 = time.time()
     set_seed(cfg.training.seed)
     checks = instructions.items(per_kind=e.instructions)
-    replies, stopped = instructions.answer(
-        model, tokenizer, checks, e.instructions_max_new_tokens, e.batch_size, preamble, sampling_of(e)
-    )
-    result = instructions.score(checks, replies, stopped)
-    result.update(model_path=source, settings=_check_settings(cfg), seconds=round(time.time() - t0, 1))
+    result = _answered(cfg, model, tokenizer, source, checks, preamble)
     instructions.write(out, name, result)
     if k:
         stored.save(e.stored, k, result)
@@ -285,18 +280,29 @@ def check_instructions(
         check_second_set(cfg, name, model, tokenizer, source, preamble)
 
 
+def _answered(
+    cfg: config_lib.Config, model, tokenizer, source: str, checks, preamble, judged=instructions.judge
+):
+    """A check's items answered under eval.* and judged by `judged`, with the model's source and the seconds."""
+    e, t0 = cfg.eval, time.time()
+    replies, stopped = instructions.answer(
+        model, tokenizer, checks, e.instructions_max_new_tokens, e.batch_size, preamble, sampling_of(e)
+    )
+    result = instructions.score(checks, replies, stopped, judged)
+    return result | {
+        "model_path": source,
+        "settings": _check_settings(cfg),
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
 def check_second_set(cfg: config_lib.Config, name: str, model, tokenizer, source: str, preamble: str | None):
     """The second check (instructify/evals/second_set.py) of one model, into <output_dir>/instructions-second.json:
     measured whenever the first is, never stored (it is for comparing a run's own models)."""
     from instructify.evals import second_set
 
-    e, t0 = cfg.eval, time.time()
-    checks = second_set.items(per_kind=e.instructions)
-    replies, stopped = instructions.answer(
-        model, tokenizer, checks, e.instructions_max_new_tokens, e.batch_size, preamble, sampling_of(e)
-    )
-    result = instructions.score(checks, replies, stopped, second_set.judge)
-    result.update(model_path=source, settings=_check_settings(cfg), seconds=round(time.time() - t0, 1))
+    checks = second_set.items(per_kind=cfg.eval.instructions)
+    result = _answered(cfg, model, tokenizer, source, checks, preamble, second_set.judge)
     instructions.write(cfg.output_dir, name, result, second_set.FILE)
     log.info("%s: second check %.1f%% of %d correct", name, 100 * result["score"], len(checks))
 

@@ -41,7 +41,9 @@ def test_the_prompts_are_checkable_distinct_and_apart_from_the_check():
     assert not [p for k, p in asked if instructions.touches(p, checks) or not checkable.checkable(k, p)]
     assert headroom.prompts(25, 50, seed=7) == asked != headroom.prompts(25, 50, seed=8)
     # improve.kinds picks some: the same prompts of those kinds as when all are asked
-    assert headroom.prompts(25, 50, 7, ["list", "yes/no"]) == [(k, p) for k, p in asked if k in ("list", "yes/no")]
+    assert headroom.prompts(25, 50, 7, ["list", "yes/no"]) == [
+        (k, p) for k, p in asked if k in ("list", "yes/no")
+    ]
 
 
 def test_improve_kinds_are_the_kinds_a_round_can_ask():
@@ -49,7 +51,9 @@ def test_improve_kinds_are_the_kinds_a_round_can_ask():
 
     assert config.ROUND_KINDS == checkable.ROUND_KINDS
     assert config.load(None).improve.kinds == list(checkable.TEMPLATED)
-    with pytest.raises(config.ConfigError, match="`improve.kinds` has \\['lists'\\]; expected some of arithmetic"):
+    with pytest.raises(
+        config.ConfigError, match="`improve.kinds` has \\['lists'\\]; expected some of arithmetic"
+    ):
         config.load(None, ["improve.kinds=[lists]"])
 
 

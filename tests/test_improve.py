@@ -86,7 +86,9 @@ def test_a_round_trains_from_the_model_it_sampled_and_is_measured_on_the_sft_pro
     result = json.loads((out / "improve.json").read_text())
     first = result["rounds"][0]
     assert first["counts"]["kept"] == 2 and set(first["check"]) == {"base", "trained"}
-    assert first["seconds"] >= first["sampling_seconds"] and first["seconds"] > 0  # a round's time, for bench/
+    assert (
+        first["seconds"] >= first["sampling_seconds"] and first["seconds"] > 0
+    )  # a round's time, for bench/
     # the round answered the second check too: 1 item per kind, its own ids, start and model paired
     second = json.loads((round_1 / "instructions-second.json").read_text())
     assert [r["id"].split("-")[1] for r in second["trained"]["replies"]] == [

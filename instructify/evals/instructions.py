@@ -191,9 +191,11 @@ def first_city(reply: str, cities: list[str] = CITIES) -> str | None:
     return min(found)[2] if found else None
 
 
-def judge_capital(item: Item, reply: str, cities: list[str] = CITIES) -> bool:
+def judge_capital(
+    item: Item, reply: str, cities: list[str] = CITIES, also: dict[str, list[str]] = ALSO
+) -> bool:
     city = first_city(reply, cities)
-    return city is not None and (city == item.answer or city in ALSO.get(item.answer, []))
+    return city is not None and (city == item.answer or city in also.get(item.answer, []))
 
 
 def judge_arithmetic(item: Item, reply: str) -> bool:

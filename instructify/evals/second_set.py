@@ -149,8 +149,7 @@ def items(seed: int = SEED, per_kind: int = 50) -> list[Item]:
 def judge(item: Item, reply: str) -> bool:
     """The check's judges, over this set's cities and spellings."""
     if item.kind == "capital":
-        city = instructions.first_city(reply, CITIES)
-        return city is not None and (city == item.answer or city in ALSO.get(item.answer, []))
+        return instructions.judge_capital(item, reply, CITIES, ALSO)
     if item.kind == "translation":
         return instructions.judge_translation(item, reply, TRANSLATION_ALSO)
     return instructions.judge(item, reply)
