@@ -313,6 +313,11 @@ class ImproveConfig:
         "Prompts with no right sample are sampled again with the answer as a hint (STaR); a right reply is "
         "kept for the prompt as asked",
     )
+    corrections: bool = _f(
+        True,
+        "Arithmetic prompts with no right sample, hinted or not, get their wrong samples' sums corrected by "
+        "program ('15 + 10 is 100.' -> '15 + 10 is 25.'), kept as right (rpo: paired with the wrong one)",
+    )
     beta: float = _f(0.1, "rpo: DPO's beta, how far the policy may move from the round's start")
     sft_weight: float = _f(1.0, "rpo: weight of the NLL term on the chosen reply beside the DPO loss")
     rounds: int = _f(1, "Rounds of sample, judge, retrain; each starts from the last one's model")
@@ -323,6 +328,12 @@ class ImproveConfig:
         ["arithmetic", "list", "capital", "translate"],
         "Kinds of checkable prompt a round asks (of arithmetic, list, capital, translate, yes/no); yes/no, tried "
         "twice, lowered the second check (docs/evaluation.md)",
+    )
+    phrasings: Literal["synth", "varied"] = _f(
+        "varied",
+        "How a round's prompts are phrased (varied: runs/qs-rpo6, check 56.0%, docs/evaluation.md)",
+        synth="synth's templates, which include the instruction check's own",
+        varied="none of the check's nor the second set's: checkable.ROUND_ASKED",
     )
     samples: int = _f(6, "Samples per prompt (template.temperature and top_p; 0.8 when greedy)")
     keep_per_prompt: int = _f(

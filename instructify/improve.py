@@ -44,6 +44,20 @@ def misquoted(prompt: str, text: str) -> bool:
     return NUMBER.findall(text.replace(",", "")) not in ([result], [a, b, result])
 
 
+def corrected(prompt: str, text: str) -> str | None:
+    """A wrong arithmetic reply with its result replaced by the right one, where its numbers are the operands
+    then one result ("15 + 10 is 100." to "What is 15 plus 10?" becomes "15 + 10 is 25."): the model's own
+    form with the program's sum (or the sum alone, for a number alone), for prompts where no sample, hinted or not, was right (pass@8 there was 0)."""
+    result = checkable.arithmetic_result(prompt)
+    found = list(NUMBER.finditer(text))
+    if result is None or len(found) not in (1, 3):
+        return None
+    a, _, b = checkable.ARITHMETIC.findall(prompt)[0]
+    if [m.group() for m in found[:-1]] not in ([], [a, b]):
+        return None
+    return text[: found[-1].start()] + result + text[found[-1].end() :]
+
+
 FILLER = {"is", "are", "was", "a", "an", "the", "do", "does", "can", "in", "of", "to", "than", "on", "it", "they",
           "have", "has", "there"}  # fmt: skip
 NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|cannot)\b|n't\b")
@@ -64,6 +78,19 @@ def contradicts(prompt: str, text: str) -> bool:
     return answer == "no" and words(instructions.norm(prompt)) <= words(rest)
 
 
+STOP_WORDS = {"a", "an", "the", "to", "of", "and", "in", "with", "for", "on", "at", "your", "my"}
+
+
+def repetitive(prompt: str, text: str) -> bool:
+    """A list reply two of whose items share half their words or more ("1. Eat a healthy breakfast. 2. Eat a
+    healthy lunch."): the check's judge counts distinct items and passes it, but rounds that kept such lists
+    wrote them into chit-chat, where they ran on ("1. X. 2. X. 3. X.": runs/qs-rpo6, loops 4.5%)."""
+    if checkable.LIST_LEAD.match(prompt) is None:
+        return False
+    words = [set(re.findall(r"[a-z]+", item)) - STOP_WORDS for item in instructions.list_items(text)]
+    return any(len(a & b) >= 0.5 * len(a | b) for n, a in enumerate(words) for b in words[n + 1 :] if a | b)
+
+
 def judged(prompt: str, reply: conformance.Reply) -> str | None:
     """Why a sampled reply is not kept (None: kept): it must end cleanly, not loop, and be right."""
     if not reply.clean_stop:
@@ -74,6 +101,8 @@ def judged(prompt: str, reply: conformance.Reply) -> str | None:
         return "right answer, prompt misquoted"
     if why is None and contradicts(prompt, reply.text):
         return "right answer, reply contradicts itself"
+    if why is None and repetitive(prompt, reply.text):
+        return "right count, items repeat each other"
     return why
 
 
@@ -124,11 +153,34 @@ def own_rows(model, tokenizer, asked: list[tuple[str, str]], cfg: config_lib.Con
     if hints:
         again = draw([(asked[at][0], h) for at, h in hints], seed + 1)
         judge_all(again, [at for at, _ in hints], [h for _, h in hints])
+    if i.corrections:
+        for n, text in _corrections(samples, asked, kept, i.keep_per_prompt):
+            kept.setdefault(n, []).append(text)
+            counts["kept (corrected)"] += 1
+            samples.append({"kind": asked[n][0], "prompt": asked[n][1], "reply": text, "stopped": True,
+                            "kept": True, "why": None, "hint": "corrected"})  # fmt: skip
     rows = [{"id": f"own-{at}-{k}", "messages": [{"role": "user", "content": asked[at][1]},
              {"role": "assistant", "content": text}]} for at, texts in sorted(kept.items())
             for k, text in enumerate(texts)]  # fmt: skip
     counts["prompts with a kept reply"] = len(kept)
     return rows, samples, dict(counts)
+
+
+def _corrections(
+    samples: list[dict], asked: list[tuple[str, str]], kept: dict, most: int
+) -> list[tuple[int, str]]:
+    """(prompt index, corrected reply): for each prompt with nothing kept, up to `most` distinct corrections of
+    its wrong arithmetic samples (stopped cleanly, no loop: `judged` says so before it judges the sum)."""
+    at = {(kind, p): n for n, (kind, p) in enumerate(asked)}
+    out: dict[int, list[str]] = {}
+    for s in samples:
+        n = at[(s["kind"], s["prompt"])]
+        fixed = corrected(s["prompt"], s["reply"].strip()) if s["why"] == "wrong arithmetic" else None
+        if n in kept or fixed is None or fixed in out.get(n, []) or len(out.get(n, [])) >= most:
+            continue
+        if checkable.wrong(s["prompt"], fixed) is None and not misquoted(s["prompt"], fixed):
+            out.setdefault(n, []).append(fixed)
+    return [(n, text) for n, texts in out.items() for text in texts]
 
 
 RIGHT = (None, "same as a kept reply", "prompt has enough")
@@ -155,16 +207,33 @@ def pairs_of(samples: list[dict], most: int) -> tuple[list[dict], dict]:
         if not (chosen and rejected):
             counts["prompts with no right reply" if not chosen else "prompts with no wrong reply"] += 1
             continue
+        alike = {form: [r for r in rejected if lined(r) == form] for form in (True, False)}
+        chosen = [c for c in chosen if alike[lined(c)]]
+        if not chosen:
+            counts["prompts with no wrong reply of a right one's form"] += 1
+            continue
         counts["prompts with a pair"] += 1
-        for k in range(min(most, max(len(chosen), len(rejected)))):
+        made = dict.fromkeys(
+            (c, (same := alike[lined(c)])[k % len(same)]) for k, c in enumerate(chosen * most)
+        )
+        for right, wrong in list(made)[
+            :most
+        ]:  # in order, distinct: chosen and rejected cycled as far as `most`
             pairs.append({"kind": kind, "prompt": [{"role": "user", "content": prompt}],
-                          "chosen": [{"role": "assistant", "content": chosen[k % len(chosen)]}],
-                          "rejected": [{"role": "assistant", "content": rejected[k % len(rejected)]}]})  # fmt: skip
+                          "chosen": [{"role": "assistant", "content": right}],
+                          "rejected": [{"role": "assistant", "content": wrong}]})  # fmt: skip
     pairs, dropped = balanced(pairs)
     if dropped:
         counts["yes/no pairs dropped to balance yes and no"] = dropped
     counts["pairs"] = len(pairs)
     return pairs, dict(counts)
+
+
+def lined(text: str) -> bool:
+    """A reply written as bulleted or numbered lines. A pair's two replies are of one form (lines, or not):
+    in runs/qs-rpo6, 17 of 46 list pairs chose lines over a sentence (none the reverse), so the round learnt lines
+    and wrote them into chit-chat ("1. I have earned several scholarships. 2. I have earned ...")."""
+    return sum(bool(instructions.BULLET.match(line)) for line in text.splitlines()) >= 2
 
 
 def balanced(pairs: list[dict]) -> tuple[list[dict], int]:
@@ -275,7 +344,9 @@ def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> 
     i, folder, t0 = cfg.improve, Path(cfg.output_dir) / f"round-{n}", time.time()
     folder.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load(cfg.model, path=str(start))
-    asked = headroom.prompts(i.prompts_per_kind, cfg.eval.instructions, i.seed + n, i.kinds)
+    asked = headroom.prompts(
+        i.prompts_per_kind, cfg.eval.instructions, i.seed + n, i.kinds, i.phrasings == "varied"
+    )
     rows, samples, counts = own_rows(model, tokenizer, asked, cfg, i.seed + n)
     del model
     _write_jsonl(folder / "own-samples.jsonl", samples)

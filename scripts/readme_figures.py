@@ -363,6 +363,7 @@ BLOCKS = {
     "tools-run2": (BENCH / "tools-run2.json", tools),
     "tools-run3": (BENCH / "tools-run3.json", tools),
     "tools-run5": (BENCH / "tools-run5.json", tools),
+    "tools-run6": (BENCH / "tools-run6.json", tools),
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
@@ -371,6 +372,7 @@ BLOCKS = {
     "decoding": (BENCH / "decoding.json", decoding),
     "improve-checks": (BENCH / "improve-second.json", improve_checks),
     "improve": (BENCH / "improve-defaults.json", improve_rounds),
+    "improve-varied": (BENCH / "improve-varied.json", improve_rounds),
 }
 
 

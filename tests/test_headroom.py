@@ -3,6 +3,8 @@ has learnt one right answer, one answer right half the time, and one wrong answe
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import COIN, SURE, WRONG
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -44,6 +46,41 @@ def test_the_prompts_are_checkable_distinct_and_apart_from_the_check():
     assert headroom.prompts(25, 50, 7, ["list", "yes/no"]) == [
         (k, p) for k, p in asked if k in ("list", "yes/no")
     ]
+
+
+def _phrasing(prompt: str) -> str:
+    """A prompt with what it asks about taken out: its phrasing."""
+    numbers = "|".join(checkable.NUMBERS.values())
+    out = re.sub(r"\d+ ?(plus|minus|times|\+|-|×|\*) ?\d+", "{a} {op} {b}", prompt)
+    out = re.sub(r"(?<!\w)'[^']+'", "'{}'", out)
+    out = re.sub(r"\b(Spanish|French|German|Italian)\b", "{}", out)
+    out = re.sub(r"\bof [^?.]+([?.])$", r"of {}\1", out) if "capital" in out else out
+    return re.sub(rf"\b({numbers}) [^?.,]+", "{} {}", out) if not re.search(r"\d", prompt) else out
+
+
+def test_varied_phrasings_are_none_of_the_checks_and_their_replies_are_judged():
+    from instructify.evals import second_set
+
+    varied = headroom.prompts(40, 50, seed=7, kinds=checkable.TEMPLATED, varied=True)
+    assert [k for k, _ in varied] == [k for k, _ in headroom.prompts(40, 50, 7, checkable.TEMPLATED)]
+    ours = {_phrasing(p) for _, p in varied}
+    assert len(ours) == sum(map(len, checkable.ROUND_ASKED.values()))  # every phrasing drawn, each recognised
+    checks = {_phrasing(i.prompt) for i in [*instructions.items(), *second_set.items()] if i.kind != "yes/no"}
+    assert len(checks) == 2 + 3 + 3 + 3 + 4 * 4 and not ours & checks  # the check's and the second set's
+    for kind, p in varied:
+        assert checkable.checkable(kind, p) and not instructions.touches(p, instructions.items())
+        right = {"arithmetic": checkable.arithmetic_result, "capital": checkable.capital_answer,
+                 "translate": checkable.translation_answer}.get(kind)  # fmt: skip
+        if kind == "list":
+            n = next(k for k, w in checkable.NUMBERS.items() if f" {w} " in p)
+            assert checkable.wrong(p, ", ".join(f"thing{j}" for j in range(n)) + ".") is None, p
+            assert (
+                checkable.wrong(p, ", ".join(f"thing{j}" for j in range(n + 1)) + ".") in checkable.WRONG
+            ), p
+        else:
+            assert (
+                checkable.wrong(p, f"{right(p)}.") is None and checkable.wrong(p, "Oslo.") in checkable.WRONG
+            ), p
 
 
 def test_improve_kinds_are_the_kinds_a_round_can_ask():

@@ -175,6 +175,44 @@ def test_pairs_are_a_right_reply_and_a_wrong_one_that_stopped():
                       "pairs": 1}  # fmt: skip
 
 
+def test_a_pairs_two_replies_are_both_lines_or_both_sentences():
+    """runs/qs-rpo6 chose lines over a sentence in 17 of 46 list pairs (none the reverse), then wrote lines into chat."""
+    lines, other = "1. Ants.\n2. Bees.\n3. Wasps.", "1. Ants.\n2. Bees."
+    four, three = "List four insects.", "List three insects."
+    samples = [
+        _sample(three, lines, None), _sample(three, "Ants, bees and wasps.", None),
+        _sample(three, "Ants and bees.", "wrong number of items"),  # only a sentence to prefer a sentence to
+        _sample(four, "1. Ants.\n2. Bees.\n3. Wasps.\n4. Moths.", None),
+        _sample(four, "Ants, bees and wasps.", "wrong number of items"),  # no lines wrong: no pair
+        _sample("List two insects.", lines, "wrong number of items"), _sample("List two insects.", other, None),
+    ]  # fmt: skip
+    pairs, counts = improve.pairs_of(samples, most=2)
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
+        ("Ants, bees and wasps.", "Ants and bees."), (other, lines)]  # fmt: skip
+    assert counts["prompts with no wrong reply of a right one's form"] == 1 and counts["pairs"] == 2
+
+
+@pytest.mark.parametrize(
+    "reply, repeats",
+    [
+        ("1. Go to bed.\n2. Go to sleep.\n3. Eat a healthy breakfast.\n4. Eat a healthy lunch.", True),
+        (
+            "1. The Rhine, 2. The Danube, 3. The Rhine, 4. The Seine.",
+            True,
+        ),  # the count's judge sees 4 distinct
+        ("1. Share a hobby.\n2. Share a hobby with a friend.\n3. Read.\n4. Ski.", True),
+        ("1. Go to the beach.\n2. Go to the mountains.\n3. Read.\n4. Ski.", False),
+        ("Rome, Venice, Florence and Milan.", False),
+    ],
+)
+def test_a_list_whose_items_repeat_each_other_is_not_trained_on(reply, repeats):
+    prompt = "Please list four things to do."
+    assert improve.repetitive(prompt, reply) == repeats
+    why = improve.judged(prompt, conformance.Reply("p", 1, reply, 10, True, False))
+    assert why == ("right count, items repeat each other" if repeats else None)
+    assert not improve.repetitive("What is the capital of Peru?", "Lima and Lima.")
+
+
 def test_rpo_pairs_are_the_chatml_rows_the_model_sees_and_the_reference_is_the_start(taught_model):
     """TRL renders the pairs with the model's own template: the prompt ids are the generation prompt that
     evaluation and serving give the model, each reply is closed by <|im_end|> exactly once, and the reference
@@ -230,7 +268,14 @@ def hint_taker(tmp_path_factory):
 def test_a_hinted_right_reply_is_kept_for_the_prompt_as_asked(hint_taker, hints):
     model, tok = hint_taker
     cfg = config.load(
-        None, [*SAMPLING, "improve.samples=4", f"improve.hints={hints}", "eval.max_new_tokens=8"]
+        None,
+        [
+            *SAMPLING,
+            "improve.samples=4",
+            f"improve.hints={hints}",
+            "improve.corrections=false",
+            "eval.max_new_tokens=8",
+        ],
     )
     rows, samples, counts = improve.own_rows(model, tok, [("arithmetic", NINE)], cfg, seed=0)
     assert improve.hinted("arithmetic", NINE) == f"{NINE} (Hint: the answer is 18.)"
@@ -244,6 +289,23 @@ def test_a_hinted_right_reply_is_kept_for_the_prompt_as_asked(hint_taker, hints)
     assert [
         (p["prompt"][0]["content"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs
     ] == [(NINE, "18", "99")]
+
+
+@pytest.mark.parametrize("hints", [False, True])
+def test_a_wrong_sum_corrected_by_program_is_kept_where_nothing_else_was(hint_taker, hints):
+    model, tok = hint_taker
+    over = [*SAMPLING, "improve.samples=4", f"improve.hints={hints}", "improve.corrections=true"]
+    cfg = config.load(None, [*over, "eval.max_new_tokens=8"])
+    rows, samples, counts = improve.own_rows(model, tok, [("arithmetic", NINE)], cfg, seed=0)
+    assert [[m["content"] for m in r["messages"]] for r in rows] == [[NINE, "18"]]
+    assert counts.get("kept (corrected)") == (None if hints else 1)  # a hinted right reply comes first
+    pairs, _ = improve.pairs_of(samples, most=2)
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [("18", "99")]
+    assert improve.corrected("What is 15 plus 10?", "15 + 10 is 100.") == "15 + 10 is 25."
+    assert improve.corrected("Calculate 11 times 8.", "11 times 8 is 100.") == "11 times 8 is 88."
+    for prompt, reply in [("What is 7 × 3?", "7 × 3 is 7 × 3."), ("What is 55 - 35?", "55 is 64."),
+                          ("What is the capital of Peru?", "Lima."), ("What is 5 plus 4?", "4 + 5 is 8.")]:  # fmt: skip
+        assert improve.corrected(prompt, reply) is None, reply
 
 
 def test_a_right_answer_that_misquotes_the_prompt_is_not_trained_on():

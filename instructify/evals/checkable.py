@@ -105,6 +105,25 @@ FACTS = {  # yes/no questions for improve's rounds; none is, or gives away, a fa
     ], "no"),
 }  # fmt: skip
 
+# Phrasings of improve's rounds with `improve.phrasings: varied`: none of the check's (instructions.py) nor the
+# second set's (second_set.ASKED); synth's that are not the check's are kept. Why: with synth's alone a round asks
+# the check's own phrasings, and the second round's gain on the check did not carry to the second set.
+ROUND_ASKED = {
+    "arithmetic": ["What's {a} {op} {b}?", "Solve {a} {op} {b}.", "Quick question: what is {a} {op} {b}?",
+                   "What does {a} {op} {b} make?", "{a} {op} {b} = ?"],
+    "list": ["Please list {} {}.", "Could you give me {} {}?", "Quick question: can you name {} {}?",
+             "I'd like {} {}, please."],
+    "capital": [CAPITAL_PROMPTS[3], "Could you tell me the capital of {}?", "Quick question: what is the capital of {}?",
+                "Please name the capital of {}.", "I need the capital of {}."],
+    "translate": [TRANSLATION_PROMPTS[3], "How would I say '{}' in {}?", "Please translate '{}' into {}.",
+                  "Quick question: how do you say '{}' in {}?", "'{}' in {}, please."],
+}  # fmt: skip
+LIST_LEAD = (
+    re.compile(  # how a list prompt of synth's or ROUND_ASKED asks for N things, its number word captured
+        r"^(?:quick question: )?(?:please |could you |can you )?(?:list|name|give me|i'd like) (\w+) ", re.I
+    )
+)
+
 ARITHMETIC = re.compile(r"(\d+)\s*(plus|\+|minus|-|times|×|\*|x|multiplied by|divided by|/)\s*(\d+)", re.I)
 QUOTED = re.compile(r"'([^']+)'")
 TEMPLATED = ("arithmetic", "list", "capital", "translate")  # the kinds `synth` has `prompts` write
@@ -120,9 +139,11 @@ LANGS = instructions.LANGUAGES
 CITIES = [*instructions.CITIES, *CAPITALS.values()]  # what "the first city named" is looked for among
 
 
-def prompts(kind: str, n: int, rng: random.Random) -> list[str]:
-    """`n` seeded prompts of a templated kind (one of ROUND_KINDS)."""
+def prompts(kind: str, n: int, rng: random.Random, varied: bool = False) -> list[str]:
+    """`n` seeded prompts of a templated kind (one of ROUND_KINDS), in synth's phrasings or, `varied`, in
+    ROUND_ASKED's (the same draws otherwise, so synth's prompts do not move)."""
     out = []
+    asked = lambda own: rng.choice(ROUND_ASKED[kind] if varied else own)  # noqa: E731
     for _ in range(n):
         if kind == "arithmetic":  # the check's operand ranges; `touches` drops its exact pairs
             op = rng.choice(["plus", "minus", "times", "+", "-", "×"])
@@ -131,15 +152,15 @@ def prompts(kind: str, n: int, rng: random.Random) -> list[str]:
             else:
                 a, b = rng.randint(10, 60), rng.randint(2, 40)
                 a, b = (a, b) if op not in ("minus", "-") or a > b else (b, a)
-            out.append(rng.choice(["What is {} {} {}?", "Calculate {} {} {}."]).format(a, op, b))
+            out.append(asked(["What is {a} {op} {b}?", "Calculate {a} {op} {b}."]).format(a=a, op=op, b=b))
         elif kind == "list":
             topic, k = rng.choice(LIST_TOPICS), rng.choice(list(NUMBERS))
-            out.append(rng.choice(["List {} {}.", "Name {} {}.", "Give me {} {}."]).format(NUMBERS[k], topic))
+            out.append(asked(["List {} {}.", "Name {} {}.", "Give me {} {}."]).format(NUMBERS[k], topic))
         elif kind == "capital":
-            out.append(rng.choice(CAPITAL_PROMPTS).format(rng.choice(sorted(CAPITALS))))
+            out.append(asked(CAPITAL_PROMPTS).format(rng.choice(sorted(CAPITALS))))
         elif kind == "translate":
             word, lang = rng.choice([(w, lang) for w, ts in WORDS.items() for lang, t in zip(LANGS, ts) if t])
-            out.append(rng.choice(TRANSLATION_PROMPTS).format(word, lang))
+            out.append(asked(TRANSLATION_PROMPTS).format(word, lang))
         elif kind == "yes/no":
             out.append(rng.choice(sorted(FACTS)))
         else:
@@ -216,8 +237,8 @@ def checkable(kind: str, prompt: str) -> bool:
 
 def wrong_count(prompt: str, reply: str) -> bool:
     """A "list/name/give me N things" prompt whose reply does not hold N distinct items (the check's own count)."""
-    m = re.match(rf"^(?:list|name|give me) ({'|'.join(NUMBERS.values())}) ", prompt, re.IGNORECASE)
-    if not m:
+    m = LIST_LEAD.match(prompt)
+    if not m or m.group(1).lower() not in NUMBERS.values():
         return False
     items = instructions.list_items(reply)
     asked = next(n for n, word in NUMBERS.items() if word == m.group(1).lower())

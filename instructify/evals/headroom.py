@@ -20,16 +20,21 @@ FILE = "headroom.json"
 
 
 def prompts(
-    per_kind: int, check_per_kind: int, seed: int, kinds: tuple[str, ...] | list[str] = checkable.ROUND_KINDS
+    per_kind: int,
+    check_per_kind: int,
+    seed: int,
+    kinds: tuple[str, ...] | list[str] = checkable.ROUND_KINDS,
+    varied: bool = False,
 ) -> list[tuple[str, str]]:
     """(kind, prompt): up to `per_kind` distinct checkable prompts of each of `kinds`, none touching an item
-    of the instruction check of `check_per_kind` items per kind (instructions.touches)."""
+    of the instruction check of `check_per_kind` items per kind (instructions.touches); `varied`: in
+    checkable.ROUND_ASKED's phrasings."""
     rng, checks = random.Random(seed), instructions.items(per_kind=check_per_kind)
     out: list[tuple[str, str]] = []
     for kind in checkable.ROUND_KINDS:  # every kind drawn, so the draws of one do not depend on `kinds`
         got: list[str] = []
         for prompt in checkable.prompts(
-            kind, 20 * per_kind, rng
+            kind, 20 * per_kind, rng, varied
         ):  # the tables are small: draw many, keep distinct
             fits = checkable.checkable(kind, prompt) and not instructions.touches(prompt, checks)
             if fits and prompt not in got:
