@@ -364,6 +364,7 @@ BLOCKS = {
     "tools-run3": (BENCH / "tools-run3.json", tools),
     "tools-run5": (BENCH / "tools-run5.json", tools),
     "tools-run6": (BENCH / "tools-run6.json", tools),
+    "tools-run7": (BENCH / "tools-run7.json", tools),
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
