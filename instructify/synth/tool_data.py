@@ -291,8 +291,7 @@ TOPIC = {
 }  # fmt: skip
 TOPIC_ASKED = ["{q}", "Quick question: {q}"]  # each question asked at most twice, plain and with a lead-in
 # Of the no_tool rows of a split with topic questions, while they last. 0: recipe 5 (0.25, docs/tools.md) lifted BFCL
-# irrelevance from 40% to 65% but missed calls rose from 5% to 20% of the held-out turns due one; 0.1 (recipe 6)
-# gave 50% and lowered free conformance from 91% to 82%: neither kept.
+# irrelevance from 40% to 65% but missed calls rose from 5% to 20% of the held-out turns due one: not kept.
 TOPIC_SHARE = 0.0
 ASK_FOR = [
     "I can do that, but I need {nouns}. Could you tell me?",
