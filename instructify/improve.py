@@ -46,8 +46,8 @@ def misquoted(prompt: str, text: str) -> bool:
 
 def corrected(prompt: str, text: str) -> str | None:
     """A wrong arithmetic reply with its result replaced by the right one, where its numbers are the operands
-    then one result ("15 + 10 is 100." to "What is 15 plus 10?" becomes "15 + 10 is 25."): the model's own
-    form with the program's sum (or the sum alone, for a number alone), for prompts where no sample, hinted or not, was right (pass@8 there was 0)."""
+    then one result ("15 + 10 is 100." to "What is 15 plus 10?" becomes "15 + 10 is 25."), or a number alone:
+    the model's own form with the program's sum, for prompts where no sample, hinted or not, was right."""
     result = checkable.arithmetic_result(prompt)
     found = list(NUMBER.finditer(text))
     if result is None or len(found) not in (1, 3):
@@ -213,12 +213,13 @@ def pairs_of(samples: list[dict], most: int) -> tuple[list[dict], dict]:
             counts["prompts with no wrong reply of a right one's form"] += 1
             continue
         counts["prompts with a pair"] += 1
-        made = dict.fromkeys(
-            (c, (same := alike[lined(c)])[k % len(same)]) for k, c in enumerate(chosen * most)
-        )
-        for right, wrong in list(made)[
-            :most
-        ]:  # in order, distinct: chosen and rejected cycled as far as `most`
+        # chosen and rejected cycled, in order and distinct, as far as `most`
+        made: list[tuple[str, str]] = []
+        for k, right in enumerate(chosen * most):
+            same = alike[lined(right)]
+            if (right, same[k % len(same)]) not in made:
+                made.append((right, same[k % len(same)]))
+        for right, wrong in made[:most]:
             pairs.append({"kind": kind, "prompt": [{"role": "user", "content": prompt}],
                           "chosen": [{"role": "assistant", "content": right}],
                           "rejected": [{"role": "assistant", "content": wrong}]})  # fmt: skip

@@ -176,7 +176,8 @@ def test_pairs_are_a_right_reply_and_a_wrong_one_that_stopped():
 
 
 def test_a_pairs_two_replies_are_both_lines_or_both_sentences():
-    """runs/qs-rpo6 chose lines over a sentence in 17 of 46 list pairs (none the reverse), then wrote lines into chat."""
+    """runs/qs-rpo6 chose lines over a sentence in 17 of 46 list pairs (none the reverse), then wrote lines
+    into chat."""
     lines, other = "1. Ants.\n2. Bees.\n3. Wasps.", "1. Ants.\n2. Bees."
     four, three = "List four insects.", "List three insects."
     samples = [
@@ -196,10 +197,7 @@ def test_a_pairs_two_replies_are_both_lines_or_both_sentences():
     "reply, repeats",
     [
         ("1. Go to bed.\n2. Go to sleep.\n3. Eat a healthy breakfast.\n4. Eat a healthy lunch.", True),
-        (
-            "1. The Rhine, 2. The Danube, 3. The Rhine, 4. The Seine.",
-            True,
-        ),  # the count's judge sees 4 distinct
+        ("1. The Rhine, 2. The Danube, 3. The Rhine, 4. The Seine.", True),  # the count sees 4 distinct
         ("1. Share a hobby.\n2. Share a hobby with a friend.\n3. Read.\n4. Ski.", True),
         ("1. Go to the beach.\n2. Go to the mountains.\n3. Read.\n4. Ski.", False),
         ("Rome, Venice, Florence and Milan.", False),

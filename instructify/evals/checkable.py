@@ -118,10 +118,9 @@ ROUND_ASKED = {
     "translate": [TRANSLATION_PROMPTS[3], "How would I say '{}' in {}?", "Please translate '{}' into {}.",
                   "Quick question: how do you say '{}' in {}?", "'{}' in {}, please."],
 }  # fmt: skip
-LIST_LEAD = (
-    re.compile(  # how a list prompt of synth's or ROUND_ASKED asks for N things, its number word captured
-        r"^(?:quick question: )?(?:please |could you |can you )?(?:list|name|give me|i'd like) (\w+) ", re.I
-    )
+# How a list prompt of synth's or ROUND_ASKED's asks for N things; the number word is captured.
+LIST_LEAD = re.compile(
+    r"^(?:quick question: )?(?:please |could you |can you )?(?:list|name|give me|i'd like) (\w+) ", re.I
 )
 
 ARITHMETIC = re.compile(r"(\d+)\s*(plus|\+|minus|-|times|×|\*|x|multiplied by|divided by|/)\s*(\d+)", re.I)
@@ -236,7 +235,8 @@ def checkable(kind: str, prompt: str) -> bool:
 
 
 def wrong_count(prompt: str, reply: str) -> bool:
-    """A "list/name/give me N things" prompt whose reply does not hold N distinct items (the check's own count)."""
+    """A list prompt (LIST_LEAD: "List N things.", "Could you give me N things?") whose reply does not hold N
+    distinct items (the check's own count)."""
     m = LIST_LEAD.match(prompt)
     if not m or m.group(1).lower() not in NUMBERS.values():
         return False
