@@ -15,7 +15,7 @@ import pytest
 
 from instructify.chat import tools as chat_tools
 from instructify.synth import functions, tool_data
-from instructify.synth.functions import TOOLS
+from instructify.synth.functions import TOOLS, Tool
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "data" / "tools"
@@ -365,3 +365,26 @@ def test_the_written_train_file_masks_its_share_and_the_held_out_file_none(small
             TOOLS
         )
         assert (len(unknown) > limit) if limit else not unknown
+
+
+def _no_fit_rows(rows: list[tuple[dict, dict]]) -> list[tuple[Tool, list[Tool]]]:
+    """(the wanted tool, the offered tools) of each built "no tool fits" row: the answer's {need} names the first."""
+    out = []
+    for row, _ in rows:
+        answer = row["messages"][-1]["content"]
+        offered = [TOOLS[t["function"]["name"]] for t in row["tools"]]
+        needs = [t for t in TOOLS.values() if t not in offered and tool_data.phrase(t) in answer]
+        if row["kind"] == "no_tool" and needs:
+            out.append((min(needs, key=lambda t: answer.index(tool_data.phrase(t))), offered))
+    return out
+
+
+def test_near_no_fit_rows_offer_the_wanted_tools_siblings_in_train_only(monkeypatch):
+    plain = _no_fit_rows(tool_data.build("train", 300, seed=2)[0])
+    assert plain and not any(functions.related(w.domain, t.domain) for w, ts in plain for t in ts)
+    held = tool_data.build("heldout", 120, seed=2)[0]
+    monkeypatch.setattr(tool_data, "NEAR_SHARE", 1.0)
+    near = _no_fit_rows(tool_data.build("train", 300, seed=2)[0])
+    assert len(near) > 50
+    assert all(any(t.domain == w.domain for t in ts) for w, ts in near)
+    assert tool_data.build("heldout", 120, seed=2)[0] == held  # the held-out rows, draw for draw

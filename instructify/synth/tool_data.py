@@ -293,6 +293,11 @@ TOPIC_ASKED = ["{q}", "Quick question: {q}"]  # each question asked at most twic
 # Of the no_tool rows of a split with topic questions, while they last. 0: recipe 5 (0.25, docs/tools.md) lifted BFCL
 # irrelevance from 40% to 65% but missed calls rose from 5% to 20% of the held-out turns due one: not kept.
 TOPIC_SHARE = 0.0
+# Train "no tool fits" rows whose offered tools are the wanted one's own siblings (same domain first), not unrelated
+# ones: the request is one a call row makes when its tool is offered, so only the tools block tells the two apart.
+# Why: BFCL's irrelevance offers a function on the question's subject; topic questions (recipes 5, 6) taught
+# "a question: text" and cost calls. 0 leaves the rows as they were, draw for draw.
+NEAR_SHARE = 0.0
 ASK_FOR = [
     "I can do that, but I need {nouns}. Could you tell me?",
     "Sure. Could you tell me {nouns}?",
@@ -660,10 +665,16 @@ def no_tool(ctx: Context) -> tuple[dict, dict] | None:
         return _row(ctx, "no_tool", offered, prompt, [{"role": "assistant", "content": answer}]), {
             "calls": []
         }
-    wanted = ctx.rng.choice(ctx.tools)  # a request for a function that is not offered, nor any like it
+    wanted = ctx.rng.choice(ctx.tools)  # a request for a function not offered (nor any like it, unless near)
     text, _ = ctx.ask(wanted)
-    offered = ctx.others([wanted], ctx.rng.randint(1, 3), unrelated_to=wanted.domain)
-    if not offered:
+    near = ctx.split == "train" and NEAR_SHARE > 0 and ctx.rng.random() < NEAR_SHARE
+    k = ctx.rng.randint(1, 3)
+    offered = (
+        ctx.others([wanted], k, siblings=True)
+        if near
+        else ctx.others([wanted], k, unrelated_to=wanted.domain)
+    )
+    if not offered or (near and offered[0].domain != wanted.domain):
         return None
     answer = ctx.rng.choice(NO_FIT).format(need=phrase(wanted), offer=phrase(offered[0]))
     return _row(ctx, "no_tool", offered, text, [{"role": "assistant", "content": answer}]), {"calls": []}
@@ -860,6 +871,7 @@ def write(
             "system_share": SYSTEM_SHARE,
             "chat_share": CHAT_SHARE,
             "topic_share": TOPIC_SHARE,
+            "near_share": NEAR_SHARE,
             "topic_questions": sum(map(len, TOPIC.values())),
             "optional_share": OPTIONAL_SHARE,
             "choose_tools": {str(k): v for k, v in CHOOSE_TOOLS.items()},
