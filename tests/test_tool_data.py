@@ -371,7 +371,7 @@ def _no_fit_rows(rows: list[tuple[dict, dict]]) -> list[tuple[Tool, list[Tool]]]
     """(the wanted tool, the offered tools) of each built "no tool fits" row: the answer's {need} names the first."""
     out = []
     for row, _ in rows:
-        answer = row["messages"][-1]["content"]
+        answer = row["messages"][-1]["content"] or ""
         offered = [TOOLS[t["function"]["name"]] for t in row["tools"]]
         needs = [t for t in TOOLS.values() if t not in offered and tool_data.phrase(t) in answer]
         if row["kind"] == "no_tool" and needs:
