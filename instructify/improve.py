@@ -217,8 +217,9 @@ def pairs_of(samples: list[dict], most: int) -> tuple[list[dict], dict]:
         made: list[tuple[str, str]] = []
         for k, right in enumerate(chosen * most):
             same = alike[lined(right)]
-            if (right, same[k % len(same)]) not in made:
-                made.append((right, same[k % len(same)]))
+            pair = (right, same[k % len(same)])
+            if pair not in made:
+                made.append(pair)
         for right, wrong in made[:most]:
             pairs.append({"kind": kind, "prompt": [{"role": "user", "content": prompt}],
                           "chosen": [{"role": "assistant", "content": right}],

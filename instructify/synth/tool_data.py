@@ -669,11 +669,7 @@ def no_tool(ctx: Context) -> tuple[dict, dict] | None:
     text, _ = ctx.ask(wanted)
     near = ctx.split == "train" and NEAR_SHARE > 0 and ctx.rng.random() < NEAR_SHARE
     k = ctx.rng.randint(1, 3)
-    offered = (
-        ctx.others([wanted], k, siblings=True)
-        if near
-        else ctx.others([wanted], k, unrelated_to=wanted.domain)
-    )
+    offered = ctx.others([wanted], k, siblings=near, unrelated_to=None if near else wanted.domain)
     if not offered or (near and offered[0].domain != wanted.domain):
         return None
     answer = ctx.rng.choice(NO_FIT).format(need=phrase(wanted), offer=phrase(offered[0]))
