@@ -2562,3 +2562,203 @@ def date_difference_days(start: str, end: str) -> dict:
     """
     a, b = datetime.date.fromisoformat(start), datetime.date.fromisoformat(end)
     return {"days": abs((b - a).days)}
+
+
+# ---- lists: functions whose required argument is an array, across domains (recipe 9) ----
+# Why: the library had 2 such functions of 69 in train (63 calls with an array in 3,000 rows), and the recipe-4
+# model left arrays unclosed or closed them with `}` (7 of its 23 non-conforming held-out turns, BFCL's
+# `player_cards`); BFCL's functions take lists often.
+
+EMAILS = [f"{p.lower()}@{d}" for p, d in zip(PEOPLE, ["example.com", "mail.test", "work.example.org"] * 9)]
+GROUPS = ["Book club", "Weekend hike", "Flat 3B", "Project Kite", "Family", "Five-a-side"]
+EXERCISES = ["squats", "push-ups", "lunges", "planks", "burpees", "jumping jacks", "sit-ups"]
+
+
+def numbers(rng: random.Random) -> list:
+    """3-6 numbers, some with a decimal part, written as digits."""
+    return [rng.choice([n, n + 0.5]) for n in rng.sample(range(1, 300), rng.randint(3, 6))]
+
+
+@tool(
+    "weather",
+    asks=[
+        "Compare the weather in {cities} right now[ in {unit}].",
+        "Which is warmest at the moment: {cities}?",
+        "Show me current conditions for {cities}[, temperatures in {unit}].",
+    ],
+    missing=["Compare the weather in a few cities for me."],
+    answers=["Warmest right now is {warmest} at {temperature} degrees."],
+    values={"cities": some(CITIES, 2, 4)},
+    nouns={"cities": "the cities"},
+)
+def weather_compare_cities(cities: list[str], unit: Literal["celsius", "fahrenheit"] = "celsius") -> dict:
+    """Compare the current weather in several cities.
+
+    Args:
+        cities: City names.
+        unit: Temperature unit.
+    """
+    temps = {c: _int(-5, 33, c) for c in cities}
+    warmest = max(cities, key=lambda c: (temps[c], c))
+    t = temps[warmest]
+    return {"warmest": warmest, "temperature": t if unit == "celsius" else round(t * 9 / 5 + 32)}
+
+
+@tool(
+    "calendar",
+    asks=[
+        'Invite {attendees} to "{title}" on {date}.',
+        'Set up "{title}" on {date} with {attendees}.',
+        'Send {attendees} an invite for "{title}", {date}.',
+    ],
+    missing=['Invite {attendees} to "{title}".'],
+    answers=['Sent {invited} invites for "{title}" on {date}.'],
+    values={"title": TITLES, "attendees": some(PEOPLE, 1, 4), "date": day},
+    nouns={"date": "the day"},
+)
+def meeting_invite_send(title: str, attendees: list[str], date: str) -> dict:
+    """Invite people to a meeting on a day.
+
+    Args:
+        title: Meeting title.
+        attendees: Names of the people to invite.
+        date: Day of the meeting.
+    """
+    return {"invited": len(attendees), "event_id": _id("ev", title, attendees, date)}
+
+
+@tool(
+    "email",
+    asks=[
+        'Email {recipients} with the subject "{subject}": "{body}".',
+        'Send "{body}" to {recipients}, subject "{subject}".',
+    ],
+    missing=['Send an email to {recipients} saying "{body}".'],
+    answers=['Sent "{subject}" to {sent} people.'],
+    values={"recipients": some(EMAILS, 2, 3), "subject": SUBJECTS, "body": BODIES},
+    nouns={"subject": "the subject line"},
+)
+def email_group_send(recipients: list[str], subject: str, body: str) -> dict:
+    """Send one email to several addresses.
+
+    Args:
+        recipients: Email addresses to send to.
+        subject: Subject line.
+        body: Message text.
+    """
+    return {"sent": len(recipients), "message_id": _id("msg", recipients, subject)}
+
+
+@tool(
+    "messaging",
+    asks=[
+        'Start a group chat called "{name}" with {members}.',
+        'Make a group "{name}" for {members}.',
+    ],
+    missing=['Start a group chat called "{name}".'],
+    answers=['Created "{name}" with {count} members.'],
+    values={"name": GROUPS, "members": some(PEOPLE, 2, 4)},
+    nouns={"members": "who to add"},
+)
+def group_chat_create(name: str, members: list[str]) -> dict:
+    """Create a group chat with several contacts.
+
+    Args:
+        name: Group name.
+        members: Contact names to add.
+    """
+    return {"group_id": _id("grp", name, members), "count": len(members) + 1}
+
+
+@tool(
+    "shopping",
+    asks=["Add {products} to my cart.", "Put {products} in my basket.", "I need {products}. Add them to the cart."],
+    missing=["Add a few things to my cart."],
+    answers=["Added {added} items; your cart total is ${cart_total}."],
+    values={"products": some(PRODUCTS, 2, 4)},
+    nouns={"products": "the products"},
+)
+def cart_add_products(products: list[str]) -> dict:
+    """Add several products to the shopping cart, one of each.
+
+    Args:
+        products: Product names.
+    """
+    return {"added": len(products), "cart_total": round(_int(300, 9000, products) / 100, 2)}
+
+
+@tool(
+    "smart_home",
+    asks=["Turn off the lights in the {rooms}.", "Switch the lights off in the {rooms}, please."],
+    missing=["Turn off the lights in a few rooms."],
+    answers=["Lights are off in {count} rooms, {bulbs} bulbs in all."],
+    values={"rooms": some(ROOMS, 2, 4)},
+    nouns={"rooms": "the rooms"},
+)
+def lights_off_rooms(rooms: list[str]) -> dict:
+    """Turn off the lights in several rooms.
+
+    Args:
+        rooms: The rooms.
+    """
+    return {"count": len(rooms), "bulbs": sum(_int(1, 6, r) for r in rooms)}
+
+
+@tool(
+    "math",
+    asks=[
+        "Sort these numbers: {values}[, largest first].",
+        "Put {values} in order[ from largest to smallest].",
+    ],
+    missing=["Sort my list of numbers[ from largest to smallest]."],
+    answers=["In order: {ordered}. They add up to {total}."],
+    values={"values": numbers},
+    nouns={"values": "the numbers"},
+    cues={"descending": ("largest first", "from largest to smallest")},
+)
+def numbers_sort(values: list[float], descending: bool = False) -> dict:
+    """Sort a list of numbers.
+
+    Args:
+        values: The numbers.
+        descending: Largest first.
+    """
+    return {"ordered": sorted(values, reverse=descending), "total": round(sum(values), 2)}
+
+
+@tool(
+    "fitness",
+    asks=[
+        "Build me a {minutes}-minute workout with {exercises}.",
+        "Plan {minutes} minutes of {exercises} for me.",
+    ],
+    missing=["Build me a workout with {exercises}."],
+    answers=["Your {minutes}-minute plan: {rounds} rounds of {exercises}."],
+    values={"exercises": some(EXERCISES, 2, 4), "minutes": ints(10, 60)},
+    nouns={"minutes": "how long it should be"},
+)
+def workout_plan_build(exercises: list[str], minutes: int) -> dict:
+    """Build a circuit workout from exercises for a length of time.
+
+    Args:
+        exercises: Exercise names.
+        minutes: Length in minutes.
+    """
+    return {"rounds": max(1, minutes // (2 * len(exercises)))}
+
+
+@tool(
+    "files",
+    asks=["Delete {paths}.", "Move {paths} to the trash.", "Clean up: remove {paths}."],
+    missing=["Delete those old files for me."],
+    answers=["Moved {count} files to the trash, {freed_mb} MB freed."],
+    values={"paths": some(PATHS, 2, 3)},
+    nouns={"paths": "the files"},
+)
+def files_trash(paths: list[str]) -> dict:
+    """Move several files to the trash.
+
+    Args:
+        paths: File paths.
+    """
+    return {"count": len(paths), "freed_mb": sum(_int(1, 300, p) for p in paths)}
