@@ -377,6 +377,7 @@ BLOCKS = {
     "improve-checks": (BENCH / "improve-second.json", improve_checks),
     "improve": (BENCH / "improve-defaults.json", improve_rounds),
     "improve-varied": (BENCH / "improve-varied.json", improve_rounds),
+    "improve-epyc": (BENCH / "improve-epyc.json", improve_rounds),
 }
 
 
