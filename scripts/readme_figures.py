@@ -4,7 +4,7 @@
     python scripts/readme_figures.py --collect runs/quickstart    # first copy a finished quickstart run's figures
                                                                   # (report.json, curve.jsonl, speed.json) into
                                                                   # bench/quickstart.json
-    python scripts/readme_figures.py --collect-tools runs/tools --timeline T.json   # the tools run: bench/tools.json
+    python scripts/readme_figures.py --collect-tools runs/tools --timeline T.json   # the tools run: bench/tools.json (--tools-as tools-runN)
 
 Each block sits between `<!-- figures:NAME:start -->` and `<!-- figures:NAME:end -->`; tests/test_readme.py fails
 when a block differs from what its JSON renders to (a bench re-run without this script, or a hand edit).
@@ -454,8 +454,8 @@ def collect(
     return out
 
 
-def collect_tools(run: Path, timeline: dict) -> Path:
-    """The figures README quotes from a finished configs/tools.yaml run, into bench/tools.json."""
+def collect_tools(run: Path, timeline: dict, name: str = "tools") -> Path:
+    """The figures README quotes from a finished configs/tools.yaml run, into bench/NAME.json."""
     from machine import cpu_flags
 
     from instructify.evals import tool_calls
@@ -479,7 +479,7 @@ def collect_tools(run: Path, timeline: dict) -> Path:
         "timeline": timeline,
         "run_json": {k: v for k, v in json.loads((run / "run.json").read_text()).items() if k != "config"},
     }
-    out = BENCH / "tools.json"
+    out = BENCH / f"{name}.json"
     out.write_text(json.dumps(data, indent=2) + "\n")
     return out
 
@@ -516,9 +516,14 @@ def main() -> int:
         type=Path,
         help="with --collect-tools: a JSON file of the run's minutes (train_steps, train_minutes, eval_minutes, note)",
     )
+    p.add_argument(
+        "--tools-as",
+        default="tools",
+        help="with --collect-tools: the bench file it fills (bench/NAME.json): tools, or tools-runN for a recipe tried",
+    )
     args = p.parse_args()
     if args.collect_tools:
-        print(f"wrote {collect_tools(args.collect_tools, json.loads(args.timeline.read_text()))}")
+        print(f"wrote {collect_tools(args.collect_tools, json.loads(args.timeline.read_text()), args.tools_as)}")
     if args.collect:
         print(
             f"wrote {collect(args.collect, args.wall_seconds, not args.converting, args.collect_as, args.with_setup)}"
