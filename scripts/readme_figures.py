@@ -523,7 +523,9 @@ def main() -> int:
     )
     args = p.parse_args()
     if args.collect_tools:
-        print(f"wrote {collect_tools(args.collect_tools, json.loads(args.timeline.read_text()), args.tools_as)}")
+        print(
+            f"wrote {collect_tools(args.collect_tools, json.loads(args.timeline.read_text()), args.tools_as)}"
+        )
     if args.collect:
         print(
             f"wrote {collect(args.collect, args.wall_seconds, not args.converting, args.collect_as, args.with_setup)}"
