@@ -339,6 +339,11 @@ class ImproveConfig:
     keep_per_prompt: int = _f(
         2, "Distinct right replies kept (rft) or pairs made (rpo) per prompt: more lets easy prompts dominate"
     )
+    chat_pairs: int = _f(
+        0,
+        "rpo: chit-chat prompts of the SFT mix's training side whose greedy reply makes a pair against a loop "
+        "(chosen clean, rejected the reply with its last sentence said again, or its own loop): instructify/improve_chat.py",
+    )
     sft_share: float = _f(
         0.25, "Weight multiplier of the SFT sources mixed into each round (0: own samples only)"
     )
@@ -521,6 +526,11 @@ def _check_values(cfg: Config, where: str) -> None:
     if unknown or not cfg.improve.kinds:
         raise ConfigError(
             f"{where}: `improve.kinds` has {unknown or 'none'}; expected some of {', '.join(ROUND_KINDS)}"
+        )
+    if cfg.improve.chat_pairs and cfg.improve.method != "rpo":
+        raise ConfigError(
+            f"{where}: `improve.chat_pairs`={cfg.improve.chat_pairs} needs improve.method=rpo (they are preference "
+            "pairs); rft mixes improve.sft_share of the SFT data instead: set improve.chat_pairs=0"
         )
     if not 0 < cfg.data.eval_share < 1:
         raise ConfigError(f"{where}: `data.eval_share` must be between 0 and 1, got {cfg.data.eval_share}")

@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from instructify import config as config_lib
-from instructify import pipeline
+from instructify import improve_chat, pipeline
 from instructify.evals import checkable, conformance, headroom, instructions, second_set
 
 log = logging.getLogger("instructify")
@@ -350,6 +350,12 @@ def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> 
         i.prompts_per_kind, cfg.eval.instructions, i.seed + n, i.kinds, i.phrasings == "varied"
     )
     rows, samples, counts = own_rows(model, tokenizer, asked, cfg, i.seed + n)
+    chat: list[dict] = []
+    if i.chat_pairs:
+        talk = improve_chat.prompts(cfg, i.chat_pairs, i.seed + n)
+        chat, chat_samples, chat_counts = improve_chat.pairs(model, tokenizer, talk, cfg, i.seed + n)
+        _write_jsonl(folder / "chat-samples.jsonl", chat_samples)
+        counts |= chat_counts
     del model
     _write_jsonl(folder / "own-samples.jsonl", samples)
     _write_jsonl(folder / "own-rows.jsonl", rows)
@@ -357,6 +363,7 @@ def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> 
     if i.method == "rpo":
         pairs, pair_counts = pairs_of(samples, i.keep_per_prompt)
         counts |= pair_counts
+        pairs += chat
         _write_jsonl(folder / "own-pairs.jsonl", pairs)
         fit = functools.partial(dpo.train, pairs=pairs)
     sampled = time.time()

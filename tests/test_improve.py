@@ -10,7 +10,8 @@ import yaml
 from conftest import COIN, CORPUS, SURE, WRONG, _learnt_gemma, conversations
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from instructify import config, improve
+from instructify import config, improve, improve_chat
+from instructify.data import splits
 from instructify.evals import conformance, headroom
 
 
@@ -62,7 +63,8 @@ def test_a_round_trains_from_the_model_it_sampled_and_is_measured_on_the_sft_pro
         "lora": {"r": 4, "alpha": 8}, "training": {"per_device_batch_size": 4, "logging_steps": 1},
         "eval": {"num_conversations": 4, "max_new_tokens": 8, "batch_size": 4, "instructions": 1, "reference": "",
                  "monitor_every": 0, "monitor_generate_every": 0},
-        "improve": {"start": str(start), "samples": 4, "max_steps": 2, "learning_rate": 1e-3, "method": method},
+        "improve": {"start": str(start), "samples": 4, "max_steps": 2, "learning_rate": 1e-3, "method": method,
+                    "chat_pairs": 2 if method == "rpo" else 0},
     }))  # fmt: skip
     # the tiny model knows two prompts, not the seeded ones: the round is asked those
     asked = [("arithmetic", SURE), ("arithmetic", COIN), ("list", WRONG)]
@@ -79,7 +81,10 @@ def test_a_round_trains_from_the_model_it_sampled_and_is_measured_on_the_sft_pro
     assert [s["path"] for s in ran["data"]["sources"]] == [str(round_1 / "own-rows.jsonl"), *mixed]
     if method == "rpo":  # COIN's "25" over its "52": the one prompt with a right and a wrong reply
         pairs = [json.loads(line) for line in (round_1 / "own-pairs.jsonl").read_text().splitlines()]
-        assert {(p["prompt"][0]["content"], p["rejected"][0]["content"]) for p in pairs} == {(COIN, "52")}
+        own = {(p["prompt"][0]["content"], p["rejected"][0]["content"]) for p in pairs if p["kind"] != "chat"}
+        assert own == {(COIN, "52")}
+        chat = [json.loads(line) for line in (round_1 / "chat-samples.jsonl").read_text().splitlines()]
+        assert len(chat) == 2 and sum(p["kind"] == "chat" for p in pairs) <= 2
         assert json.loads((round_1 / "dpo.json").read_text())["steps"] == 2
     assert json.loads((round_1 / "eval_prompts.json").read_text()) == held
     assert (round_1 / "model" / "model.safetensors").is_file()
@@ -102,6 +107,13 @@ def test_improve_without_a_model_says_what_to_run(tmp_path):
     from instructify import cli
 
     assert cli.main(["improve", f"output_dir={tmp_path}"]) == 2
+
+
+def test_chat_pairs_under_rft_are_refused_by_name(tmp_path, capsys):
+    from instructify import cli
+
+    assert cli.main(["improve", f"output_dir={tmp_path}", "improve.method=rft", "improve.chat_pairs=10"]) == 2
+    assert "`improve.chat_pairs`=10 needs improve.method=rpo" in capsys.readouterr().err
 
 
 def _checked(**correct) -> dict:
@@ -360,3 +372,67 @@ def test_yes_no_pairs_are_as_many_yes_as_no():
     asked = [p["prompt"][0]["content"] for p in pairs]
     assert asked == [COIN, yes[0], "Is fire cold?"], asked
     assert counts["yes/no pairs dropped to balance yes and no"] == 2 and counts["pairs"] == 3
+
+
+LOOPER, LIKES, HELLO = "How was your day?", "Do you like dogs?", "Hi there"
+SURE_LOOP = "I am not sure. I am not sure. I am not sure."
+
+
+@pytest.fixture(scope="module")
+def rambler(tmp_path_factory):
+    """A tiny model whose greedy reply to LOOPER says one sentence three times (once, a quarter of the time), and
+    which answers LIKES and HELLO cleanly."""
+    taught = [(LOOPER, SURE_LOOP)] * 3 + [(LOOPER, "I am not sure."), (LIKES, "Yes, I like dogs a lot."),
+                                          (HELLO, "Hello!")]  # fmt: skip
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in taught
+    ]
+    texts = [t for q, a in taught for t in (q, a)] * 10 + CORPUS
+    path = _learnt_gemma(texts, 300, 256, 128, rows, 150, 3e-3, tmp_path_factory.mktemp("rambler"))
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def test_a_reply_said_again_is_a_loop_and_the_reply_is_not():
+    for reply in ("I am not sure.", "Well. I went to the lake today", "Sure! We went swimming at the lake"):
+        again = improve_chat.said_again(reply)
+        assert again.startswith(reply) and not conformance.repeats_sentence(reply), again
+        assert conformance.repeats_sentence(again) and len(again) > 2 * len(reply), again
+    assert improve_chat.said_again("I am not sure.") == SURE_LOOP
+    assert improve_chat.said_again("Hello!") is None  # no sentence of 3 words to say again
+
+
+def test_chat_pairs_reject_loops_and_choose_clean_replies(rambler):
+    model, tok = rambler
+    cfg = config.load(
+        None,
+        ["template.temperature=0.8", "template.top_p=0.9", "improve.samples=16", "eval.max_new_tokens=24"],
+    )
+    asked = [
+        {"id": q, "prior_turns": 1, "messages": [{"role": "user", "content": q}]}
+        for q in (LOOPER, LIKES, HELLO)
+    ]
+    pairs, samples, counts = improve_chat.pairs(model, tok, asked, cfg, seed=0)
+    assert [s["loop"] for s in samples] == [True, False, False], samples
+    got = [(p["prompt"][0]["content"], p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs]
+    assert got == [
+        (LOOPER, "I am not sure.", SURE_LOOP),  # its own loop, against a clean sample
+        (LIKES, "Yes, I like dogs a lot.", "Yes, I like dogs a lot. " * 2 + "Yes, I like dogs a lot."),
+    ]
+    assert counts == {"greedy loops, against a clean sample": 1, "clean greedy, against itself said again": 1,
+                      "clean greedy, no sentence to repeat": 1, "chat pairs": 2}  # fmt: skip
+    assert {p["kind"] for p in pairs} == {"chat"}
+
+
+def test_chat_prompts_come_from_the_training_side_only(chat_file):
+    cfg = config.load(None, [f"data.sources=[{{path: {chat_file}}}]", "data.eval_share=0.5", "data.seed=3"])
+    asked = improve_chat.prompts(cfg, 100, seed=1)
+    held = {f"0:c{i}" for i in range(24) if splits.held_out(f"0:c{i}", 3, 0.5)}
+    multi = {f"0:c{i}" for i in range(24) if i % 3}  # 2 or 3 exchanges
+    assert asked and {p["id"] for p in asked} == multi - held, (asked, held)
+    for p in asked:  # cut before a reply, after 1 or 3 turns
+        assert p["messages"][-1]["role"] == "user" and p["prior_turns"] == len(p["messages"]) in (1, 3, 5)
+    assert (
+        improve_chat.prompts(cfg, 3, seed=1)
+        == improve_chat.prompts(cfg, 3, seed=1)
+        != improve_chat.prompts(cfg, 3, seed=2)
+    )
