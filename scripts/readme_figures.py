@@ -369,6 +369,7 @@ BLOCKS = {
     "tools-run4b": (BENCH / "tools-run4b.json", tools),
     "tools-run9": (BENCH / "tools-run9.json", tools),
     "tools-run4s7": (BENCH / "tools-run4s7.json", tools),
+    "tools-run9s7": (BENCH / "tools-run9s7.json", tools),
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
