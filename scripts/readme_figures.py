@@ -377,9 +377,10 @@ BLOCKS = {
     "serve": (BENCH / "serve.json", serve),
     "decoding": (BENCH / "decoding.json", decoding),
     "improve-checks": (BENCH / "improve-second.json", improve_checks),
-    "improve": (BENCH / "improve-defaults.json", improve_rounds),
+    "improve": (BENCH / "improve-chat.json", improve_rounds),
     "improve-varied": (BENCH / "improve-varied.json", improve_rounds),
     "improve-epyc": (BENCH / "improve-epyc.json", improve_rounds),
+    "improve-chat": (BENCH / "improve-chat.json", improve_rounds),
 }
 
 

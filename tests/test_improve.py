@@ -64,7 +64,7 @@ def test_a_round_trains_from_the_model_it_sampled_and_is_measured_on_the_sft_pro
         "eval": {"num_conversations": 4, "max_new_tokens": 8, "batch_size": 4, "instructions": 1, "reference": "",
                  "monitor_every": 0, "monitor_generate_every": 0},
         "improve": {"start": str(start), "samples": 4, "max_steps": 2, "learning_rate": 1e-3, "method": method,
-                    "chat_pairs": 2 if method == "rpo" else 0},
+                    "chat_pairs": 2},
     }))  # fmt: skip
     # the tiny model knows two prompts, not the seeded ones: the round is asked those
     asked = [("arithmetic", SURE), ("arithmetic", COIN), ("list", WRONG)]
@@ -79,6 +79,7 @@ def test_a_round_trains_from_the_model_it_sampled_and_is_measured_on_the_sft_pro
     assert ran["model"]["name"] == str(start) and ran["template"]["name"] == "model"
     mixed = [str(chat_file)] if method == "rft" else []  # rpo trains on its pairs alone
     assert [s["path"] for s in ran["data"]["sources"]] == [str(round_1 / "own-rows.jsonl"), *mixed]
+    assert (round_1 / "chat-samples.jsonl").is_file() == (method == "rpo")  # chat pairs are preference pairs
     if method == "rpo":  # COIN's "25" over its "52": the one prompt with a right and a wrong reply
         pairs = [json.loads(line) for line in (round_1 / "own-pairs.jsonl").read_text().splitlines()]
         own = {(p["prompt"][0]["content"], p["rejected"][0]["content"]) for p in pairs if p["kind"] != "chat"}
@@ -107,13 +108,6 @@ def test_improve_without_a_model_says_what_to_run(tmp_path):
     from instructify import cli
 
     assert cli.main(["improve", f"output_dir={tmp_path}"]) == 2
-
-
-def test_chat_pairs_under_rft_are_refused_by_name(tmp_path, capsys):
-    from instructify import cli
-
-    assert cli.main(["improve", f"output_dir={tmp_path}", "improve.method=rft", "improve.chat_pairs=10"]) == 2
-    assert "`improve.chat_pairs`=10 needs improve.method=rpo" in capsys.readouterr().err
 
 
 def _checked(**correct) -> dict:
