@@ -14,8 +14,6 @@ from __future__ import annotations
 import random
 import re
 
-import torch
-
 from instructify import config as config_lib
 from instructify.data import mixture, records, splits
 from instructify.evals import conformance, headroom
@@ -63,17 +61,17 @@ def pairs(model, tokenizer, asked: list[dict], cfg: config_lib.Config, seed: int
     e = cfg.eval
     greedy = conformance.generate(model, tokenizer, asked, e.max_new_tokens, e.batch_size)
     looping = [n for n, r in enumerate(greedy) if r.loop]
-    torch.manual_seed(seed)
-    again = [asked[n] for n in looping] * cfg.improve.samples
     sampling = headroom.sampling_of(cfg.template)
+    again = [asked[n] for n in looping]
+    k = cfg.improve.samples
     drawn = (
-        conformance.generate(model, tokenizer, again, e.max_new_tokens, e.batch_size, sampling)
+        headroom.sample_chats(model, tokenizer, again, k, sampling, e.max_new_tokens, e.batch_size, seed)
         if again
         else []
     )
     clean = {}
-    for k, r in enumerate(drawn):
-        at = looping[k % len(looping)]
+    for j, r in enumerate(drawn):
+        at = looping[j % len(looping)]
         if r.clean_stop and not r.loop and at not in clean:
             clean[at] = r.text.strip()
     made, samples, counts = [], [], {}

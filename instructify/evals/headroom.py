@@ -65,9 +65,16 @@ def chats(asked: list[tuple[str, str]]) -> list[dict]:
 
 
 def sample(model, tokenizer, asked, k: int, sampling: dict, max_new_tokens: int, batch_size: int, seed: int):
-    """k sampled replies to each prompt, seeded: reply j of prompt i at j * len(asked) + i."""
+    """k sampled replies to each (kind, prompt), seeded: reply j of prompt i at j * len(asked) + i."""
+    return sample_chats(model, tokenizer, chats(asked), k, sampling, max_new_tokens, batch_size, seed)
+
+
+def sample_chats(
+    model, tokenizer, prompts, k: int, sampling: dict, max_new_tokens: int, batch_size: int, seed: int
+):
+    """k sampled replies to each conversation (conformance.generate's prompts), seeded as `sample`."""
     torch.manual_seed(seed)  # sampling draws from the global stream, as generate() does
-    return conformance.generate(model, tokenizer, chats(asked) * k, max_new_tokens, batch_size, sampling)
+    return conformance.generate(model, tokenizer, prompts * k, max_new_tokens, batch_size, sampling)
 
 
 def measure(
