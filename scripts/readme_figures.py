@@ -370,6 +370,7 @@ BLOCKS = {
     "tools-run9": (BENCH / "tools-run9.json", tools),
     "tools-run4s7": (BENCH / "tools-run4s7.json", tools),
     "tools-run9s7": (BENCH / "tools-run9s7.json", tools),
+    "tools-run4s3": (BENCH / "tools-run4s3.json", tools),
     "speed": (BENCH / "results.json", speed),
     "eval-speed": (BENCH / "eval.json", eval_speed),
     "quickstart": (BENCH / "quickstart.json", quickstart),
