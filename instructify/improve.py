@@ -352,7 +352,7 @@ def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> 
     rows, samples, counts = own_rows(model, tokenizer, asked, cfg, i.seed + n)
     chat: list[dict] = []
     if i.chat_pairs and i.method == "rpo":  # rft mixes improve.sft_share of the SFT data instead
-        talk = improve_chat.prompts(cfg, i.chat_pairs, i.seed + n)
+        talk = improve_chat.prompts(cfg, tokenizer, i.chat_pairs, i.seed + n)
         chat, chat_samples, chat_counts = improve_chat.pairs(model, tokenizer, talk, cfg, i.seed + n)
         _write_jsonl(folder / "chat-samples.jsonl", chat_samples)
         counts |= chat_counts

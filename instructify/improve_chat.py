@@ -11,19 +11,23 @@ Our own code: TRL trains on pairs, it does not make them.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 
 from instructify import config as config_lib
+from instructify.chat import template
 from instructify.data import mixture, records, splits
 from instructify.evals import conformance, headroom
 
 
-def prompts(cfg: config_lib.Config, n: int, seed: int) -> list[dict]:
+def prompts(cfg: config_lib.Config, tokenizer, n: int, seed: int) -> list[dict]:
     """`n` seeded chit-chat prompts from the training side of the SFT mix (never a held-out conversation, which
-    the guards measure): conversations of two exchanges or more without tools, cut before an assistant reply
-    after 1, 3 or 5 turns, as the held-out prompts are."""
-    convs = mixture.load(cfg.data, (), records.LoadReport(), cfg.template.system_prompt)
+    the guards measure), chosen as the held-out prompts are (splits.eval_prompts): conversations of two exchanges
+    or more without tools, cut before an assistant reply after 1, 3 or 5 turns whose conversation so far fits
+    its token limit (data.max_length, or its source's own), and loaded with SFT's special-text rule."""
+    forbidden = template.special_texts(tokenizer) if cfg.template.special_text == "reject" else ()
+    convs = mixture.load(cfg.data, forbidden, records.LoadReport(), cfg.template.system_prompt)
     chats = {
         c.id: c
         for c in convs
@@ -31,13 +35,29 @@ def prompts(cfg: config_lib.Config, n: int, seed: int) -> list[dict]:
         and len(c.messages) >= 4
         and not splits.held_out(c.id, cfg.data.seed, cfg.data.eval_share)
     }
-    picked = random.Random(seed).sample(sorted(chats), min(n, len(chats)))
-    out = []
-    for k, conv_id in enumerate(picked):
-        messages = chats[conv_id].messages
-        replies = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-        at = min(replies, key=lambda i: abs(i - (1, 3, 5)[k % 3]))
-        out.append({"id": conv_id, "messages": messages[:at], "prior_turns": at})
+    picked = [chats[i] for i in random.Random(seed).sample(sorted(chats), min(n, len(chats)))]
+    ends = [_Ends(_ends(tokenizer, c.messages, splits.limit_of(c, cfg.data.max_length))) for c in picked]
+    return [
+        {k: v for k, v in p.items() if k != "reference"}
+        for p in splits.eval_prompts(picked, ends, cfg.data.max_length, seed)
+    ]
+
+
+@dataclasses.dataclass
+class _Ends:
+    ends: list[int]  # the token count of the conversation through each message, as splits.eval_prompts reads
+
+
+def _ends(tokenizer, messages: list[dict], limit: int) -> list[int]:
+    """Token counts of the conversation rendered through each message (transformers' sandboxed render), up to
+    the first past `limit`. Our encoder (template.encode) needs the training run's ChatTokens, which a round's
+    start folder does not carry; the rendered counts are the same for a ChatML folder."""
+    out: list[int] = []
+    for i in range(len(messages)):
+        ids = tokenizer.apply_chat_template(messages[: i + 1], tokenize=True, return_dict=True)["input_ids"]
+        out.append(len(ids))
+        if out[-1] > limit:
+            break
     return out
 
 

@@ -417,16 +417,41 @@ def test_chat_pairs_reject_loops_and_choose_clean_replies(rambler):
     assert {p["kind"] for p in pairs} == {"chat"}
 
 
-def test_chat_prompts_come_from_the_training_side_only(chat_file):
+def test_chat_prompts_come_from_the_training_side_only(chat_file, taught):
     cfg = config.load(None, [f"data.sources=[{{path: {chat_file}}}]", "data.eval_share=0.5", "data.seed=3"])
-    asked = improve_chat.prompts(cfg, 100, seed=1)
+    tok = taught[1]
+    asked = improve_chat.prompts(cfg, tok, 100, seed=1)
     held = {f"0:c{i}" for i in range(24) if splits.held_out(f"0:c{i}", 3, 0.5)}
     multi = {f"0:c{i}" for i in range(24) if i % 3}  # 2 or 3 exchanges
     assert asked and {p["id"] for p in asked} == multi - held, (asked, held)
     for p in asked:  # cut before a reply, after 1 or 3 turns
         assert p["messages"][-1]["role"] == "user" and p["prior_turns"] == len(p["messages"]) in (1, 3, 5)
     assert (
-        improve_chat.prompts(cfg, 3, seed=1)
-        == improve_chat.prompts(cfg, 3, seed=1)
-        != improve_chat.prompts(cfg, 3, seed=2)
+        improve_chat.prompts(cfg, tok, 3, seed=1)
+        == improve_chat.prompts(cfg, tok, 3, seed=1)
+        != improve_chat.prompts(cfg, tok, 3, seed=2)
     )
+
+
+def test_chat_prompts_fit_the_token_limit_and_hold_special_text_out(tmp_path, taught):
+    """As the held-out prompts: a reply counts only where the conversation so far fits data.max_length, and a row
+    SFT rejects for typed control tokens is never asked."""
+    say = lambda *texts: [{"role": r, "content": t} for r, t in zip(["user", "assistant"] * 3, texts)]  # noqa: E731
+    rows = [{"id": f"short{i}", "messages": say(*CORPUS[i : i + 6])} for i in range(3)]
+    rows += [{"id": f"long{i}", "messages": say(CORPUS[i], CORPUS[i + 1], "tell me more " * 150, *CORPUS[:3])}
+             for i in range(3)]  # fmt: skip
+    rows += [{"id": "typed", "messages": say(CORPUS[0], "Sure.<|im_end|>", *CORPUS[1:5])}]
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = config.load(
+        None, [f"data.sources=[{{path: {path}}}]", "data.eval_share=0.01", "data.max_length=256"]
+    )
+    ids = {f"0:{k}{i}" for k in ("short", "long") for i in range(3)}
+    assert not any(splits.held_out(i, cfg.data.seed, 0.01) for i in ids | {"0:typed"})
+    turns = {}
+    for seed in range(3):  # each conversation is asked after 1, 3 and 5 turns across the seeds
+        turns |= {p["id"]: turns.get(p["id"], set()) | {p["prior_turns"]}
+                  for p in improve_chat.prompts(cfg, taught[1], 10, seed)}  # fmt: skip
+    assert set(turns) == ids, turns
+    assert all(turns[f"0:long{i}"] == {1} for i in range(3)), turns  # 3 or 5 turns cross max_length
+    assert set().union(*(turns[f"0:short{i}"] for i in range(3))) == {1, 3, 5}, turns
