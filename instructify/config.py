@@ -341,6 +341,11 @@ class ImproveConfig:
     keep_per_prompt: int = _f(
         2, "Distinct right replies kept (rft) or pairs made (rpo) per prompt: more lets easy prompts dominate"
     )
+    arithmetic_prompts: int = _f(
+        0,
+        "Arithmetic prompts a round asks beside prompts_per_kind's, drawn apart (seed + 1000 + n) so the others "
+        "stay the same: the kind the model's own samples almost never get right (pass@8 0%, docs/evaluation.md)",
+    )
     chat_pairs: int = _f(
         150,
         "rpo: chit-chat prompts of the SFT mix's training side whose greedy reply makes a pair against a loop "
@@ -529,6 +534,10 @@ def _check_values(cfg: Config, where: str) -> None:
     if unknown or not cfg.improve.kinds:
         raise ConfigError(
             f"{where}: `improve.kinds` has {unknown or 'none'}; expected some of {', '.join(ROUND_KINDS)}"
+        )
+    if cfg.improve.arithmetic_prompts < 0:
+        raise ConfigError(
+            f"{where}: `improve.arithmetic_prompts` must be >= 0, got {cfg.improve.arithmetic_prompts}"
         )
     if not 0 < cfg.data.eval_share < 1:
         raise ConfigError(f"{where}: `data.eval_share` must be between 0 and 1, got {cfg.data.eval_share}")

@@ -338,6 +338,19 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def asked_in(cfg: config_lib.Config, n: int) -> list[tuple[str, str]]:
+    """(kind, prompt) of round n: prompts_per_kind of each of improve.kinds, then improve.arithmetic_prompts more
+    arithmetic ones of their own seeded draw (the others the same as without them), none twice."""
+    i, varied = cfg.improve, cfg.improve.phrasings == "varied"
+    asked = headroom.prompts(i.prompts_per_kind, cfg.eval.instructions, i.seed + n, i.kinds, varied)
+    if i.arithmetic_prompts and "arithmetic" in i.kinds:
+        more = headroom.prompts(
+            i.arithmetic_prompts, cfg.eval.instructions, i.seed + 1000 + n, ["arithmetic"], varied
+        )
+        asked += [a for a in more if a not in asked]
+    return asked
+
+
 def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> dict:
     """Sample, judge, train (improve.method) and evaluate round n from the `start` model; its figures."""
     from instructify.training import dpo
@@ -346,9 +359,7 @@ def one_round(cfg: config_lib.Config, n: int, start: Path, held: list[dict]) -> 
     i, folder, t0 = cfg.improve, Path(cfg.output_dir) / f"round-{n}", time.time()
     folder.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load(cfg.model, path=str(start))
-    asked = headroom.prompts(
-        i.prompts_per_kind, cfg.eval.instructions, i.seed + n, i.kinds, i.phrasings == "varied"
-    )
+    asked = asked_in(cfg, n)
     rows, samples, counts = own_rows(model, tokenizer, asked, cfg, i.seed + n)
     chat: list[dict] = []
     if i.chat_pairs and i.method == "rpo":  # rft mixes improve.sft_share of the SFT data instead

@@ -104,6 +104,17 @@ def test_a_round_trains_from_the_model_it_sampled_and_is_measured_on_the_sft_pro
     )
 
 
+def test_more_arithmetic_prompts_leave_the_others_as_they_were():
+    base = config.load(None, ["improve.prompts_per_kind=5"])
+    more = config.load(None, ["improve.prompts_per_kind=5", "improve.arithmetic_prompts=30"])
+    asked, with_more = improve.asked_in(base, 1), improve.asked_in(more, 1)
+    extra = with_more[len(asked) :]
+    assert with_more[: len(asked)] == asked and len(set(with_more)) == len(with_more)
+    assert len(extra) == 30 and {kind for kind, _ in extra} == {"arithmetic"}, extra
+    with pytest.raises(config.ConfigError, match="improve.arithmetic_prompts"):
+        config.load(None, ["improve.arithmetic_prompts=-1"])
+
+
 def test_improve_without_a_model_says_what_to_run(tmp_path):
     from instructify import cli
 
