@@ -378,10 +378,12 @@ BLOCKS = {
     "serve": (BENCH / "serve.json", serve),
     "decoding": (BENCH / "decoding.json", decoding),
     "improve-checks": (BENCH / "improve-second.json", improve_checks),
-    "improve": (BENCH / "improve-chat.json", improve_rounds),
+    "improve": (BENCH / "improve-arith.json", improve_rounds),
     "improve-varied": (BENCH / "improve-varied.json", improve_rounds),
     "improve-epyc": (BENCH / "improve-epyc.json", improve_rounds),
     "improve-chat": (BENCH / "improve-chat.json", improve_rounds),
+    "improve-chat2": (BENCH / "improve-chat2.json", improve_rounds),
+    "improve-arith": (BENCH / "improve-arith.json", improve_rounds),
 }
 
 
