@@ -108,6 +108,8 @@ def pairs(model, tokenizer, asked: list[dict], cfg: config_lib.Config, seed: int
             )
         else:
             chosen, why = None, "greedy did not stop cleanly"
+        if chosen and rejected and _longer(tokenizer, p["messages"], (chosen, rejected), cfg.data.max_length):
+            chosen, why = None, "pair longer than data.max_length (TRL would cut its tail)"
         counts[why] = counts.get(why, 0) + 1
         samples.append({"id": p["id"], "greedy": r.text, "stopped": r.stopped, "loop": r.loop, "why": why})
         if chosen and rejected:
@@ -116,3 +118,12 @@ def pairs(model, tokenizer, asked: list[dict], cfg: config_lib.Config, seed: int
                          "rejected": [{"role": "assistant", "content": rejected}]})  # fmt: skip
     counts["chat pairs"] = len(made)
     return made, samples, counts
+
+
+def _longer(tokenizer, messages: list[dict], replies: tuple[str, str], limit: int) -> bool:
+    """Whether either reply, after the prompt, renders past `limit`: DPOConfig's max_length keeps the start, so the
+    repeated sentence that tells the two apart, and the <|im_end|>, would be cut (12 of runs/qs-chat2's 120)."""
+    render = lambda r: tokenizer.apply_chat_template(  # noqa: E731
+        messages + [{"role": "assistant", "content": r}], tokenize=True, return_dict=True
+    )["input_ids"]
+    return any(len(render(r)) > limit for r in replies)

@@ -408,10 +408,13 @@ def test_a_reply_said_again_is_a_loop_and_the_reply_is_not():
 
 def test_chat_pairs_reject_loops_and_choose_clean_replies(rambler):
     model, tok = rambler
-    cfg = config.load(
-        None,
-        ["template.temperature=0.8", "template.top_p=0.9", "improve.samples=16", "eval.max_new_tokens=24"],
-    )
+    cfg_args = [
+        "template.temperature=0.8",
+        "template.top_p=0.9",
+        "improve.samples=16",
+        "eval.max_new_tokens=24",
+    ]
+    cfg = config.load(None, cfg_args)
     asked = [
         {"id": q, "prior_turns": 1, "messages": [{"role": "user", "content": q}]}
         for q in (LOOPER, LIKES, HELLO)
@@ -426,6 +429,14 @@ def test_chat_pairs_reject_loops_and_choose_clean_replies(rambler):
     assert counts == {"greedy loops, against a clean sample": 1, "clean greedy, against itself said again": 1,
                       "clean greedy, no sentence to repeat": 1, "chat pairs": 2}  # fmt: skip
     assert {p["kind"] for p in pairs} == {"chat"}
+    # a pair TRL would cut at data.max_length (keep_start) is not made: its repeated tail would be lost
+    again = [{"role": "user", "content": LIKES}, {"role": "assistant", "content": got[1][2]}]
+    longest = len(tok.apply_chat_template(again, tokenize=True, return_dict=True)["input_ids"])
+    for limit, made in ((longest, 2), (longest - 1, 1)):
+        cut = config.load(None, [*cfg_args, f"data.max_length={limit}"])
+        pairs, _, counts = improve_chat.pairs(model, tok, asked, cut, seed=0)
+        assert len(pairs) == made and counts["chat pairs"] == made, (limit, counts)
+    assert counts["pair longer than data.max_length (TRL would cut its tail)"] == 1, counts
 
 
 def test_chat_prompts_come_from_the_training_side_only(chat_file, taught):
