@@ -37,10 +37,7 @@ def prompts(cfg: config_lib.Config, tokenizer, n: int, seed: int) -> list[dict]:
     }
     picked = [chats[i] for i in random.Random(seed).sample(sorted(chats), min(n, len(chats)))]
     ends = [_Ends(_ends(tokenizer, c.messages, splits.limit_of(c, cfg.data.max_length))) for c in picked]
-    return [
-        {k: v for k, v in p.items() if k != "reference"}
-        for p in splits.eval_prompts(picked, ends, cfg.data.max_length, seed)
-    ]
+    return splits.eval_prompts(picked, ends, cfg.data.max_length, seed)  # "reference": the gold reply, unused
 
 
 @dataclasses.dataclass
@@ -54,11 +51,15 @@ def _ends(tokenizer, messages: list[dict], limit: int) -> list[int]:
     start folder does not carry; the rendered counts are the same for a ChatML folder."""
     out: list[int] = []
     for i in range(len(messages)):
-        ids = tokenizer.apply_chat_template(messages[: i + 1], tokenize=True, return_dict=True)["input_ids"]
-        out.append(len(ids))
+        out.append(_length(tokenizer, messages[: i + 1]))
         if out[-1] > limit:
             break
     return out
+
+
+def _length(tokenizer, messages: list[dict]) -> int:
+    """Tokens of the conversation as the model's own template renders it (transformers' sandboxed path)."""
+    return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
 
 
 SENTENCE = re.compile(r"[^.!?\n]*\w[^.!?\n]*[.!?]?")
@@ -123,7 +124,4 @@ def pairs(model, tokenizer, asked: list[dict], cfg: config_lib.Config, seed: int
 def _longer(tokenizer, messages: list[dict], replies: tuple[str, str], limit: int) -> bool:
     """Whether either reply, after the prompt, renders past `limit`: DPOConfig's max_length keeps the start, so the
     repeated sentence that tells the two apart, and the <|im_end|>, would be cut (12 of runs/qs-chat2's 120)."""
-    render = lambda r: tokenizer.apply_chat_template(  # noqa: E731
-        messages + [{"role": "assistant", "content": r}], tokenize=True, return_dict=True
-    )["input_ids"]
-    return any(len(render(r)) > limit for r in replies)
+    return any(_length(tokenizer, [*messages, {"role": "assistant", "content": r}]) > limit for r in replies)
