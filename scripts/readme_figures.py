@@ -357,6 +357,19 @@ def improve_rounds(data: dict) -> str:
     return f"{data['what']}: " + "; ".join(parts) + f". Kept: {kept}."
 
 
+def dpo_micro(data: dict) -> str:
+    """bench/dpo-micro.json (scripts/bench_dpo.py): seconds per DPO step, padding and memory by improve.micro_batches."""
+    lines = [f"{data['what']}; {data['cpu']}:", "", "| micro-batches a step | s/step (median) | padding | peak RSS | losses of the 8 steps |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for a in data["arms"]:
+        losses = " ".join(f"{x:.2f}" for x in a["losses"])
+        lines.append(
+            f"| {a['micro_batches']} | {a['step_seconds_median']:.1f} | {a['padding_share']:.1%} | "
+            f"{a['train_peak_rss_mb'] / 1024:.1f} GiB | {losses} |"
+        )
+    return "\n".join(lines)
+
+
 BLOCKS = {
     "tools": (BENCH / "tools.json", tools),
     "tools-run1": (BENCH / "tools-run1.json", tools),
@@ -378,12 +391,15 @@ BLOCKS = {
     "serve": (BENCH / "serve.json", serve),
     "decoding": (BENCH / "decoding.json", decoding),
     "improve-checks": (BENCH / "improve-second.json", improve_checks),
-    "improve": (BENCH / "improve-arith.json", improve_rounds),
     "improve-varied": (BENCH / "improve-varied.json", improve_rounds),
     "improve-epyc": (BENCH / "improve-epyc.json", improve_rounds),
     "improve-chat": (BENCH / "improve-chat.json", improve_rounds),
     "improve-chat2": (BENCH / "improve-chat2.json", improve_rounds),
     "improve-arith": (BENCH / "improve-arith.json", improve_rounds),
+    "improve-arith200": (BENCH / "improve-arith200.json", improve_rounds),
+    "dpo-micro": (BENCH / "dpo-micro.json", dpo_micro),
+    "improve-micro4": (BENCH / "improve-micro4.json", improve_rounds),
+    "improve-micro1": (BENCH / "improve-micro1.json", improve_rounds),
 }
 
 

@@ -477,3 +477,44 @@ def test_chat_prompts_fit_the_token_limit_and_hold_special_text_out(tmp_path, ta
     assert set(turns) == ids, turns
     assert all(turns[f"0:long{i}"] == {1} for i in range(3)), turns  # 3 or 5 turns cross max_length
     assert set().union(*(turns[f"0:short{i}"] for i in range(3))) == {1, 3, 5}, turns
+
+
+def test_each_step_draws_its_pairs_and_runs_them_longest_first():
+    from instructify.training import dpo
+
+    lengths = [5, 40, 7, 33, 9, 128, 12, 3, 60, 21]
+    order = dpo.step_order(lengths, step_size=4, steps=5, seed=0)
+    steps = [order[s * 4 : (s + 1) * 4] for s in range(5)]
+    assert len(set(order[:8])) == 8 and sorted(order) == sorted(list(range(10)) * 2)  # two shuffled epochs
+    assert all([lengths[j] for j in s] == sorted((lengths[j] for j in s), reverse=True) for s in steps)
+    assert order != dpo.step_order(lengths, 4, 5, seed=1) and order == dpo.step_order(lengths, 4, 5, seed=0)
+
+
+def test_micro_batches_keep_each_steps_pairs_and_pad_less(taught_model):
+    """improve.micro_batches=2: a step trains on the same pairs as in one batch, the long ones together, and the
+    short half is padded to its own length."""
+    from instructify.training import dpo
+
+    tok = AutoTokenizer.from_pretrained(taught_model)
+    pairs = [{"prompt": [{"role": "user", "content": COIN + " Say it" + " again" * n}],
+              "chosen": [{"role": "assistant", "content": "25"}],
+              "rejected": [{"role": "assistant", "content": "52" + " 52" * n}]} for n in range(8)]  # fmt: skip
+    common = ["improve.method=rpo", "training.max_steps=2", "training.per_device_batch_size=4", "lora.r=4"]
+    batches = {}
+    for micro in (1, 2):
+        cfg = config.load(None, [*common, f"improve.micro_batches={micro}"])
+        trainer = dpo.trainer_for(cfg, AutoModelForCausalLM.from_pretrained(taught_model), tok, pairs)
+        assert trainer.args.gradient_accumulation_steps == micro
+        batches[micro] = list(trainer.get_train_dataloader())
+    one, two = batches[1], batches[2]
+    width = lambda b: b["input_ids"].shape[1]
+    unpadded = lambda *bs: sorted(
+        tuple(r[m.bool()].tolist()) for b in bs for r, m in zip(b["input_ids"], b["attention_mask"])
+    )
+    assert [len(b["input_ids"]) for b in one] == [8, 8] and [len(b["input_ids"]) for b in two] == [4] * 4
+    for step in range(2):  # (chosen and rejected rows of each pair)
+        long, short = two[2 * step], two[2 * step + 1]
+        assert width(short) < width(long) == width(one[step])
+        assert unpadded(one[step]) == unpadded(long, short)
+    with pytest.raises(config.ConfigError, match="improve.micro_batches"):
+        config.load(None, ["training.per_device_batch_size=4", "improve.micro_batches=3"])
