@@ -13,7 +13,7 @@ REFERENCE ?=
 SYNTH  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup launch-check synth train sft eval headroom improve chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval bench-eval-llama bench-decoding check-engines check-families lint clean
+.PHONY: help setup launch-check synth train sft eval headroom improve chat push serve export doctor prepare inspect config test bench bench-serve bench-data bench-eval bench-eval-llama bench-decoding bench-dpo check-engines check-families lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ bench-data: setup ## Conversations/s to validate, render and tokenise chitchat; 
 
 bench-decoding: setup ## Greedy vs sampled on <output_dir>: stops, loops, instruction check; writes bench/decoding.json
 	$(BIN)/python scripts/bench_decoding.py --run $$($(BIN)/instructify config --config $(CONFIG) | sed -n 's/^output_dir: //p') $(ARGS)
+
+bench-dpo: setup ## Seconds per DPO step by improve.micro_batches on <output_dir>'s round-1 pairs (after make improve); bench/dpo-micro.json
+	$(BIN)/python scripts/bench_dpo.py --config $(CONFIG) $(ARGS)
 
 bench-eval: setup ## Generation speed of <output_dir>/model (held-out chat prompts, the tool check): an arm of bench/eval.json
 	$(BIN)/python scripts/bench_eval.py --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)

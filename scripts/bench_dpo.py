@@ -4,6 +4,9 @@ micro-batching differs. Writes bench/dpo-micro.json.
 
     python scripts/bench_dpo.py --config configs/quickstart.yaml --start runs/qs-rpo/model \
         --pairs runs/qs-arith/round-1/own-pairs.jsonl --steps 8
+
+`make bench-dpo` runs it on the config's run: start improve.start (or <output_dir>/model), pairs
+<output_dir>/round-1/own-pairs.jsonl.
 """
 
 from __future__ import annotations
@@ -40,12 +43,19 @@ def arm(cfg: config_lib.Config, pairs: list[dict], micro: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True)
-    p.add_argument("--start", required=True, help="the round's start model folder (the SFT export)")
-    p.add_argument("--pairs", type=Path, required=True, help="a round's own-pairs.jsonl")
+    p.add_argument(
+        "--start", help="the round's start model folder (default: improve.start or <output_dir>/model)"
+    )
+    p.add_argument("--pairs", type=Path, help="a round's own-pairs.jsonl (default: <output_dir>/round-1's)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--micro", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--out", type=Path, default=Path("bench/dpo-micro.json"))
     args = p.parse_args()
+    run = config_lib.load(args.config)
+    args.start = args.start or run.improve.start or str(Path(run.output_dir) / "model")
+    args.pairs = args.pairs or Path(run.output_dir) / "round-1" / "own-pairs.jsonl"
+    if not args.pairs.is_file():
+        p.error(f"{args.pairs}: no round's pairs; run `make improve` first or pass --pairs")
     pairs = [json.loads(line) for line in args.pairs.read_text().splitlines()]
     cfg = config_lib.load(args.config, ["output_dir=runs/bench-dpo", "training.logging_steps=1"])
     cfg = improve.round_config(cfg, 1, Path(args.start), args.pairs)

@@ -400,6 +400,7 @@ BLOCKS = {
     "dpo-micro": (BENCH / "dpo-micro.json", dpo_micro),
     "improve-micro4": (BENCH / "improve-micro4.json", improve_rounds),
     "improve-micro1": (BENCH / "improve-micro1.json", improve_rounds),
+    "improve-defaults57": (BENCH / "improve-defaults57.json", improve_rounds),
 }
 
 
