@@ -57,9 +57,11 @@ def main() -> int:
     if not args.pairs.is_file():
         p.error(f"{args.pairs}: no round's pairs; run `make improve` first or pass --pairs")
     pairs = [json.loads(line) for line in args.pairs.read_text().splitlines()]
-    cfg = config_lib.load(args.config, ["output_dir=runs/bench-dpo", "training.logging_steps=1"])
-    cfg = improve.round_config(cfg, 1, Path(args.start), args.pairs)
-    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, max_steps=args.steps))
+    cfg = improve.round_config(
+        dataclasses.replace(run, output_dir="runs/bench-dpo"), 1, Path(args.start), args.pairs
+    )
+    timed = dataclasses.replace(cfg.training, max_steps=args.steps, logging_steps=1)
+    cfg = dataclasses.replace(cfg, training=timed)
     arms = [arm(cfg, pairs, m) for m in args.micro]
     result = {
         "what": f"{args.steps} DPO steps of {args.pairs}'s {len(pairs)} pairs from {args.start}, "

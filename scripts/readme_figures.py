@@ -359,7 +359,7 @@ def improve_rounds(data: dict) -> str:
 
 def dpo_micro(data: dict) -> str:
     """bench/dpo-micro.json (scripts/bench_dpo.py): seconds per DPO step, padding and memory by improve.micro_batches."""
-    lines = [f"{data['what']}; {data['cpu']}:", "", "| micro-batches a step | s/step (median) | padding | peak RSS | losses of the 8 steps |",
+    lines = [f"{data['what']}; {data['cpu']}:", "", f"| micro-batches a step | s/step (median) | padding | peak RSS | losses of the {len(data['arms'][0]['losses'])} steps |",
              "|---|---|---|---|---|"]  # fmt: skip
     for a in data["arms"]:
         losses = " ".join(f"{x:.2f}" for x in a["losses"])

@@ -30,8 +30,9 @@ def dpo_args(cfg: Config, on_cuda: bool):
     i = cfg.improve
     shared = sft.trainer_args(cfg, on_cuda)
     # A step's pairs stay per_device_batch_size x accumulation; they run as improve.micro_batches passes.
-    shared["per_device_train_batch_size"] //= dpo_passes(cfg)
-    shared["gradient_accumulation_steps"] *= dpo_passes(cfg)
+    passes = dpo_passes(cfg)
+    shared["per_device_train_batch_size"] //= passes
+    shared["gradient_accumulation_steps"] *= passes
     return DPOConfig(
         **shared,
         beta=i.beta,
